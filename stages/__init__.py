@@ -1,0 +1,18 @@
+"""Stage implementations. The orchestrator finds them by name here and imports a module only when used."""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+# stage name (as written in a DAG node's `stage:`) -> module implementing it (see stages/api.py)
+REGISTRY: dict[str, str] = {
+    "export": "stages.export",
+    "convert": "stages.convert",
+    "build_onnxruntime": "stages.onnxruntime.build",
+    "benchmark_onnxruntime": "stages.onnxruntime.benchmark",
+    "validate_onnxruntime": "stages.onnxruntime.validate",
+}
+
+
+def load(stage: str) -> ModuleType:
+    return importlib.import_module(REGISTRY[stage])

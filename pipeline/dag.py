@@ -1,0 +1,69 @@
+"""The stage graph: parse the YAML mapping of nodes, validate it, and order it.
+
+A node is `{stage: <registered stage>, inputs: {name: "<node>.<output>"}, params: {...}}`. Validation names
+the offending node and key: an unknown stage, an input that points at a missing node or output, a cycle.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from graphlib import CycleError, TopologicalSorter
+from typing import Any, Callable, Iterable
+
+from pipeline.schema import ConfigError
+
+
+class DagError(ConfigError):
+    pass
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    stage: str
+    inputs: dict[str, tuple[str, str]] = field(default_factory=dict)  # input -> (upstream node, output)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def parse(dag: dict[str, dict], *, where: str = "backend.dag") -> dict[str, Node]:
+    if not dag:
+        raise DagError(f"{where} is empty: a backend needs at least one node")
+    nodes = {}
+    for name, spec in dag.items():
+        if not isinstance(spec, dict) or "stage" not in spec:
+            raise DagError(f"{where}.{name}: a node needs `stage:` (and optional `inputs:`, `params:`)")
+        inputs = {}
+        for inp, ref in (spec.get("inputs") or {}).items():
+            upstream, dot, output = str(ref).partition(".")
+            if not dot or not upstream or not output:
+                raise DagError(f"{where}.{name}.inputs.{inp} = '{ref}': expected '<node>.<output>', e.g. 'export.onnx'")
+            inputs[inp] = (upstream, output)
+        nodes[name] = Node(name, spec["stage"], inputs, dict(spec.get("params") or {}))
+    return nodes
+
+
+def order(nodes: dict[str, Node], known: Iterable[str], outputs_of: Callable[[str], tuple[str, ...]], *,
+          where: str = "backend.dag") -> list[Node]:
+    """Validate the graph and return its nodes in an order where every input is produced before it is read.
+
+    `known` are the registered stage names; `outputs_of(stage)` gives a known stage's declared outputs.
+    """
+    known = sorted(known)
+    for node in nodes.values():
+        if node.stage not in known:
+            raise DagError(f"{where}.{node.name}.stage = '{node.stage}': unknown stage; "
+                           f"known stages: {', '.join(known)}")
+    for node in nodes.values():
+        for inp, (upstream, output) in node.inputs.items():
+            ref = f"{where}.{node.name}.inputs.{inp} = '{upstream}.{output}'"
+            if upstream not in nodes:
+                raise DagError(f"{ref}: no node '{upstream}'; nodes: {', '.join(nodes)}")
+            declared = outputs_of(nodes[upstream].stage)
+            if output not in declared:
+                raise DagError(f"{ref}: node '{upstream}' (stage {nodes[upstream].stage}) has no output "
+                               f"'{output}'; it has: {', '.join(declared) or 'none'}")
+    sorter = TopologicalSorter({n.name: {u for u, _ in n.inputs.values()} for n in nodes.values()})
+    try:
+        return [nodes[name] for name in sorter.static_order()]
+    except CycleError as err:
+        cycle = err.args[1]
+        raise DagError(f"{where}: cycle between nodes {' -> '.join(cycle)}") from None

@@ -1,0 +1,65 @@
+"""The environment a job ran in, for the `runs` table and for reproduce's diff. Cheap: no framework imports."""
+from __future__ import annotations
+
+import functools
+import platform
+import subprocess
+from pathlib import Path
+
+from stages.api import onnxruntime_version, package_version
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@functools.lru_cache(maxsize=1)
+def capture() -> dict[str, str | None]:
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "cpu": _cpu_model(),
+        "torch": package_version("torch"),
+        "onnx": package_version("onnx"),
+        "onnxruntime": onnxruntime_version(),
+        "modelopt": package_version("nvidia-modelopt"),
+        "tensorrt": package_version("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-lean-cu13-bindings"),
+        "git_commit": _git_commit(),
+    }
+    env.update(_gpu())
+    return env
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def _gpu() -> dict[str, str | None]:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return {"gpu": None, "driver": None, "cuda": None}
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
+        return {"gpu": pynvml.nvmlDeviceGetName(handle), "driver": pynvml.nvmlSystemGetDriverVersion(),
+                "cuda": f"{cuda // 1000}.{cuda % 1000 // 10}"}
+    except Exception:
+        return {"gpu": None, "driver": None, "cuda": None}
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(PROJECT_ROOT), "describe", "--always", "--dirty", "--abbrev=40"],
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None

@@ -1,0 +1,184 @@
+"""One job: a resolved config in, the DAG run through the cache, one `runs` row and its tables out.
+
+Every job leaves a `runs` row, whatever happens: ok, unsupported (with the reason) or failed (with the error).
+Hydra is not needed here: the CLI and reproduce both call run_job with a plain resolved config.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline import environment, results, runner, schema
+from pipeline.cache import Cache, digest
+from stages import availability
+from stages.api import StageInputError, Unsupported
+
+log = logging.getLogger("pipeline")
+
+CONFIG_FILE = "config.resolved.yaml"
+# Keys that never change a result; left out of config_hash so a moved cache or a reproduction hashes the same.
+_HASH_EXCLUDED = ("cache",)
+# Config keys with a fixed column in `runs` (other overridden keys get a column named after their path).
+COLUMNS = {
+    "batch_size": "batch_size",
+    "build.optimization_level": "optimization_level",
+    "build.max_aux_streams": "max_aux_streams",
+    "benchmark.warmup_ms": "warmup_ms",
+    "benchmark.duration_s": "duration_s",
+    "benchmark.min_iterations": "min_iterations",
+    "cache.enabled": "cache_enabled",
+    "seed": "seed",
+}
+_GROUPS = ("model", "backend", "precision", "sweep", "hydra")
+
+
+@dataclass
+class JobMeta:
+    sweep: str | None = None
+    job: int | None = None
+    overrides: list[str] = field(default_factory=list)
+    run_id: str = ""
+
+    def __post_init__(self):
+        if not self.run_id:
+            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            self.run_id = f"{stamp}-{self.sweep or 'run'}-{self.job if self.job is not None else 0}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class JobOutcome:
+    run_id: str
+    status: str                     # ok | failed | unsupported
+    error: str | None
+    row: dict[str, Any]
+    tables: dict[str, Any]
+
+
+def config_hash(config: dict) -> str:
+    return digest({k: v for k, v in config.items() if k not in _HASH_EXCLUDED})
+
+
+def run_job(config: dict, job_dir: Path, meta: JobMeta) -> JobOutcome:
+    job_dir = Path(job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+    started, clock = dt.datetime.now(dt.timezone.utc), time.perf_counter()
+    row = _base_row(config, meta, started)
+    tables: dict[str, Any] = {}
+    status, error = "ok", None
+
+    def record(outcome: runner.NodeOutcome) -> None:
+        row[f"{outcome.name}_seconds"] = outcome.seconds
+        row[f"{outcome.name}_cache"] = outcome.cache
+        row.update({f"{outcome.name}_{k}": v for k, v in outcome.info.items()})
+        for table, rows in outcome.tables.items():
+            tables[table] = _concat(tables.get(table), rows)
+
+    try:
+        schema.check(config)
+        _require_backend(config["backend"]["name"])
+        nodes = runner.plan(config["backend"]["dag"])
+        cache = Cache(Path(config["cache"]["dir"]), enabled=config["cache"]["enabled"])
+        runner.run(nodes, cache=cache, work_dir=job_dir, on_done=record)
+    except schema.ConfigError as err:
+        status, error = "failed", str(err)
+    except Unsupported as err:
+        status, error = "unsupported", str(err)
+    except runner.StageFailed as failed:
+        status, error = _classify(failed, job_dir)
+    except KeyboardInterrupt:
+        row.update(status="failed", error="interrupted", duration_s=time.perf_counter() - clock)
+        _write(job_dir, meta.run_id, row, tables)
+        raise
+    row.update(status=status, error=error, duration_s=time.perf_counter() - clock)
+    _write(job_dir, meta.run_id, row, tables)
+    return JobOutcome(meta.run_id, status, error, row, tables)
+
+
+def _require_backend(name: str) -> None:
+    reason = availability.check(name)
+    if reason:
+        usable = [b for b in availability.PREFERENCE if availability.check(b) is None]
+        raise Unsupported(f"backend={name} cannot run here: {reason}. {availability.how_to_get(name)}"
+                          f"Backends that run here: {', '.join(usable) or 'none'}")
+
+
+def record_config_error(job_dir: Path, meta: JobMeta, raw_config: dict, err: Exception) -> JobOutcome:
+    """A config that cannot even be resolved still leaves its `runs` row."""
+    job_dir = Path(job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    row = _base_row(raw_config, meta, dt.datetime.now(dt.timezone.utc))
+    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    row.update(status="failed", error=f"config: {message}", duration_s=0.0)
+    _write(job_dir, meta.run_id, row, {})
+    return JobOutcome(meta.run_id, "failed", row["error"], row, {})
+
+
+def _classify(failed: runner.StageFailed, job_dir: Path) -> tuple[str, str]:
+    err = failed.error
+    if isinstance(err, Unsupported):
+        return "unsupported", f"{failed.node}: {err}"
+    if isinstance(err, (StageInputError, schema.ConfigError)):
+        return "failed", f"{failed.node}: {err}"
+    # An unexpected error: one line in the table, the whole traceback beside the tables.
+    trace = job_dir / "error.txt"
+    trace.write_text("".join(traceback.format_exception(err)))
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return "failed", f"{failed.node}: {type(err).__name__}: {first[:500]} (traceback: {trace.name})"
+
+
+def _base_row(config: dict, meta: JobMeta, started: dt.datetime) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "run_id": meta.run_id, "sweep": meta.sweep, "job": meta.job, "status": "failed", "error": None,
+        "backend": _lookup(config, "backend.name"), "model": _lookup(config, "model.name"),
+        "precision": str(_lookup(config, "precision.name")), "overrides": " ".join(meta.overrides),
+        "config_hash": config_hash(config), "config": yaml.safe_dump(config, sort_keys=False),
+        "started": started.isoformat(timespec="seconds"),
+    }
+    for key, column in COLUMNS.items():
+        row[column] = _lookup(config, key)
+    for override in meta.overrides:
+        key = override.lstrip("+~").partition("=")[0]
+        if key.split(".")[0] in _GROUPS or key in COLUMNS:
+            continue
+        value = _lookup(config, key)
+        if value is None or isinstance(value, (bool, int, float, str)):
+            row.setdefault(key.replace(".", "_"), value)
+    row.update({f"env_{k}": v for k, v in environment.capture().items()})
+    return row
+
+
+def _lookup(config: dict, dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _concat(existing: Any, rows: Any) -> Any:
+    if existing is None:
+        return rows
+    if isinstance(rows, dict):
+        return {k: list(existing[k]) + list(v) for k, v in rows.items()}
+    return list(existing) + list(rows)
+
+
+def _write(job_dir: Path, run_id: str, row: dict, tables: dict[str, Any]) -> None:
+    out = {"runs": [row]}
+    for name, rows in tables.items():
+        if isinstance(rows, dict):  # columnar
+            n = len(next(iter(rows.values()), []))
+            out[name] = {"run_id": [run_id] * n, **rows}
+        else:
+            out[name] = [{"run_id": run_id, **r} for r in rows]
+    results.write_tables(job_dir, out)

@@ -1,0 +1,93 @@
+"""Run a validated DAG: each node through the artifact cache (or, for measurements, always), in order.
+
+The runner knows stages only through the registry and the contract in stages/api.py; it knows no backend.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import stages
+from pipeline import dag as dagmod
+from pipeline.cache import Cache, file_sha256
+
+log = logging.getLogger("pipeline")
+
+
+class StageFailed(Exception):
+    """A node raised; carries the node name so the job's error says where."""
+
+    def __init__(self, node: str, error: BaseException):
+        super().__init__(f"{node}: {error}")
+        self.node, self.error = node, error
+
+
+@dataclass
+class NodeOutcome:
+    name: str
+    stage: str
+    seconds: float
+    cache: str                                  # hit | miss | off
+    outputs: dict[str, Path] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)
+
+
+def plan(dag: dict[str, dict]) -> list[dagmod.Node]:
+    """Parse and validate a DAG mapping against the stage registry; return its nodes in run order."""
+    nodes = dagmod.parse(dag)
+    return dagmod.order(nodes, stages.REGISTRY, lambda stage: tuple(stages.load(stage).OUTPUTS))
+
+
+def run(nodes: list[dagmod.Node], *, cache: Cache, work_dir: Path, on_done=None) -> list[NodeOutcome]:
+    """Run nodes in order. A node's exception is re-raised as StageFailed (stages.api.Unsupported too)."""
+    done: dict[str, NodeOutcome] = {}
+    for node in nodes:
+        started = time.perf_counter()
+        try:
+            outcome = _run_node(node, done, cache, work_dir)
+        except Exception as err:
+            raise StageFailed(node.name, err) from err
+        outcome.seconds = time.perf_counter() - started
+        done[node.name] = outcome
+        log.info("%-10s %-4s %6.2fs", node.name, outcome.cache, outcome.seconds)
+        if on_done:
+            on_done(outcome)
+    return list(done.values())
+
+
+def _run_node(node: dagmod.Node, done: dict[str, NodeOutcome], cache: Cache, work_dir: Path) -> NodeOutcome:
+    module = stages.load(node.stage)
+    inputs = {inp: done[up].outputs[out] for inp, (up, out) in node.inputs.items()}
+    if not module.CACHED:
+        out_dir = work_dir / "stages" / node.name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result = module.run(inputs, node.params, out_dir)
+        outputs = {name: out_dir / f for name, f in result.outputs.items()}
+        return NodeOutcome(node.name, node.stage, 0.0, "off", outputs,
+                           {name: file_sha256(p) for name, p in outputs.items()}, result.info, result.tables)
+
+    key_spec = {
+        "stage": node.stage,
+        "version": module.VERSION,
+        "params": node.params,
+        "inputs": {inp: done[up].digests[out] for inp, (up, out) in node.inputs.items()},
+        "environment": module.environment(node.params),
+        "files": module.key_files(node.params) if hasattr(module, "key_files") else {},
+    }
+    tables: dict[str, Any] = {}
+
+    def build(out_dir: Path) -> dict:
+        result = module.run(inputs, node.params, out_dir)
+        tables.update(result.tables)
+        return {"outputs": result.outputs, "info": result.info}
+
+    entry = cache.get_or_create(key_spec, build, scratch=work_dir / "artifacts", label=node.name)
+    recorded = entry.manifest["info"]
+    outputs = {name: entry.file(f) for name, f in recorded["outputs"].items()}
+    digests = {name: entry.digest_of(f) for name, f in recorded["outputs"].items()}
+    return NodeOutcome(node.name, node.stage, 0.0, entry.outcome, outputs, digests, recorded["info"], tables)

@@ -1,0 +1,184 @@
+"""Structured-config schema: what a composed config may contain, checked by OmegaConf at compose time.
+
+A misspelled key or a value of the wrong type fails while Hydra composes, naming the key. Enum fields list
+their valid values in the error. Ranges OmegaConf cannot express are checked by `check()` before any stage
+runs, with a message that names the key, the bad value and what is valid.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A config value that is well-typed but invalid; the message names the key."""
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    tf32 = "tf32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+    int8 = "int8"
+    fp8 = "fp8"
+
+
+class ModelSource(str, Enum):
+    builtin = "builtin"
+    onnx = "onnx"
+    factory = "factory"
+
+
+class ConvertMode(str, Enum):
+    none = "none"          # graph stays fp32 (fp32, tf32)
+    autocast = "autocast"  # ModelOpt AutoCast: fp16 / bf16
+    quantize = "quantize"  # ModelOpt Q/DQ: int8 / fp8
+
+
+class CalibrationMethod(str, Enum):
+    max = "max"
+    entropy = "entropy"
+
+
+class ExecutionMode(str, Enum):
+    sequential = "sequential"
+    parallel = "parallel"
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    source: ModelSource = ModelSource.builtin
+    path: Optional[str] = None               # source=onnx: the user's ONNX file
+    _target_: Optional[str] = None           # source=factory: "pkg.module.function"
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+    input_shape: Optional[List[int]] = None  # per-sample shape, no batch axis; None = the model's default
+    num_classes: Optional[int] = None
+
+
+@dataclass
+class NodeConfig:
+    stage: str = MISSING
+    inputs: Dict[str, str] = field(default_factory=dict)  # input name -> "node.output"
+    params: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BackendConfig:
+    name: str = MISSING
+    dag: Dict[str, NodeConfig] = field(default_factory=dict)
+
+
+@dataclass
+class PrecisionConfig:
+    name: Precision = MISSING
+    convert: ConvertMode = ConvertMode.none
+    tf32: bool = False
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 18
+
+
+@dataclass
+class CalibrationConfig:
+    method: CalibrationMethod = CalibrationMethod.max
+    samples: int = 64
+    data: Optional[str] = None  # .npz with one array per model input; None = seeded random data
+
+
+@dataclass
+class ConvertConfig:
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    high_precision_dtype: str = "fp32"  # what stays un-quantized; ModelOpt's own default would be fp16
+    keep_io_types: bool = True
+
+
+@dataclass
+class BuildConfig:
+    optimization_level: int = 3
+    max_aux_streams: int = 0
+    intra_op_threads: int = 0  # onnxruntime; 0 = its default
+    inter_op_threads: int = 0
+    execution_mode: ExecutionMode = ExecutionMode.sequential
+
+
+@dataclass
+class BenchmarkConfig:
+    warmup_ms: float = 200.0
+    duration_s: float = 3.0
+    min_iterations: int = 10
+
+
+@dataclass
+class ValidateConfig:
+    batches: int = 4
+
+
+@dataclass
+class CacheConfig:
+    dir: str = "outputs/cache"
+    enabled: bool = True
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    backend: BackendConfig = MISSING
+    precision: PrecisionConfig = MISSING
+    batch_size: int = 1
+    seed: int = 0
+    export: ExportConfig = field(default_factory=ExportConfig)
+    convert: ConvertConfig = field(default_factory=ConvertConfig)
+    build: BuildConfig = field(default_factory=BuildConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)
+
+
+# key -> (lowest valid, highest valid or None); checked before any stage runs
+_RANGES = {
+    "batch_size": (1, None),
+    "export.opset": (13, None),
+    "convert.calibration.samples": (1, None),
+    "build.optimization_level": (0, 5),
+    "build.max_aux_streams": (0, None),
+    "build.intra_op_threads": (0, None),
+    "build.inter_op_threads": (0, None),
+    "benchmark.warmup_ms": (0, None),
+    "benchmark.duration_s": (0, None),
+    "benchmark.min_iterations": (1, None),
+    "validate.batches": (1, None),
+}
+
+
+def _lookup(cfg: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def check(cfg: dict) -> None:
+    """Raise ConfigError for the first out-of-range or inconsistent value of a resolved config."""
+    for key, (lo, hi) in _RANGES.items():
+        value = _lookup(cfg, key)
+        if value < lo or (hi is not None and value > hi):
+            valid = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+            raise ConfigError(f"{key} = {value} is out of range; valid: {valid}")
+    model = cfg["model"]
+    if model["source"] == "onnx" and not model.get("path"):
+        raise ConfigError("model.path is not set; model=onnx needs model.path=/path/to/model.onnx")
+    if model["source"] == "factory" and not model.get("_target_"):
+        raise ConfigError("model._target_ is not set; model=factory needs model._target_=package.module.function")
+    if model.get("input_shape") is not None and any(d < 1 for d in model["input_shape"]):
+        raise ConfigError(f"model.input_shape = {model['input_shape']}: every dimension must be >= 1")

@@ -1,0 +1,60 @@
+"""The short tables printed at the end of a run or a sweep: median latency, throughput, accuracy, status."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+_ACCURACY = ("rel_l2_err", "top1_agreement")
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None or pd.isna(value) else format(value, spec)
+
+
+def job_summary(outcome, out_dir: Path) -> str:
+    row, tables = outcome.row, outcome.tables
+    lines = [f"{outcome.status.upper()}: {row['model']} {row['precision']} on {row['backend']}, "
+             f"batch {row['batch_size']}  (run {outcome.run_id})"]
+    if outcome.error:
+        lines.append(f"  {outcome.error}")
+    stats = {(r["metric"], r["stat"]): r["value"] for r in tables.get("summary", [])}
+    acc = {r["metric"]: r["value"] for r in tables.get("accuracy", []) if r["output"] == _first_output(tables)}
+    if stats:
+        lines.append(f"  median latency {_fmt(stats.get(('latency', 'median')), '.4f')} ms   "
+                     f"p99 {_fmt(stats.get(('latency', 'p99')), '.4f')} ms   "
+                     f"throughput {_fmt(stats.get(('throughput', 'samples_per_s')), ',.1f')} samples/s   "
+                     f"[{row.get('benchmark_verdict', '?')}, {row.get('benchmark_iterations', '?')} iterations]")
+    if acc:
+        lines.append("  accuracy vs fp32: " + "   ".join(f"{k} {_fmt(acc.get(k), '.3g')}" for k in _ACCURACY if k in acc))
+    lines.append(f"  tables: {out_dir / 'tables'}")
+    return "\n".join(lines)
+
+
+def _first_output(tables: dict) -> str | None:
+    rows = tables.get("accuracy", [])
+    return rows[0]["output"] if rows else None
+
+
+def sweep_summary(loaded, sweep_dir: Path) -> str:
+    runs = loaded.runs
+    if runs.empty:
+        return f"sweep {sweep_dir}: no job wrote a runs table"
+    table = runs[["job", "status"]].copy()
+    swept = [c for c in ("precision", "batch_size", "optimization_level", "max_aux_streams") if runs[c].nunique() > 1]
+    for column in swept:
+        table.insert(len(table.columns) - 1, column, runs[column])
+    s = loaded.summary
+    for (metric, stat), name in {("latency", "median"): "median_ms",
+                                 ("throughput", "samples_per_s"): "samples/s"}.items():
+        values = s[(s.metric == metric) & (s.stat == stat)].set_index("run_id")["value"]
+        table[name] = runs["run_id"].map(values)
+    a = loaded.accuracy
+    for metric in _ACCURACY:
+        first = a[a.metric == metric].drop_duplicates("run_id").set_index("run_id")["value"]
+        if len(first):
+            table[metric] = runs["run_id"].map(first)
+    table["error"] = runs["error"].fillna("").str.slice(0, 90)
+    counts = runs["status"].value_counts().to_dict()
+    head = f"sweep {sweep_dir}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    return head + "\n" + table.sort_values("job").to_string(index=False, float_format=lambda v: f"{v:.4g}")

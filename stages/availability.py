@@ -1,0 +1,63 @@
+"""Which backends can run on this machine, decided without importing heavy frameworks where possible."""
+from __future__ import annotations
+
+import importlib.util
+
+# Backends in order of preference for `backend=auto`.
+PREFERENCE = ("tensorrt", "torch", "onnxruntime")
+NOT_IMPLEMENTED = {"tensorrt", "torch"}  # their stages are not written yet; never chosen automatically
+
+
+def gpu_count() -> int:
+    """NVIDIA GPUs visible through NVML (fast, no CUDA context); 0 on a machine without the driver."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return pynvml.nvmlDeviceGetCount()
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return 0
+
+
+def check(backend: str) -> str | None:
+    """None when `backend` can run here, else the reason it cannot."""
+    if backend in NOT_IMPLEMENTED:
+        return f"the {backend} backend's stages are not implemented yet"
+    if backend == "onnxruntime":
+        return None if importlib.util.find_spec("onnxruntime") else "onnxruntime is not installed"
+    if backend == "torch":
+        if not gpu_count():
+            return "no NVIDIA GPU found (NVML)"
+        import torch  # only reached on a machine with a GPU
+
+        return None if torch.cuda.is_available() else "torch was built without CUDA or cannot reach the GPU"
+    if backend == "tensorrt":
+        if importlib.util.find_spec("tensorrt") is None:
+            return "TensorRT is not installed"
+        return None if gpu_count() else "no NVIDIA GPU found (NVML)"
+    return f"unknown backend '{backend}'"
+
+
+def best() -> tuple[str, list[str]]:
+    """The preferred backend that can run here, and why each better one was passed over."""
+    passed = []
+    for backend in PREFERENCE:
+        reason = check(backend)
+        if reason is None:
+            return backend, passed
+        passed.append(f"{backend}: {reason}")
+    raise RuntimeError("no backend can run here: " + "; ".join(passed))
+
+
+_HOW_TO_GET = {
+    "tensorrt": "TensorRT's builder comes from NVIDIA: the NGC container nvcr.io/nvidia/tensorrt, or "
+                "`pip install tensorrt --extra-index-url https://pypi.nvidia.com` on a machine with an NVIDIA GPU. ",
+    "torch": "The torch backend needs a CUDA build of torch and an NVIDIA GPU. ",
+}
+
+
+def how_to_get(backend: str) -> str:
+    return _HOW_TO_GET.get(backend, "")

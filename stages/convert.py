@@ -1,0 +1,117 @@
+"""Convert stage: put the precision into the ONNX graph with NVIDIA ModelOpt.
+
+fp16/bf16 use AutoCast (casts and low-precision initializers); int8/fp8 use ModelOpt's ONNX Q/DQ
+quantization, calibrated on seeded random data or a user .npz. fp32 and tf32 leave the graph as exported:
+TF32 is a math mode of the builder, not a property of the graph. With TensorRT 11 the graph IS the precision,
+so this stage, not builder flags, decides what an engine computes in.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from stages import inputs as model_inputs
+from stages.api import StageInputError, StageResult, Unsupported, file_sha256, package_version
+
+VERSION = "1"
+OUTPUTS = ("onnx",)
+CACHED = True
+FILE = "model.onnx"
+
+log = logging.getLogger(__name__)
+
+
+def environment(params: dict) -> dict:
+    env = {"onnx": package_version("onnx")}
+    if params["precision"]["convert"] != "none":
+        env["modelopt"] = package_version("nvidia-modelopt")
+        env["onnxruntime"] = package_version("onnxruntime", "onnxruntime-gpu")  # runs the calibration
+    return env
+
+
+def key_files(params: dict) -> dict:
+    data = params["calibration"].get("data")
+    if params["precision"]["convert"] != "quantize" or not data:
+        return {}
+    if not Path(data).is_file():
+        raise StageInputError(f"convert.calibration.data = '{data}': file not found")
+    return {"convert.calibration.data": file_sha256(Path(data))}
+
+
+def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
+    src, out = inputs["onnx"], out_dir / FILE
+    precision, mode = params["precision"]["name"], params["precision"]["convert"]
+    if mode == "none":
+        _link_or_copy(src, out)
+        return StageResult(outputs={"onnx": FILE}, info={"mode": "none"})
+    if mode == "autocast":
+        info = _autocast(src, out, precision, params)
+    else:
+        info = _quantize(src, out, precision, params)
+    return StageResult(outputs={"onnx": FILE}, info={"mode": mode, **info})
+
+
+def _autocast(src: Path, out: Path, precision: str, params: dict) -> dict:
+    import onnx
+    from modelopt.onnx.autocast import convert_to_mixed_precision
+
+    with _quiet():
+        proto = convert_to_mixed_precision(str(src), low_precision_type=precision,
+                                           keep_io_types=params["keep_io_types"], providers=["cpu"])
+    onnx.save(proto, str(out))
+    return {"opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+            "casts": sum(n.op_type == "Cast" for n in proto.graph.node)}
+
+
+def _quantize(src: Path, out: Path, precision: str, params: dict) -> dict:
+    import onnx
+    from modelopt.onnx.quantization import quantize
+
+    calib = params["calibration"]
+    specs = model_inputs.with_input_shape(model_inputs.specs_from_onnx(src), params.get("input_shape"))
+    if calib.get("data"):
+        data = model_inputs.load_npz(calib["data"], specs, key="convert.calibration.data")
+    else:
+        data = model_inputs.random_inputs(specs, calib["samples"], params["seed"] + model_inputs.SEED_CALIBRATION)
+    with _quiet():
+        quantize(str(src), quantize_mode=precision, calibration_data=data,
+                 calibration_method=calib["method"], calibration_eps=["cpu"],
+                 high_precision_dtype=params["high_precision_dtype"], output_path=str(out), log_level="WARNING")
+    proto = onnx.load(str(out), load_external_data=False)
+    quantized = sum(n.op_type == "QuantizeLinear" for n in proto.graph.node)
+    if quantized == 0:
+        # ModelOpt skips layers it deems unprofitable (e.g. convs with <= 16 channels for fp8); a graph with no
+        # Q/DQ would silently measure fp32 under a "fp8" label.
+        raise Unsupported(f"precision={precision}: ModelOpt inserted no Q/DQ nodes into this model (no layer "
+                          f"it will quantize), so the result would be fp32 under a {precision} label")
+    return {"calibration_method": calib["method"], "calibration_samples": len(next(iter(data.values()))),
+            "calibration_source": "npz" if calib.get("data") else "random", "quantize_nodes": quantized}
+
+
+def _link_or_copy(src: Path, out: Path) -> None:
+    try:
+        os.link(src, out)
+    except OSError:
+        shutil.copyfile(src, out)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """ModelOpt and ORT's quantizer print progress bars to stdout/stderr; keep them in the debug log."""
+    buf = io.StringIO()
+    # ModelOpt logs through its own handler, including an ERROR about NVML on machines without a GPU, which is
+    # expected here (calibration runs on the CPU provider).
+    modelopt_log = logging.getLogger("modelopt")
+    level = modelopt_log.level
+    modelopt_log.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            yield
+    finally:
+        modelopt_log.setLevel(level)
+    if buf.getvalue():
+        log.debug("%s", buf.getvalue())

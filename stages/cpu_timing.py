@@ -1,0 +1,55 @@
+"""Timing loop for work that runs on the host (ONNX Runtime's CPU provider, torch on CPU).
+
+Same rules as trtexec, on the host clock: warm-up by time (its iterations are not counted), then at least
+`min_iterations` AND at least `duration_s`, one timing per iteration, throughput over the whole timed span.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from stages import timing_stats
+
+METHOD = "host perf_counter around each call"
+
+
+@dataclass
+class Measurement:
+    times_ms: list[float]
+    warmup_iterations: int
+    bench_time_s: float
+
+
+def measure(call: Callable[[], Any], *, warmup_ms: float, duration_s: float, min_iterations: int) -> Measurement:
+    clock = time.perf_counter_ns
+    warm_end = clock() + int(warmup_ms * 1e6)
+    warmup = 0
+    while warmup == 0 or clock() < warm_end:  # at least one call: the first one pays lazy initialisation
+        call()
+        warmup += 1
+    times, first = [], clock()
+    end = first + int(duration_s * 1e9)
+    while True:
+        start = clock()
+        call()
+        stop = clock()
+        times.append((stop - start) / 1e6)
+        if len(times) >= min_iterations and stop >= end:
+            break
+    return Measurement(times, warmup, (stop - first) / 1e9)
+
+
+def tables(m: Measurement, batch_size: int) -> tuple[dict, dict]:
+    """Summary rows, samples (columnar) and the runs-row info for one measurement."""
+    stats = {"latency": timing_stats.describe(m.times_ms)}
+    rate = timing_stats.throughput(len(m.times_ms), batch_size, m.bench_time_s)
+    summary = timing_stats.summary_rows(stats) + [
+        {"metric": "throughput", "stat": "qps", "value": rate["qps"], "unit": "qps"},
+        {"metric": "throughput", "stat": "samples_per_s", "value": rate["samples_per_s"], "unit": "samples/s"},
+    ]
+    n = len(m.times_ms)
+    samples = {"trial": [0] * n, "iteration": list(range(n)), "metric": ["latency"] * n, "value_ms": m.times_ms}
+    info = {"iterations": n, "warmup_iterations": m.warmup_iterations, "seconds_timed": m.bench_time_s,
+            "verdict": timing_stats.verdict_label(timing_stats.verdicts(stats)), "timing": METHOD}
+    return {"summary": summary, "samples": samples}, info

@@ -1,0 +1,152 @@
+"""Export stage: a torch model (built-in or a user factory) to ONNX with a dynamic batch axis, or a user's
+ONNX file checked and taken in as is. Output: `onnx`, the fp32 reference graph every later stage starts from.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+from stages import models
+from stages.api import StageInputError, StageResult, file_sha256, package_version
+
+VERSION = "1"
+OUTPUTS = ("onnx",)
+CACHED = True
+FILE = "model.onnx"
+_EXTERNAL_DATA_BYTES = 1536 << 20  # ONNX protobufs cap at 2 GiB; larger weights go to a side file
+
+log = logging.getLogger(__name__)
+
+
+def environment(params: dict) -> dict:
+    if params["model"]["source"] == "onnx":
+        return {"onnx": package_version("onnx")}
+    return {name: package_version(name) for name in ("torch", "onnx", "onnxscript")}
+
+
+def key_files(params: dict) -> dict:
+    model = params["model"]
+    if model["source"] == "onnx":
+        return {"model.path": _user_file_digest(model["path"])}
+    if model["source"] == "factory":
+        return {"model._target_": models.factory_source_digest(model["_target_"])}
+    return {}
+
+
+def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
+    model = params["model"]
+    out = out_dir / FILE
+    if model["source"] == "onnx":
+        info = _take_onnx(Path(model["path"]), out)
+    else:
+        info = _export_torch(model, params["seed"], params["opset"], out)
+    _check(out, key="model.path" if model["source"] == "onnx" else "export")
+    return StageResult(outputs={"onnx": FILE}, info=info)
+
+
+def _user_file_digest(path: str) -> str:
+    file = Path(path)
+    if not file.is_file():
+        raise StageInputError(f"model.path = '{path}': file not found")
+    digest = file_sha256(file)
+    for side in file.parent.glob(f"{file.name}.data"):  # external weights change the model too
+        digest += file_sha256(side)
+    return digest
+
+
+def _take_onnx(src: Path, out: Path) -> dict:
+    import onnx
+
+    if not src.is_file():
+        raise StageInputError(f"model.path = '{src}': file not found")
+    try:
+        proto = onnx.load(str(src))
+    except Exception as err:
+        raise StageInputError(f"model.path = '{src}': not a readable ONNX model ({err})") from err
+    _save(proto, out)
+    return {"source_file": src.name, "opset": _opset(proto)}
+
+
+def _export_torch(model_cfg: dict, seed: int, opset: int, out: Path) -> dict:
+    import torch
+
+    if model_cfg["source"] == "factory":
+        model = models.load_factory(model_cfg["_target_"], model_cfg.get("kwargs") or {})
+        if not model_cfg.get("input_shape"):
+            raise StageInputError("model.input_shape is not set; a factory model needs its per-sample input "
+                                  "shape, e.g. model.input_shape=[3,224,224]")
+        shape = tuple(model_cfg["input_shape"])
+    else:
+        model = models.build_builtin(model_cfg["name"], seed=seed, num_classes=model_cfg.get("num_classes"))
+        shape = tuple(model_cfg.get("input_shape") or models.BUILTIN[model_cfg["name"]][0])
+    example = torch.randn(2, *shape)  # batch 2: a batch of 1 would be specialised away
+    n_params = sum(p.numel() for p in model.parameters())
+    exporter, fallback_reason = "dynamo", None
+    try:
+        _export_dynamo(model, example, opset, out, external=n_params * 4 > _EXTERNAL_DATA_BYTES)
+    except Exception as err:  # some models only go through the TorchScript exporter
+        exporter, fallback_reason = "torchscript", f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+        log.warning("dynamo export failed (%s); falling back to the TorchScript exporter", fallback_reason)
+        for stale in out.parent.glob(f"{out.name}*"):
+            stale.unlink()
+        _export_torchscript(model, example, opset, out)
+    info = {"exporter": exporter, "opset": opset, "parameters": n_params,
+            "input_shape": "x".join(map(str, shape))}
+    if fallback_reason:
+        info["dynamo_error"] = fallback_reason
+    return info
+
+
+def _export_dynamo(model, example, opset: int, out: Path, external: bool) -> None:
+    import torch
+
+    batch = torch.export.Dim("batch", min=1)
+    chatter = io.StringIO()  # the exporter prints progress lines to stdout; keep them in the debug log
+    with contextlib.redirect_stdout(chatter), warnings.catch_warnings(), _quiet_logger("torch.onnx"):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(out), dynamo=True, opset_version=opset, verbose=False,
+                          input_names=["input"], output_names=["output"],
+                          dynamic_shapes=({0: batch},), external_data=external)
+    log.debug("%s", chatter.getvalue())
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # e.g. "torchvision is not installed. Skipping torchvision::nms"
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _export_torchscript(model, example, opset: int, out: Path) -> None:
+    import torch
+
+    torch.onnx.export(model, (example,), str(out), dynamo=False, opset_version=opset,
+                      input_names=["input"], output_names=["output"],
+                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+
+
+def _save(proto, out: Path) -> None:
+    import onnx
+
+    large = proto.ByteSize() > _EXTERNAL_DATA_BYTES
+    onnx.save(proto, str(out), save_as_external_data=large, location=f"{out.name}.data" if large else None)
+
+
+def _check(path: Path, key: str) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as err:
+        raise StageInputError(f"{key}: the ONNX model fails onnx.checker: {str(err).splitlines()[0]}") from err
+
+
+def _opset(proto) -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)

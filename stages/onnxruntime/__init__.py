@@ -1,0 +1,1 @@
+"""ONNX Runtime backend (CPU execution provider): build, benchmark and validate stages."""

@@ -1,0 +1,72 @@
+"""How a built ONNX Runtime model is opened: the session settings recorded at build time, applied on load.
+
+The build stage saves ORT's optimized graph together with `session.json`; the benchmark and validate
+stages open that graph with exactly those settings, so what is measured is what was built.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+from stages.api import onnxruntime_version
+
+PROVIDER = "CPUExecutionProvider"
+SETTINGS_FILE = "session.json"
+# build.optimization_level (TensorRT's 0-5 scale) -> ORT graph optimization level. ORT has four levels;
+# 3 (both tools' default) and above take ORT's default, ENABLE_ALL.
+LEVELS = {0: "ORT_DISABLE_ALL", 1: "ORT_ENABLE_BASIC", 2: "ORT_ENABLE_EXTENDED",
+          3: "ORT_ENABLE_ALL", 4: "ORT_ENABLE_ALL", 5: "ORT_ENABLE_ALL"}
+
+
+def cpu_identity() -> dict:
+    """ORT_ENABLE_ALL saves layout transforms specific to the CPU's instruction set: part of the cache key."""
+    model, flags = "", ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and not model:
+                model = value.strip()
+            elif key == "flags" and not flags:
+                flags = " ".join(sorted(f for f in value.split() if f.startswith(("avx", "fma", "amx", "sse4"))))
+    except OSError:  # not Linux: the machine name is the best we have
+        pass
+    return {"cpu": model or platform.machine(), "isa": flags}
+
+
+def environment() -> dict:
+    return {"onnxruntime": onnxruntime_version(), "provider": PROVIDER, **cpu_identity()}
+
+
+def options(settings: dict, *, level: str):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    so.intra_op_num_threads = settings["intra_op_threads"]
+    so.inter_op_num_threads = settings["inter_op_threads"]
+    so.execution_mode = (ort.ExecutionMode.ORT_PARALLEL if settings["execution_mode"] == "parallel"
+                         else ort.ExecutionMode.ORT_SEQUENTIAL)
+    for key, value in settings.get("config_entries", {}).items():
+        so.add_session_config_entry(key, value)
+    so.log_severity_level = 3  # errors only: ORT's warnings would drown the progress lines
+    return so
+
+
+def open_built(model: Path):
+    """Open a built model with its recorded settings. The graph is already optimized: optimizing it again
+    could undo what the build decided (e.g. re-fuse fp8 Q/DQ pairs the CPU provider cannot run)."""
+    import onnxruntime as ort
+
+    settings = json.loads((Path(model).parent / SETTINGS_FILE).read_text())
+    return ort.InferenceSession(str(model), options(settings, level="ORT_DISABLE_ALL"), providers=[PROVIDER])
+
+
+def open_reference(path: Path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # exact rewrites only
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=[PROVIDER])
