@@ -1,0 +1,23 @@
+"""Tiny stages for orchestrator tests: they follow stages/api.py but need no model or framework."""
+
+from stages.api import StageResult, Unsupported
+
+VERSION = "1"
+CACHED = True
+OUTPUTS = ("data",)
+
+
+def environment(params):
+    return {}
+
+
+def run(inputs, params, out_dir):
+    if params.get("fail") == "unsupported":
+        raise Unsupported("this combination cannot run here")
+    if params.get("fail") == "crash":
+        raise RuntimeError("boom\nsecond line")
+    with open(params["counter"], "a") as f:
+        f.write("built\n")
+    upstream = inputs["data"].read_text() if "data" in inputs else ""
+    (out_dir / "data.txt").write_text(upstream + params["text"])
+    return StageResult(outputs={"data": "data.txt"}, info={"chars": len(upstream) + len(params["text"])})

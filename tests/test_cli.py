@@ -1,0 +1,136 @@
+"""The real CLI end to end on this CPU machine: default run, precision sweep, warm re-run, reproduce, bad input."""
+from pathlib import Path
+
+import pytest
+
+from pipeline import results
+from tests.conftest import FAST, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def only(paths):
+    paths = list(paths)
+    assert len(paths) == 1, paths
+    return paths[0]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """One precision sweep with a fresh cache, then the same sweep again (warm)."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    first = run_cli(["+sweep=precision", *FAST], cwd)
+    sweep_dirs = sorted((cwd / "outputs/sweeps/precision").iterdir())
+    second = run_cli(["+sweep=precision", *FAST], cwd)
+    return cwd, first, second, sweep_dirs[0], sorted((cwd / "outputs/sweeps/precision").iterdir())[-1]
+
+
+def test_default_run(workdir):
+    proc = run_cli(FAST, workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert "backend: auto -> onnxruntime" in proc.stdout
+    run_dir = only((workdir / "outputs/runs").iterdir())
+    assert (run_dir / ".hydra/config.yaml").is_file()
+    assert "backend=onnxruntime" in (run_dir / ".hydra/overrides.yaml").read_text()  # the choice is pinned
+    r = results.load(run_dir)
+    row = r.runs.iloc[0]
+    assert (row.status, row.backend, row.model, row.precision) == ("ok", "onnxruntime", "tiny_cnn", "fp32")
+    assert row.export_cache == "miss" and row.benchmark_cache == "off"
+    median = r.summary.query("metric == 'latency' and stat == 'median'")["value"].iloc[0]
+    assert 0 < median < 1000
+    assert len(r.samples) >= 5 and (r.samples.value_ms > 0).all()
+    acc = r.accuracy.set_index("metric")["value"]
+    assert acc["rel_l2_err"] < 1e-5 and acc["top1_agreement"] == 1.0
+    # the printed short table
+    assert "median latency" in proc.stdout and "throughput" in proc.stdout and "rel_l2_err" in proc.stdout
+
+
+def test_precision_sweep(sweep):
+    cwd, first, _, sweep_dir, _ = sweep
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    runs = results.load(sweep_dir).runs.set_index("precision")
+    assert sorted(runs.index) == sorted(["fp32", "tf32", "fp16", "bf16", "int8", "fp8"])
+    assert set(runs.loc[["fp32", "fp16", "int8", "fp8"], "status"]) == {"ok"}
+    assert set(runs.loc[["bf16", "tf32"], "status"]) == {"unsupported"}
+    assert "TF32" in runs.loc["tf32", "error"] and "bf16" in runs.loc["bf16", "error"]
+    assert sorted(runs["export_cache"]) == ["hit"] * 5 + ["miss"]   # exported once
+    assert (runs["sweep"] == "precision").all() and sorted(runs["job"]) == list(range(6))
+    acc = results.load(sweep_dir).accuracy.query("metric == 'top1_agreement'")
+    assert len(acc) == 4 and (acc["value"] > 0.5).all()   # every ok point agrees with fp32 on most inputs
+    assert "4 ok, 2 unsupported" in first.stdout
+
+
+def test_warm_rerun_recomputes_no_artifact(sweep):
+    _, _, second, first_dir, second_dir = sweep
+    assert second.returncode == 0
+    assert first_dir != second_dir
+    runs = results.load(second_dir).runs
+    for stage in ("export", "convert", "build"):
+        assert set(runs[f"{stage}_cache"].dropna()) == {"hit"}, stage
+    # tf32 and bf16 stop at build (unsupported on the CPU provider); the other four reach it
+    assert runs["export_cache"].notna().all() and runs["build_cache"].notna().sum() == 4
+
+
+def test_reproduce_sweep_job(sweep):
+    cwd, _, _, sweep_dir, _ = sweep
+    proc = run_cli([str(sweep_dir / "4"), "--out", "repro"], cwd, module="pipeline.reproduce")
+    assert proc.returncode == 0, proc.stderr
+    assert "config_hash same" in proc.stdout and "median latency" in proc.stdout
+    old, new = results.load(sweep_dir / "4").runs.iloc[0], results.load(cwd / "repro").runs.iloc[0]
+    assert new.config_hash == old.config_hash and new.precision == "int8" and new.run_id != old.run_id
+    assert (new.export_cache, new.convert_cache, new.build_cache) == ("hit", "hit", "hit")
+    assert (cwd / "repro/reproduction.json").is_file()
+
+
+def test_reproduce_needs_a_recorded_job(workdir):
+    proc = run_cli([str(workdir)], workdir, module="pipeline.reproduce")
+    assert proc.returncode == 2 and "no recorded job here" in proc.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["precision=fp9"], ["precision", "fp32", "int8"]),
+    (["backend=foo"], ["backend", "onnxruntime", "tensorrt"]),
+    (["benchmark.duration=1"], ["duration"]),
+    (["benchmark.min_iterations=abc"], ["benchmark.min_iterations", "abc"]),
+    (["build.execution_mode=sideways"], ["execution_mode", "sequential", "parallel"]),
+])
+def test_compose_errors_are_one_clear_message(workdir, args, words):
+    proc = run_cli(args, workdir)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for word in words:
+        assert word in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("setup, args, words", [
+    (None, ["benchmark.min_iterations=-1"], ["benchmark.min_iterations = -1", ">= 1"]),
+    (None, ["model=onnx", "model.path=missing.onnx"], ["model.path = 'missing.onnx'", "not found"]),
+    ("corrupt", ["model=onnx", "model.path=bad.onnx"], ["model.path = 'bad.onnx'", "not a readable ONNX"]),
+])
+def test_bad_input_fails_with_the_key(workdir, setup, args, words):
+    if setup == "corrupt":
+        (workdir / "bad.onnx").write_bytes(b"\x08\x07garbage that is not a protobuf model" * 10)
+    proc = run_cli([*FAST, *args], workdir)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    out = proc.stdout
+    assert "FAILED" in out
+    for word in words:
+        assert word in out, out
+    runs = results.load(workdir / "outputs").runs
+    assert list(runs.status) == ["failed"] and words[0] in runs.error.iloc[0]
+
+
+def test_bad_point_fails_alone_in_a_sweep(workdir):
+    proc = run_cli(["-m", "benchmark.min_iterations=5,-1", *FAST[:2], "validate.batches=1"], workdir)
+    assert proc.returncode == 1
+    runs = results.load(workdir / "outputs").runs.set_index("min_iterations")
+    assert runs.loc[5, "status"] == "ok" and runs.loc[-1, "status"] == "failed"
+    assert "benchmark.min_iterations = -1" in runs.loc[-1, "error"]
+
+
+def test_help_is_fast_and_lists_groups(workdir):
+    proc = run_cli(["--help"], workdir)
+    assert proc.returncode == 0
+    for group in ("model:", "backend:", "precision:", "sweep:"):
+        assert group in proc.stdout

@@ -1,0 +1,107 @@
+"""The job runner on fake stages: status rows, cache outcomes, errors, config checks."""
+import copy
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import stages
+from pipeline import app, job, results
+from pipeline.schema import ConfigError
+
+
+@pytest.fixture(scope="module")
+def base_config():
+    with initialize_config_dir(config_dir=app.CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["backend=onnxruntime"])
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+@pytest.fixture
+def fake_registry(monkeypatch):
+    monkeypatch.setitem(stages.REGISTRY, "fake", "tests.fake_stages")
+    monkeypatch.setitem(stages.REGISTRY, "fake_measure", "tests.fake_measure")
+
+
+def config_with(base, tmp_path, **params):
+    cfg = copy.deepcopy(base)
+    counter = tmp_path / "builds.txt"
+    cfg["cache"]["dir"] = str(tmp_path / "cache")
+    cfg["backend"]["dag"] = {
+        "first": {"stage": "fake", "params": {"text": "a", "counter": str(counter), **params}},
+        "second": {"stage": "fake", "inputs": {"data": "first.data"}, "params": {"text": "b", "counter": str(counter)}},
+        "measure": {"stage": "fake_measure", "inputs": {"data": "second.data"}},
+    }
+    return cfg, counter
+
+
+def test_ok_job_writes_row_and_tables_and_hits_cache_second_time(base_config, tmp_path, fake_registry):
+    cfg, counter = config_with(base_config, tmp_path)
+    first = job.run_job(cfg, tmp_path / "j1", job.JobMeta())
+    second = job.run_job(cfg, tmp_path / "j2", job.JobMeta())
+    assert first.status == second.status == "ok"
+    assert counter.read_text().count("built") == 2          # two cached nodes, built once each
+    assert (first.row["first_cache"], first.row["second_cache"], first.row["measure_cache"]) == ("miss", "miss", "off")
+    assert (second.row["first_cache"], second.row["second_cache"]) == ("hit", "hit")
+    assert second.row["second_chars"] == 2 and second.row["measure_length"] == 2
+    loaded = results.load(tmp_path / "j2")
+    assert list(loaded.runs["status"]) == ["ok"]
+    assert loaded.summary["value"].tolist() == [2.0]
+    assert len(loaded.samples) == 2 and set(loaded.samples["run_id"]) == {second.run_id}
+    assert first.row["config_hash"] == second.row["config_hash"]
+
+
+def test_param_change_rebuilds_downstream(base_config, tmp_path, fake_registry):
+    cfg, counter = config_with(base_config, tmp_path)
+    job.run_job(cfg, tmp_path / "j1", job.JobMeta())
+    cfg2, _ = config_with(base_config, tmp_path)
+    cfg2["backend"]["dag"]["first"]["params"]["text"] = "z"
+    out = job.run_job(cfg2, tmp_path / "j2", job.JobMeta())
+    assert (out.row["first_cache"], out.row["second_cache"]) == ("miss", "miss")
+    assert out.row["config_hash"] != job.config_hash(cfg)
+
+
+def test_unsupported_and_crash_become_rows(base_config, tmp_path, fake_registry):
+    cfg, _ = config_with(base_config, tmp_path, fail="unsupported")
+    out = job.run_job(cfg, tmp_path / "u", job.JobMeta())
+    assert out.status == "unsupported" and out.error == "first: this combination cannot run here"
+    cfg, _ = config_with(base_config, tmp_path, fail="crash")
+    out = job.run_job(cfg, tmp_path / "c", job.JobMeta())
+    assert out.status == "failed"
+    assert out.error.startswith("first: RuntimeError: boom") and "second line" not in out.error
+    assert "Traceback" in (tmp_path / "c" / "error.txt").read_text()
+    assert results.load(tmp_path / "c").runs["error"].iloc[0] == out.error
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("benchmark.min_iterations", -1, ["benchmark.min_iterations = -1", ">= 1"]),
+    ("build.optimization_level", 7, ["build.optimization_level = 7", "0..5"]),
+    ("batch_size", 0, ["batch_size = 0"]),
+])
+def test_out_of_range_values_fail_naming_the_key(base_config, tmp_path, key, value, words):
+    cfg = copy.deepcopy(base_config)
+    node = cfg
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    out = job.run_job(cfg, tmp_path, job.JobMeta())
+    assert out.status == "failed"
+    for word in words:
+        assert word in out.error
+
+
+def test_model_source_needs_its_key(base_config, tmp_path):
+    cfg = copy.deepcopy(base_config)
+    cfg["model"].update(source="onnx", path=None)
+    with pytest.raises(ConfigError, match="model.path is not set"):
+        from pipeline import schema
+        schema.check(cfg)
+
+
+def test_unavailable_backend_is_unsupported_with_how_to_get_it(base_config, tmp_path):
+    cfg = copy.deepcopy(base_config)
+    cfg["backend"] = {"name": "tensorrt", "dag": {}}
+    out = job.run_job(cfg, tmp_path, job.JobMeta())
+    assert out.status == "unsupported"
+    assert "backend=tensorrt cannot run here" in out.error and "onnxruntime" in out.error
