@@ -24,7 +24,6 @@ Differences from trtexec, on purpose:
 
 * trtexec accumulates in float32; here everything is float64, so means and
   CoVs can differ from its printout in the last float32 digits.
-* The percentile index is computed exactly (see :func:`percentile`).
 * On CPU runs, which have no GPU compute time, the end-to-end ``latency``
   metric stands in for ``gpu_compute`` in the CoV and bound checks.
 """
@@ -33,7 +32,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from fractions import Fraction
 
 import numpy as np
 
@@ -59,24 +57,16 @@ def _check_sorted_input(sorted_values) -> int:
 def percentile(sorted_values, p: float) -> float:
     """trtexec's percentile of an ascending, non-empty sequence.
 
-    Index = ``max(N - 1 - floor((1 - p/100) * N), 0)``: drop the
-    ``floor((1 - p/100) * N)`` largest values and take the largest one left.
-
-    ``(1 - p/100) * N`` is evaluated in exact rational arithmetic on the
-    decimal value of ``p`` (``Fraction(repr(float(p)))``, so 99.9 means
-    999/10), not in binary floating point. In float64, ``(1 - 0.9) * 10`` is
-    0.9999999999999998 and would floor to 0, making p90 of 10 values the
-    maximum instead of the 9th value. Note that trtexec itself does this in
-    float32, which rounds the other way for some inputs: for p=99 it gets
-    ``int(0.99999905) = 0`` at N=100 (index 99, the maximum, where the exact
-    rule gives index 98) and 9 instead of 10 at N=1000; p=90 and p=95 agree
-    with the exact rule.
+    Index = ``max(N - 1 - int((1 - p/100) * N), 0)``: drop the ``int((1 - p/100) * N)`` largest values and
+    take the largest one left. trtexec evaluates ``(1 - p/100) * N`` in float32 (``float percentile``), and
+    so do we, so our p90/p95/p99 pick the same sample as its printout. Float32 rounds some cases down: for
+    p=99 and N=100 it gives int(0.99999905) = 0, so p99 is the maximum (the exact rule would drop one value).
     """
     n = _check_sorted_input(sorted_values)
     if not 0 <= p <= 100:
         raise ValueError(f"percentile must be in [0, 100], got {p!r}")
-    frac = Fraction(repr(float(p)))
-    exclude = math.floor((1 - frac / 100) * n)
+    f32 = np.float32
+    exclude = int((f32(1) - f32(p) / f32(100)) * f32(n))
     return float(sorted_values[max(n - 1 - exclude, 0)])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 import random
 
 import numpy as np
@@ -128,11 +129,12 @@ def test_describe_rejects_bad_input(bad):
 @pytest.mark.parametrize(
     ("n", "p", "expected"),
     [
-        # N=10, p=90: (1-0.9)*10 = 1 exactly -> index 9-1 = 8 -> 9
-        # (naive float64 gives 0.9999999999999998 -> floor 0 -> index 9 -> 10)
+        # trtexec computes int((1 - p/100) * N) in float32; the products below are float32 values.
+        # N=10, p=90: (1-0.9f)*10 = 1.0000002 -> 1 -> index 9-1 = 8 -> 9
+        # (float64 would give 0.9999999999999998 -> 0 -> index 9 -> 10)
         (10, 90, 9.0),
-        # N=100, p=99: 0.01*100 = 1 -> index 99-1 = 98 -> 99
-        (100, 99, 99.0),
+        # N=100, p=99: (1-0.99f)*100 = 0.99999905 -> 0 -> index 99 -> 100 (the max, as trtexec prints)
+        (100, 99, 100.0),
         # N=100, p=95: 0.05*100 = 5 -> index 94 -> 95; p=90: 10 -> index 89 -> 90
         (100, 95, 95.0),
         (100, 90, 90.0),
@@ -141,10 +143,10 @@ def test_describe_rejects_bad_input(bad):
         # N=20, p=90: 0.1*20 = 2 -> index 17 -> 18; p=99: floor(0.2)=0 -> index 19 -> 20
         (20, 90, 18.0),
         (20, 99, 20.0),
-        # N=1000, p=99: 0.01*1000 = 10 -> index 999-10 = 989 -> 990
-        (1000, 99, 990.0),
-        # N=1000, p=99.9 (a non-integer p): 0.001*1000 = 1 -> index 998 -> 999
-        (1000, 99.9, 999.0),
+        # N=1000, p=99: 9.999991 -> 9 -> index 999-9 = 990 -> 991
+        (1000, 99, 991.0),
+        # N=1000, p=99.9 (a non-integer p): (1-0.999f)*1000 = 0.99998713 -> 0 -> index 999 -> 1000
+        (1000, 99.9, 1000.0),
         # N=10, p=50: floor(0.5*10)=5 -> index 4 -> 5 (nearest rank, not the median 5.5)
         (10, 50, 5.0),
         # p=100 -> exclude 0 -> max; p=0 -> exclude N -> index max(-1, 0) = 0 -> min
@@ -323,15 +325,20 @@ def test_throughput_rejects_bad_counts():
 # ---------------------------------------------------------------- property test
 
 
+def _f32(x):
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
 def _reference_describe(values):
-    """Straightforward pure-Python transcription of trtexec's formulas (integer p only)."""
+    """Straightforward pure-Python transcription of trtexec's formulas, float32 arithmetic via struct."""
     s = sorted(float(v) for v in values)
     n = len(s)
     mean = math.fsum(s) / n
     med = s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
     out = {"min": s[0], "max": s[-1], "mean": mean, "median": med}
     for p in PERCENTILES:
-        exclude = (100 - p) * n // 100  # floor((1 - p/100) * n) in integer arithmetic
+        # int((1 - p/100) * n) with every operation rounded to float32, as in trtexec's C++
+        exclude = int(_f32(_f32(1.0 - _f32(_f32(p) / 100.0)) * _f32(n)))
         out[f"p{p}"] = s[max(n - 1 - exclude, 0)]
     var = math.fsum((x - mean) ** 2 for x in s) / n
     out["cov"] = math.sqrt(var) / mean * 100
