@@ -93,10 +93,15 @@ def _quantize(src: Path, out: Path, precision: str, params: dict) -> dict:
 
 
 def _link_or_copy(src: Path, out: Path) -> None:
-    try:
-        os.link(src, out)
-    except OSError:
-        shutil.copyfile(src, out)
+    """The graph as exported, weights side file included. A hard link costs no space; the cache verifies
+    content by digest, so sharing an inode with the upstream entry is safe."""
+    for file in (src, src.with_name(src.name + ".data")):
+        if file.exists():
+            target = out.with_name(out.name + file.name[len(src.name):])
+            try:
+                os.link(file, target)
+            except OSError:
+                shutil.copyfile(file, target)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,436 @@
+"""Tidy result tables: written per job as Parquet, loaded across jobs into pandas.
+
+Every job writes ``<job_dir>/tables/<table>.parquet`` for each table that has
+rows (see ``SCHEMAS`` for the fixed columns). ``load()`` finds those files below
+a job directory, a sweep directory or a whole outputs root and concatenates
+them, unifying the ``runs`` table whose extra columns differ between jobs.
+
+Column types are fixed at write time so that schema promotion across jobs is
+predictable. Extra ``runs`` columns are typed from their values (bool -> bool,
+int -> int64, float -> float64, str/None -> string), except for naming
+conventions that always win so one job cannot drift from another: ``env_*`` and
+``*_cache`` are strings, ``*_seconds`` are float64.
+
+pandas dtypes returned by ``load()`` (chosen so that a column's dtype does not
+depend on whether some job happened to leave it null):
+
+- integers  -> ``Int64`` (nullable; missing is ``pd.NA``, never a silent float)
+- booleans  -> ``boolean`` (nullable)
+- strings   -> pandas' default string dtype (``str`` in pandas 3, object in 2)
+- floats    -> ``float64`` (missing is NaN)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+TABLES = ("runs", "summary", "samples", "accuracy", "layers", "gpu")
+
+_S, _I, _F = pa.string(), pa.int64(), pa.float64()
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "runs": pa.schema([
+        ("run_id", _S), ("sweep", _S), ("job", _I), ("status", _S), ("error", _S),
+        ("backend", _S), ("model", _S), ("precision", _S), ("batch_size", _I),
+        ("optimization_level", _I), ("max_aux_streams", _I), ("overrides", _S),
+        ("config_hash", _S), ("config", _S), ("started", _S), ("duration_s", _F),
+    ]),
+    "summary": pa.schema([
+        ("run_id", _S), ("metric", _S), ("stat", _S), ("value", _F), ("unit", _S),
+    ]),
+    "samples": pa.schema([
+        ("run_id", _S), ("trial", _I), ("iteration", _I), ("metric", _S), ("value_ms", _F),
+    ]),
+    "accuracy": pa.schema([
+        ("run_id", _S), ("output", _S), ("metric", _S), ("value", _F), ("reference", _S),
+    ]),
+    "layers": pa.schema([
+        ("run_id", _S), ("layer", _S), ("layer_type", _S), ("dtype", _S), ("tactic", _S),
+        ("stream", _I), ("time_ms", _F), ("share", _F), ("source", _S),
+    ]),
+    "gpu": pa.schema([
+        ("run_id", _S), ("t_s", _F), ("sm_clock_mhz", _F), ("mem_clock_mhz", _F),
+        ("power_w", _F), ("temp_c", _F), ("util_pct", _F), ("throttle", _S),
+    ]),
+}
+
+RUN_STATUSES = ("ok", "failed", "unsupported")
+
+# Only the runs table may carry columns beyond its fixed schema.
+_OPEN_TABLES = {"runs"}
+# Tables with a handful of rows per job (see _write_options).
+_SMALL_TABLES = {"runs", "summary", "accuracy"}
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_tables(job_dir: str | os.PathLike, tables: Mapping[str, object]) -> list[Path]:
+    """Write each non-empty table to ``<job_dir>/tables/<table>.parquet`` atomically.
+
+    A table value is either a list of row dicts or a dict of column -> values
+    (columnar, much faster for large tables such as ``samples``). Missing fixed
+    columns become null. Returns the paths written; writing again replaces them.
+    """
+    unknown = set(tables) - set(TABLES)
+    if unknown:
+        raise ValueError(f"unknown table(s) {sorted(unknown)}; expected one of {TABLES}")
+    out_dir = Path(job_dir) / "tables"
+    written = []
+    for name in TABLES:
+        table = build_table(name, tables.get(name))
+        if table is None:
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written.append(_write_atomic(table, out_dir / f"{name}.parquet", _write_options(name)))
+    return written
+
+
+def build_table(name: str, data: object) -> pa.Table | None:
+    """Build the pyarrow Table for ``name`` with its fixed schema; None when empty."""
+    columns = _to_columns(name, data)
+    if columns is None:
+        return None
+    schema = SCHEMAS[name]
+    extras = [c for c in columns if c not in schema.names]
+    if extras and name not in _OPEN_TABLES:
+        raise ValueError(f"table {name!r}: unknown column {extras[0]!r} "
+                         f"(fixed columns: {schema.names})")
+    n = len(next(iter(columns.values())))
+    arrays, fields = [], []
+    for field in schema:
+        values = columns.get(field.name)
+        arrays.append(pa.nulls(n, field.type) if values is None
+                      else _typed_array(name, field.name, values, field.type))
+        fields.append(field)
+    for col in extras:
+        arr = _typed_array(name, col, columns[col], _extra_type(name, col, columns[col]))
+        arrays.append(arr)
+        fields.append(pa.field(col, arr.type))
+    if name == "runs":
+        _check_status(arrays[schema.get_field_index("status")])
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _to_columns(name: str, data: object) -> dict[str, list] | None:
+    """Normalise rows or columns to an ordered dict of equal-length columns."""
+    if data is None:
+        return None
+    if isinstance(data, Mapping):
+        columns = {str(k): v for k, v in data.items()}
+        lengths = {k: len(v) for k, v in columns.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"table {name!r}: columns have different lengths {lengths}")
+        if not lengths or not next(iter(lengths.values())):
+            return None
+        return columns
+    rows = list(data)
+    if not rows:
+        return None
+    keys: dict[str, None] = {}  # ordered union of keys: first appearance wins
+    for row in rows:
+        if not isinstance(row, Mapping):
+            raise ValueError(f"table {name!r}: rows must be dicts, got {type(row).__name__}")
+        keys.update(dict.fromkeys(row))
+    return {k: [row.get(k) for row in rows] for k in keys}
+
+
+def _extra_type(table: str, col: str, values) -> pa.DataType:
+    """Type of an extra runs column: naming conventions first, else from the values."""
+    if col.startswith("env_") or col.endswith("_cache"):
+        return _S
+    if col.endswith("_seconds"):
+        return _F
+    try:
+        inferred = pa.array(values).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise ValueError(f"table {table!r}: column {col!r} has mixed or unsupported values: {e}") from e
+    if pa.types.is_boolean(inferred):
+        return pa.bool_()
+    if pa.types.is_integer(inferred):
+        return _I
+    if pa.types.is_floating(inferred):
+        return _F
+    if pa.types.is_null(inferred) or pa.types.is_string(inferred) or pa.types.is_large_string(inferred):
+        return _S
+    raise ValueError(f"table {table!r}: column {col!r} must hold scalars "
+                     f"(bool/int/float/str), got {inferred}")
+
+
+def _typed_array(table: str, col: str, values, target: pa.DataType) -> pa.Array:
+    """Convert values to ``target``, refusing lossy or cross-kind conversions.
+
+    pa.array(..., type=int64) silently truncates 1.5 to 1, so values are inferred
+    first and only safe numeric casts are allowed.
+    """
+    if target == _S and (col.startswith("env_") or col.endswith("_cache")):
+        values = [None if v is None else str(v) for v in values]
+    try:
+        arr = pa.array(values)
+        if arr.type == target:
+            return arr
+        if pa.types.is_null(arr.type):
+            return pa.nulls(len(arr), target)
+        if _numeric(arr.type) and _numeric(target):
+            return arr.cast(target, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise ValueError(f"table {table!r}: column {col!r} cannot be stored as {target}: {e}") from e
+    raise ValueError(f"table {table!r}: column {col!r} must be {target}, got {arr.type} values")
+
+
+def _numeric(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _check_status(status: pa.Array) -> None:
+    bad = pc.filter(status, pc.invert(pc.is_in(status, pa.array(RUN_STATUSES))))
+    bad = bad.drop_null()
+    if len(bad):
+        raise ValueError(f"table 'runs': status must be one of {RUN_STATUSES}, got {bad[0].as_py()!r}")
+
+
+def _write_atomic(table: pa.Table, final: Path, options: Mapping | None = None) -> Path:
+    """Write to a unique temp file beside ``final``, fsync, then rename over it.
+
+    Readers therefore see either the old file or the complete new one. If this
+    process fails, the temp file is removed and the error propagates; a hard
+    crash can leave a ``.tmp`` file, which load() never reads.
+    """
+    tmp = final.with_name(f".{final.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f, **(options or {}))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(final.parent)
+    return final
+
+
+def _write_options(name: str) -> dict:
+    """Parquet options that keep load() cheap; it reads thousands of tiny files.
+
+    Per-column-chunk overhead dominates those reads, so skip what a reader pays
+    for but never uses: statistics (one row group per file, nothing to prune),
+    the stored Arrow schema (our types map back exactly without it) and, for
+    the few-row tables, dictionary pages.
+    """
+    options = {"write_statistics": False, "store_schema": False}
+    if name in _SMALL_TABLES:
+        options["use_dictionary"] = False
+    return options
+
+
+def _fsync_dir(path: Path) -> None:
+    """Persist the rename itself (POSIX only; directories cannot be opened on Windows)."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class Results:
+    """Tables of one or many jobs as pandas DataFrames (one attribute per table)."""
+
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    samples: pd.DataFrame
+    accuracy: pd.DataFrame
+    layers: pd.DataFrame
+    gpu: pd.DataFrame
+
+    def __init__(self, path: Path, frames: Mapping[str, pd.DataFrame],
+                 skipped: list[tuple[Path, str]] | None = None):
+        self.path = path
+        self.skipped = list(skipped or [])
+        for name in TABLES:
+            setattr(self, name, frames[name])
+
+    def metric(self, metric: str, stat: str = "median") -> pd.DataFrame:
+        """``runs`` with the summary value of (metric, stat) as column ``f"{metric}_{stat}"``.
+
+        Runs without that value (e.g. failed ones) get NaN. Raises KeyError when no
+        run has it at all (most likely a typo), and pandas.errors.MergeError (a
+        ValueError) when a run_id has it more than once.
+        """
+        s = self.summary
+        hit = s.loc[(s["metric"] == metric) & (s["stat"] == stat), ["run_id", "value"]]
+        if hit.empty:
+            have = sorted(set(zip(s["metric"], s["stat"])))
+            raise KeyError(f"no summary rows for metric={metric!r} stat={stat!r}; available: {have}")
+        hit = hit.rename(columns={"value": f"{metric}_{stat}"})
+        return self.runs.merge(hit, on="run_id", how="left", validate="many_to_one")
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{t}={len(getattr(self, t))}" for t in TABLES)
+        skipped = f", skipped={len(self.skipped)}" if self.skipped else ""
+        return f"Results({str(self.path)!r}, {counts}{skipped})"
+
+
+def load(path: str | os.PathLike, tables: Iterable[str] = TABLES) -> Results:
+    """Load every ``tables/<table>.parquet`` below ``path`` (a job, sweep or outputs dir).
+
+    Rows come in path order. Directories named ``cache`` are not searched. Unreadable files are skipped,
+    logged and listed in ``Results.skipped``. Tables not requested (or without
+    files) are empty DataFrames with the fixed columns.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"results path does not exist: {root}")
+    wanted = tuple(tables)
+    unknown = set(wanted) - set(TABLES)
+    if unknown:
+        raise ValueError(f"unknown table(s) {sorted(unknown)}; expected one of {TABLES}")
+
+    jobs = [(name, f) for name, paths in _find(root, wanted).items() for f in paths]
+    parts: dict[str, list[pa.Table]] = {name: [] for name in TABLES}
+    skipped = []
+    for (name, f), (table, err) in zip(jobs, _read_all([f for _, f in jobs])):
+        if err is None:
+            parts[name].append(table)
+        else:
+            log.warning("skipping unreadable results file %s: %s", f, err)
+            skipped.append((Path(f), err))
+    frames = {name: _to_pandas(_concat(name, parts[name])) for name in TABLES}
+    return Results(root, frames, skipped)
+
+
+def find_table_files(root: str | os.PathLike, tables: Iterable[str] = TABLES) -> dict[str, list[Path]]:
+    """Paths of ``tables/<table>.parquet`` below root, sorted; ``cache`` dirs are pruned."""
+    return {name: [Path(f) for f in paths] for name, paths in _find(Path(root), tuple(tables)).items()}
+
+
+def _find(root: Path, tables: tuple[str, ...]) -> dict[str, list[str]]:
+    # Plain strings: sorting thousands of Path objects costs more than reading the walk.
+    names = {f"{t}.parquet": t for t in tables}
+    found: dict[str, list[str]] = {t: [] for t in tables}
+    if root.is_file():
+        raise NotADirectoryError(f"results path is not a directory: {root}")
+    # Symlinked directories are not followed: a "latest" link would load a job twice.
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d != "cache"]
+        if os.path.basename(dirpath) != "tables":
+            continue
+        dirnames[:] = []  # a tables dir holds only table files
+        for fn in filenames:
+            if fn in names:  # exact names only: temp files (.x.pid.uuid.tmp) never match
+                found[names[fn]].append(os.path.join(dirpath, fn))
+    for paths in found.values():
+        paths.sort()
+    return found
+
+
+def _read_all(paths: list[str]) -> list[tuple[pa.Table | None, str | None]]:
+    """Read files in a thread pool, in order: (table, None) or (None, error)."""
+    if not paths:
+        return []
+    # Parquet decoding releases the GIL; per-file Python overhead does not, so
+    # one thread per core measured fastest (more only contend for the GIL), and
+    # each task gets a batch of files to keep executor bookkeeping small.
+    workers = min(32, max(2, _cpu_count()), len(paths))
+    size = max(1, len(paths) // (4 * workers))
+    batches = [paths[i:i + size] for i in range(0, len(paths), size)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [r for batch in pool.map(_read_batch, batches) for r in batch]
+
+
+def _cpu_count() -> int:
+    try:  # respects taskset/cgroup CPU affinity, unlike os.cpu_count()
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _read_batch(paths: list[str]) -> list[tuple[pa.Table | None, str | None]]:
+    return [_read_one(p) for p in paths]
+
+
+def _read_one(path: str) -> tuple[pa.Table | None, str | None]:
+    # ParquetFile skips the dataset machinery of pq.read_table (~3x less overhead
+    # per small file); an open OSFile skips filesystem resolution; pre_buffer
+    # would hop to Arrow's I/O pool for a few KiB. No nested threads per file.
+    try:
+        with pa.OSFile(path) as src:
+            return pq.ParquetFile(src, pre_buffer=False).read(use_threads=False), None
+    except Exception as e:  # truncated/corrupt/vanished files must not abort the whole load
+        return None, f"{type(e).__name__}: {e}"
+
+
+def _concat(name: str, parts: list[pa.Table]) -> pa.Table:
+    """Concatenate per-job tables: union of columns, nulls where a job lacks one."""
+    schema = SCHEMAS[name]
+    if not parts:
+        return schema.empty_table()
+    try:
+        table = pa.concat_tables(parts, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        table = pa.concat_tables(_stringify_conflicts(name, parts), promote_options="permissive")
+    # One chunk per file makes to_pandas (and nullable dtypes, converted chunk by chunk) slow.
+    return _with_fixed_columns(table, schema).combine_chunks()
+
+
+def _stringify_conflicts(name: str, parts: list[pa.Table]) -> list[pa.Table]:
+    """Cast columns whose types cannot be promoted (e.g. int in one job, str in another) to string."""
+    types: dict[str, set[pa.DataType]] = {}
+    for t in parts:
+        for field in t.schema:
+            types.setdefault(field.name, set()).add(field.type)
+    conflicts = []
+    for col, ts in types.items():
+        try:
+            pa.unify_schemas([pa.schema([(col, t)]) for t in ts], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            conflicts.append(col)
+    log.warning("table %r: columns %s have incompatible types across jobs; loading them as strings",
+                name, conflicts)
+    out = []
+    for t in parts:
+        for col in conflicts:
+            if col in t.column_names:
+                i = t.column_names.index(col)
+                t = t.set_column(i, pa.field(col, _S), pc.cast(t.column(i), _S))
+        out.append(t)
+    return out
+
+
+def _with_fixed_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Ensure fixed columns exist (files from older writers may lack some) and come first."""
+    for field in schema:
+        if field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(len(table), field.type))
+    fixed = schema.names
+    return table.select(fixed + [c for c in table.column_names if c not in fixed])
+
+
+def _pandas_type(t: pa.DataType):
+    # Nullable pandas dtypes keep ints ints (and bools bools) even when a job lacks the column.
+    if pa.types.is_integer(t):
+        return pd.Int64Dtype()
+    if pa.types.is_boolean(t):
+        return pd.BooleanDtype()
+    return None  # pyarrow's default mapping: float64, pandas string dtype
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    return table.to_pandas(types_mapper=_pandas_type)
