@@ -49,6 +49,23 @@ class ExecutionMode(str, Enum):
     parallel = "parallel"
 
 
+class SyncMode(str, Enum):
+    spin = "spin"          # poll the event: lowest wake-up latency, one core busy (trtexec's --useSpinWait)
+    blocking = "blocking"  # cudaEventBlockingSync: the thread sleeps until the GPU is done
+
+
+class CompileMode(str, Enum):
+    eager = "eager"
+    default = "default"            # torch.compile()
+    max_autotune = "max-autotune"  # torch.compile(mode="max-autotune-no-cudagraphs"): graphs are the harness's job
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cuda = "cuda"
+    cpu = "cpu"
+
+
 @dataclass
 class ModelConfig:
     name: str = MISSING
@@ -103,6 +120,10 @@ class ConvertConfig:
 class BuildConfig:
     optimization_level: int = 3
     max_aux_streams: int = 0
+    workspace_mb: int = 0      # TensorRT workspace pool limit; 0 = TensorRT's default (the whole GPU)
+    timing_cache: bool = True  # TensorRT: share a timing cache per (GPU, TensorRT, CUDA) across builds
+    min_batch: Optional[int] = None  # TensorRT optimization profile; None = batch_size
+    max_batch: Optional[int] = None
     intra_op_threads: int = 0  # onnxruntime; 0 = its default
     inter_op_threads: int = 0
     execution_mode: ExecutionMode = ExecutionMode.sequential
@@ -113,6 +134,36 @@ class BenchmarkConfig:
     warmup_ms: float = 200.0
     duration_s: float = 3.0
     min_iterations: int = 10
+    trials: int = 1               # repeated timed loops; the spread between their medians is reported
+    # GPU harness only:
+    cuda_graph: bool = True       # capture one inference in a CUDA graph; falls back to plain enqueue if capture fails
+    sync: SyncMode = SyncMode.spin
+    data_transfers: bool = False  # H2D/D2H copies from pinned host buffers on their own streams
+    streams: int = 1              # concurrent inference streams; >1 makes throughput the headline
+
+
+@dataclass
+class CompileConfig:  # torch backend
+    mode: CompileMode = CompileMode.eager
+    channels_last: bool = False
+    device: Device = Device.auto
+
+
+@dataclass
+class ProfileConfig:
+    enabled: bool = True
+    iterations: int = 10
+
+
+@dataclass
+class ReportConfig:
+    enabled: bool = True  # an HTML report at the end of a sweep
+
+
+@dataclass
+class TrtexecConfig:
+    path: str = "trtexec"
+    extra_args: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -136,8 +187,12 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
     convert: ConvertConfig = field(default_factory=ConvertConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
+    compile: CompileConfig = field(default_factory=CompileConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    trtexec: TrtexecConfig = field(default_factory=TrtexecConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
 
 
@@ -158,6 +213,10 @@ _RANGES = {
     "benchmark.warmup_ms": (0, None),
     "benchmark.duration_s": (0, None),
     "benchmark.min_iterations": (1, None),
+    "benchmark.trials": (1, None),
+    "benchmark.streams": (1, None),
+    "build.workspace_mb": (0, None),
+    "profile.iterations": (1, None),
     "validate.batches": (1, None),
 }
 
@@ -180,5 +239,11 @@ def check(cfg: dict) -> None:
         raise ConfigError("model.path is not set; model=onnx needs model.path=/path/to/model.onnx")
     if model["source"] == "factory" and not model.get("_target_"):
         raise ConfigError("model._target_ is not set; model=factory needs model._target_=package.module.function")
+    build = cfg["build"]
+    lo, hi = build.get("min_batch"), build.get("max_batch")
+    if lo is not None and not 1 <= lo <= cfg["batch_size"]:
+        raise ConfigError(f"build.min_batch = {lo}: must be between 1 and batch_size ({cfg['batch_size']})")
+    if hi is not None and hi < cfg["batch_size"]:
+        raise ConfigError(f"build.max_batch = {hi}: must be >= batch_size ({cfg['batch_size']})")
     if model.get("input_shape") is not None and any(d < 1 for d in model["input_shape"]):
         raise ConfigError(f"model.input_shape = {model['input_shape']}: every dimension must be >= 1")

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from stages import timing_stats
+from stages import timing_tables
 
 METHOD = "host perf_counter around each call"
 
@@ -42,14 +42,6 @@ def measure(call: Callable[[], Any], *, warmup_ms: float, duration_s: float, min
 
 def tables(m: Measurement, batch_size: int) -> tuple[dict, dict]:
     """Summary rows, samples (columnar) and the runs-row info for one measurement."""
-    stats = {"latency": timing_stats.describe(m.times_ms)}
-    rate = timing_stats.throughput(len(m.times_ms), batch_size, m.bench_time_s)
-    summary = timing_stats.summary_rows(stats) + [
-        {"metric": "throughput", "stat": "qps", "value": rate["qps"], "unit": "qps"},
-        {"metric": "throughput", "stat": "samples_per_s", "value": rate["samples_per_s"], "unit": "samples/s"},
-    ]
-    n = len(m.times_ms)
-    samples = {"trial": [0] * n, "iteration": list(range(n)), "metric": ["latency"] * n, "value_ms": m.times_ms}
-    info = {"iterations": n, "warmup_iterations": m.warmup_iterations, "seconds_timed": m.bench_time_s,
-            "verdict": timing_stats.verdict_label(timing_stats.verdicts(stats)), "timing": METHOD}
-    return {"summary": summary, "samples": samples}, info
+    out, info = timing_tables.tables([{"latency": m.times_ms}], [m.bench_time_s], batch_size)
+    info.update(warmup_iterations=m.warmup_iterations, seconds_timed=m.bench_time_s, timing=METHOD)
+    return out, info

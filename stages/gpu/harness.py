@@ -1,0 +1,276 @@
+"""GPU timing harness with trtexec's discipline, for any backend that can enqueue its work on a CUDA stream.
+
+- Warm-up by host time; its iterations are not counted. Then at least `min_iterations` AND `duration_s`
+  of GPU event time (samples/common/sampleInference.cpp).
+- Enqueue-ahead with two in-flight slots per inference stream: enqueue into the free slot, then wait on
+  the older one, so the GPU never idles while the host collects a result.
+- Per-iteration GPU compute time from an event pair around the launch on the compute stream, and host
+  enqueue time around the launch call.
+- Optional H2D/D2H copies from pinned host buffers on their own streams; latency = h2d + compute + d2h.
+- One inference captured in a CUDA graph after one plain enqueue (TensorRT needs that first enqueue);
+  a failed capture falls back to plain enqueue and the reason is kept.
+- Spin-wait (poll the event) or blocking sync; several inference streams; repeated trials.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from stages.gpu.cuda import CudaError, call, is_ready, rt
+
+
+@dataclass(frozen=True)
+class Buffer:
+    ptr: int     # device address
+    nbytes: int
+
+
+class Workload(Protocol):
+    """One inference context with its own device buffers. The harness makes one lane per workload."""
+
+    def enqueue(self, stream: int) -> None:
+        """Launch one inference on `stream` (a raw cudaStream_t handle) without synchronising."""
+
+    def buffers(self) -> tuple[list[Buffer], list[Buffer]]:
+        """(inputs, outputs) in device memory, valid after one enqueue: what H2D fills and D2H reads."""
+
+    # Optional: `capture(stream) -> launch(stream)` when the backend must capture its own CUDA graph
+    # (torch's allocator must know about the capture); otherwise the harness captures the stream itself.
+
+
+@dataclass
+class Settings:
+    warmup_ms: float = 200.0
+    duration_s: float = 3.0
+    min_iterations: int = 10
+    trials: int = 1
+    cuda_graph: bool = True
+    sync: str = "spin"            # spin | blocking
+    data_transfers: bool = False
+
+
+@dataclass
+class Trial:
+    times: dict[str, list[float]]  # metric -> one value (ms) per counted iteration
+    bench_time_ms: float           # GPU event time from the first counted start to the last end
+
+
+@dataclass
+class Measurement:
+    trials: list[Trial]
+    warmup_iterations: int
+    cuda_graph: bool
+    graph_note: str | None
+    streams: int
+    sync: str
+    data_transfers: bool
+    notes: list[str] = field(default_factory=list)
+
+
+class _Lane:
+    """One inference stream: its workload, CUDA streams, two slots of events, pinned host buffers."""
+
+    def __init__(self, workload: Workload, settings: Settings):
+        r = rt()
+        self.workload, self.settings = workload, settings
+        self._owned_streams = []
+        self.compute = self._stream()
+        self.h2d = self._stream() if settings.data_transfers else None
+        self.d2h = self._stream() if settings.data_transfers else None
+        flags = r.cudaEventBlockingSync if settings.sync == "blocking" else r.cudaEventDefault
+        names = ("compute_start", "compute_end") + (
+            ("h2d_start", "h2d_end", "d2h_start", "d2h_end") if settings.data_transfers else ())
+        self.slots = [{n: call("cudaEventCreateWithFlags", flags) for n in names} for _ in range(2)]
+        self.enqueue_ms = [0.0, 0.0]
+        self.first_start = call("cudaEventCreateWithFlags", flags)
+        self.launch: Callable[[int], None] = workload.enqueue
+        self.graph_exec = None
+        self.pinned: list[tuple[Buffer, int]] = []   # (device buffer, pinned host address), inputs then outputs
+        self.n_inputs = 0
+        self.issued = 0      # iterations enqueued on this lane
+        self.collected = 0
+        self.last_done = None
+
+    def _stream(self):
+        stream = call("cudaStreamCreateWithFlags", rt().cudaStreamNonBlocking)
+        self._owned_streams.append(stream)
+        return stream
+
+    def prepare(self) -> str | None:
+        """One plain enqueue, pinned buffers for the transfers, and the CUDA graph if asked for.
+        Returns why the graph could not be used, or None."""
+        self.workload.enqueue(int(self.compute))
+        call("cudaStreamSynchronize", self.compute)
+        if self.settings.data_transfers:
+            inputs, outputs = self.workload.buffers()
+            self.n_inputs = len(inputs)
+            self.pinned = [(b, call("cudaMallocHost", max(b.nbytes, 1))) for b in (*inputs, *outputs)]
+        if not self.settings.cuda_graph:
+            return None
+        try:
+            capture = getattr(self.workload, "capture", None)
+            self.launch = capture(int(self.compute)) if capture else self._capture()
+            self.launch(int(self.compute))  # the first replay uploads the graph: keep it out of the timings
+            call("cudaStreamSynchronize", self.compute)
+            return None
+        except Exception as err:  # noqa: BLE001 - any capture failure means: run without a graph
+            self._abort_capture()
+            self.launch = self.workload.enqueue
+            return f"CUDA graph capture failed, plain enqueue used: {type(err).__name__}: {str(err)[:300]}"
+
+    def _capture(self) -> Callable[[int], None]:
+        r = rt()
+        call("cudaStreamBeginCapture", self.compute, r.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
+        try:
+            self.workload.enqueue(int(self.compute))
+        finally:
+            graph = call("cudaStreamEndCapture", self.compute)
+        self.graph_exec = call("cudaGraphInstantiate", graph, 0)
+        call("cudaGraphDestroy", graph)
+        exe = self.graph_exec
+        return lambda stream: call("cudaGraphLaunch", exe, stream)
+
+    def _abort_capture(self) -> None:
+        status = rt().cudaStreamIsCapturing(self.compute)
+        if status[0] == rt().cudaError_t.cudaSuccess and status[1] != rt().cudaStreamCaptureStatus.cudaStreamCaptureStatusNone:
+            try:
+                call("cudaStreamEndCapture", self.compute)
+            except CudaError:
+                pass
+        rt().cudaGetLastError()  # clear a sticky capture error so later calls are not blamed for it
+
+    def enqueue(self, first: bool) -> None:
+        r = rt()
+        slot = self.issued % 2
+        ev = self.slots[slot]
+        start_stream = self.h2d if self.h2d is not None else self.compute
+        if first:
+            call("cudaEventRecord", self.first_start, start_stream)
+        if self.h2d is not None:
+            if self.issued:  # inputs are overwritten only once the previous inference stopped reading them
+                call("cudaStreamWaitEvent", self.h2d, self.slots[(self.issued - 1) % 2]["compute_end"], 0)
+            call("cudaEventRecord", ev["h2d_start"], self.h2d)
+            for buf, host in self.pinned[:self.n_inputs]:
+                call("cudaMemcpyAsync", buf.ptr, host, buf.nbytes, r.cudaMemcpyKind.cudaMemcpyHostToDevice, self.h2d)
+            call("cudaEventRecord", ev["h2d_end"], self.h2d)
+            call("cudaStreamWaitEvent", self.compute, ev["h2d_end"], 0)
+        call("cudaEventRecord", ev["compute_start"], self.compute)
+        t0 = time.perf_counter()
+        self.launch(int(self.compute))
+        self.enqueue_ms[slot] = (time.perf_counter() - t0) * 1e3
+        call("cudaEventRecord", ev["compute_end"], self.compute)
+        if self.d2h is not None:
+            call("cudaStreamWaitEvent", self.d2h, ev["compute_end"], 0)
+            call("cudaEventRecord", ev["d2h_start"], self.d2h)
+            for buf, host in self.pinned[self.n_inputs:]:
+                call("cudaMemcpyAsync", host, buf.ptr, buf.nbytes, r.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.d2h)
+            call("cudaEventRecord", ev["d2h_end"], self.d2h)
+        self.issued += 1
+
+    def collect(self) -> dict[str, float]:
+        """Wait for the oldest uncollected iteration and return its timings."""
+        slot = self.collected % 2
+        ev = self.slots[slot]
+        done = ev["d2h_end"] if self.d2h is not None else ev["compute_end"]
+        if self.settings.sync == "spin":
+            while not is_ready(done):
+                pass
+        else:
+            call("cudaEventSynchronize", done)
+        elapsed = lambda a, b: call("cudaEventElapsedTime", ev[a], ev[b])  # noqa: E731
+        times = {"gpu_compute": elapsed("compute_start", "compute_end"), "enqueue": self.enqueue_ms[slot]}
+        if self.d2h is not None:
+            times["h2d"] = elapsed("h2d_start", "h2d_end")
+            times["d2h"] = elapsed("d2h_start", "d2h_end")
+        times["latency"] = times["gpu_compute"] + times.get("h2d", 0.0) + times.get("d2h", 0.0)
+        self.last_done = done
+        self.collected += 1
+        return times
+
+    def span_ms(self) -> float:
+        return call("cudaEventElapsedTime", self.first_start, self.last_done)
+
+    def in_flight(self) -> int:
+        return self.issued - self.collected
+
+    def close(self) -> None:
+        for slot in self.slots:
+            for event in slot.values():
+                rt().cudaEventDestroy(event)
+        rt().cudaEventDestroy(self.first_start)
+        for _, host in self.pinned:
+            rt().cudaFreeHost(host)
+        if self.graph_exec is not None:
+            rt().cudaGraphExecDestroy(self.graph_exec)
+        for stream in self._owned_streams:
+            rt().cudaStreamDestroy(stream)
+
+
+def run(workloads: list[Workload], settings: Settings, on_progress: Callable[[str, float], None] | None = None
+        ) -> Measurement:
+    """Measure `workloads` (one per inference stream) and return every counted iteration's timings."""
+    lanes = [_Lane(w, settings) for w in workloads]
+    try:
+        notes = {lane.prepare() for lane in lanes} - {None}
+        if notes:  # one lane without a graph: run them all without, so the streams stay comparable
+            for lane in lanes:
+                lane.launch = lane.workload.enqueue
+        warmup = _warm_up(lanes, settings)
+        trials = [_timed_loop(lanes, settings, on_progress) for _ in range(settings.trials)]
+        return Measurement(trials, warmup, settings.cuda_graph and not notes, "; ".join(sorted(notes)) or None,
+                           len(lanes), settings.sync, settings.data_transfers)
+    finally:
+        for lane in lanes:
+            lane.close()
+
+
+def _drain(lanes: list[_Lane]) -> list[dict[str, float]]:
+    out = []
+    for lane in lanes:
+        while lane.in_flight():
+            out.append(lane.collect())
+    return out
+
+
+def _warm_up(lanes: list[_Lane], settings: Settings) -> int:
+    end = time.perf_counter() + settings.warmup_ms / 1e3
+    count = 0
+    while count == 0 or time.perf_counter() < end:
+        for lane in lanes:
+            lane.enqueue(first=False)
+            if lane.in_flight() > 1:
+                lane.collect()
+        count += 1
+    _drain(lanes)
+    return count * len(lanes)
+
+
+def _timed_loop(lanes: list[_Lane], settings: Settings, on_progress) -> Trial:
+    times: dict[str, list[float]] = {}
+    counted, first, target_ms = 0, True, settings.duration_s * 1e3
+    base = [lane.collected for lane in lanes]
+    last_report = time.perf_counter()
+    while True:
+        for lane in lanes:
+            lane.enqueue(first=first)
+            if lane.in_flight() > 1:  # two slots: the older one must finish before the host goes on
+                _add(times, lane.collect())
+                counted += 1
+        first = False
+        every_lane_counted = all(lane.collected > b for lane, b in zip(lanes, base))
+        if counted >= settings.min_iterations and every_lane_counted:
+            span = max(lane.span_ms() for lane in lanes)
+            if on_progress and time.perf_counter() - last_report > 1.0:
+                on_progress("measuring", span / target_ms if target_ms else 1.0)
+                last_report = time.perf_counter()
+            if span >= target_ms:
+                break
+    for t in _drain(lanes):
+        _add(times, t)
+    return Trial(times, max(lane.span_ms() for lane in lanes))
+
+
+def _add(times: dict[str, list[float]], one: dict[str, float]) -> None:
+    for key, value in one.items():
+        times.setdefault(key, []).append(value)

@@ -1,0 +1,39 @@
+"""Timings of a measurement (CPU loop or GPU harness) into `summary` rows, `samples` columns and runs info."""
+from __future__ import annotations
+
+import statistics
+
+from stages import timing_stats
+
+
+def tables(trials: list[dict[str, list[float]]], bench_times_s: list[float], batch_size: int,
+           streams: int = 1) -> tuple[dict, dict]:
+    """`trials`: per trial, metric -> per-iteration ms. Statistics pool every counted iteration of every trial;
+    throughput is all queries over all timed spans; the spread between trial medians shows repeatability."""
+    metrics = list(trials[0])
+    pooled = {m: [v for t in trials for v in t[m]] for m in metrics}
+    stats = {m: timing_stats.describe(v) for m, v in pooled.items()}
+    n = len(pooled[metrics[0]])
+    rate = timing_stats.throughput(n, batch_size, sum(bench_times_s))
+    summary = timing_stats.summary_rows(stats) + [
+        {"metric": "throughput", "stat": "qps", "value": rate["qps"], "unit": "qps"},
+        {"metric": "throughput", "stat": "samples_per_s", "value": rate["samples_per_s"], "unit": "samples/s"},
+    ]
+    headline = "gpu_compute" if "gpu_compute" in stats else "latency"
+    info = {"iterations": n, "trials": len(trials),
+            "verdict": timing_stats.verdict_label(timing_stats.verdicts(stats, streams=streams))}
+    if len(trials) > 1:
+        medians = [statistics.median(t[headline]) for t in trials]
+        spread = (max(medians) - min(medians)) / statistics.median(medians) * 100
+        summary += [{"metric": headline, "stat": f"median_trial{i}", "value": v, "unit": "ms"}
+                    for i, v in enumerate(medians)]
+        summary.append({"metric": headline, "stat": "trial_spread", "value": spread, "unit": "%"})
+        info["trial_spread_pct"] = spread
+    samples = {"trial": [], "iteration": [], "metric": [], "value_ms": []}
+    for trial, per_metric in enumerate(trials):
+        for metric, values in per_metric.items():
+            samples["trial"] += [trial] * len(values)
+            samples["iteration"] += list(range(len(values)))
+            samples["metric"] += [metric] * len(values)
+            samples["value_ms"] += list(values)
+    return {"summary": summary, "samples": samples}, info
