@@ -11,6 +11,10 @@ REGISTRY: dict[str, str] = {
     "build_onnxruntime": "stages.onnxruntime.build",
     "benchmark_onnxruntime": "stages.onnxruntime.benchmark",
     "validate_onnxruntime": "stages.onnxruntime.validate",
+    "torch_model": "stages.torch_backend.model",
+    "torch_compile": "stages.torch_backend.compile",
+    "benchmark_torch": "stages.torch_backend.benchmark",
+    "validate_torch": "stages.torch_backend.validate",
 }
 
 

@@ -5,7 +5,7 @@ import importlib.util
 
 # Backends in order of preference for `backend=auto`.
 PREFERENCE = ("tensorrt", "torch", "onnxruntime")
-NOT_IMPLEMENTED = {"tensorrt", "torch"}  # their stages are not written yet; never chosen automatically
+NOT_IMPLEMENTED = {"tensorrt"}  # its stages are not written yet; never chosen automatically
 
 
 def gpu_count() -> int:
@@ -28,12 +28,8 @@ def check(backend: str) -> str | None:
         return f"the {backend} backend's stages are not implemented yet"
     if backend == "onnxruntime":
         return None if importlib.util.find_spec("onnxruntime") else "onnxruntime is not installed"
-    if backend == "torch":
-        if not gpu_count():
-            return "no NVIDIA GPU found (NVML)"
-        import torch  # only reached on a machine with a GPU
-
-        return None if torch.cuda.is_available() else "torch was built without CUDA or cannot reach the GPU"
+    if backend == "torch":  # runs on CPU too (host-timed); `auto` prefers it only on CUDA, see best()
+        return None if importlib.util.find_spec("torch") else "torch is not installed"
     if backend == "tensorrt":
         if importlib.util.find_spec("tensorrt") is None:
             return "TensorRT is not installed"
@@ -45,11 +41,20 @@ def best() -> tuple[str, list[str]]:
     """The preferred backend that can run here, and why each better one was passed over."""
     passed = []
     for backend in PREFERENCE:
-        reason = check(backend)
+        reason = check(backend) or (_torch_cuda() if backend == "torch" else None)
         if reason is None:
             return backend, passed
         passed.append(f"{backend}: {reason}")
     raise RuntimeError("no backend can run here: " + "; ".join(passed))
+
+
+def _torch_cuda() -> str | None:
+    """Why torch is not the best choice here: on a CPU, ONNX Runtime is the better-measured path."""
+    if not gpu_count():
+        return "no NVIDIA GPU found (NVML)"
+    import torch  # only reached on a machine with a GPU
+
+    return None if torch.cuda.is_available() else "torch was built without CUDA or cannot reach the GPU"
 
 
 _HOW_TO_GET = {

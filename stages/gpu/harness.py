@@ -102,12 +102,14 @@ class _Lane:
         Returns why the graph could not be used, or None."""
         self.workload.enqueue(int(self.compute))
         call("cudaStreamSynchronize", self.compute)
-        if self.settings.data_transfers:
+        note = self._graph() if self.settings.cuda_graph else None
+        if self.settings.data_transfers:  # after capture: a graph's buffers are the ones it replays into
             inputs, outputs = self.workload.buffers()
             self.n_inputs = len(inputs)
             self.pinned = [(b, call("cudaMallocHost", max(b.nbytes, 1))) for b in (*inputs, *outputs)]
-        if not self.settings.cuda_graph:
-            return None
+        return note
+
+    def _graph(self) -> str | None:
         try:
             capture = getattr(self.workload, "capture", None)
             self.launch = capture(int(self.compute)) if capture else self._capture()

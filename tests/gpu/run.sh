@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every GPU test and GPU benchmark in one command, on a machine with an NVIDIA GPU and a CUDA build of torch.
+#
+#   tests/gpu/run.sh [tests] [fidelity] [sweep]     (no argument: all three)
+#
+# The machine needs nothing of ours but torch: what else is missing is installed from wheels in .whl/
+# (fetch them on a machine with a network: tests/gpu/wheels.sh). Results go to $OUT if set, else
+# docs/benchmarks/.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-docs/benchmarks}
+mkdir -p "$out"
+parts=${*:-tests fidelity sweep}
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/pipeline-site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/pipeline-site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv | tee "$out/gpu_env.txt"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/gpu_env.txt"
+rc=0
+for part in $parts; do
+  case $part in
+    tests) python3 -m pytest -q -m gpu tests/gpu -p no:cacheprovider 2>&1 | tee "$out/gpu_tests.log"; rc=$((rc | PIPESTATUS[0])) ;;
+    fidelity) python3 benchmarks/gpu_fidelity.py --out "$out/gpu_fidelity.json" || rc=1 ;;
+    sweep) python3 benchmarks/torch_precision.py --out "$out/torch_precision.json" || rc=1 ;;
+    *) echo "unknown part: $part (tests, fidelity, sweep)"; exit 2 ;;
+  esac
+done
+exit $rc

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Fetch, into .whl/, wheels of the packages tests/gpu/run.sh needs beyond torch, for a Linux x86-64 GPU machine
+# with no network. Default list: what a stock PyTorch image lacks. Name others as arguments.
+#   tests/gpu/wheels.sh [PYTHON_VERSION=3.12] [PACKAGE==VERSION ...]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+py=${1:-3.12}; shift || true
+pkgs=${*:-hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3}
+mkdir -p .whl
+for p in $pkgs; do
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$py" --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d .whl "$p" 2>/dev/null || python3 -m pip wheel -q --no-deps -w .whl "$p"  # sdist only: build it here
+done
+ls -la .whl
