@@ -52,9 +52,10 @@ def main() -> int:
                      "p99_gpu_compute_ms": get("gpu_compute", "p99"), "cov_pct": get("gpu_compute", "cov"),
                      "achieved_tflops": get("achieved", "tflops"), "pct_of_dense_peak": get("achieved", "pct_of_peak"),
                      "sm_clock_median_mhz": getattr(run, "benchmark_sm_clock_median_mhz", None),
-                     "throttled": getattr(run, "benchmark_throttled", None),
+                     "throttled": _plain(getattr(run, "benchmark_throttled", None)),
+                     "throttle_reasons": getattr(run, "benchmark_throttle_reasons", None),
                      "verdict": getattr(run, "benchmark_verdict", None),
-                     "cuda_graph": getattr(run, "benchmark_cuda_graph", None),
+                     "cuda_graph": _plain(getattr(run, "benchmark_cuda_graph", None)),
                      "top1_agreement": getattr(run, "validate_top1_agreement", None)})
     env = r.runs.iloc[0]
     report = {"gpu": env.get("env_gpu"), "driver": env.get("env_driver"), "torch": env.get("env_torch"),
@@ -65,6 +66,11 @@ def main() -> int:
     args.out.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
     return proc.returncode
+
+
+def _plain(value):
+    """pandas' nullable booleans as JSON booleans (or null)."""
+    return None if value is None or str(value) in ("<NA>", "nan") else bool(value)
 
 
 def markdown(report: dict) -> str:
