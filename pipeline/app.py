@@ -7,6 +7,10 @@ The exit status is decided by main() from FAILED.
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
+import threading
 from pathlib import Path
 
 import hydra
@@ -32,6 +36,8 @@ def hydra_main(cfg: DictConfig) -> None:
     meta = job.JobMeta(sweep=hc.runtime.choices.get("sweep", "multirun") if multirun else None,
                        job=hc.job.num if multirun else None, overrides=list(hc.overrides.task))
     out_dir = Path(hc.runtime.output_dir)
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         if config["backend"]["name"] == "auto":
@@ -40,6 +46,10 @@ def hydra_main(cfg: DictConfig) -> None:
     except Exception as err:  # an interpolation that does not resolve, or the check above
         outcome = job.record_config_error(out_dir, meta, OmegaConf.to_container(cfg, resolve=False), err)
     else:
+        kept = job.previous_ok(out_dir, config) if config["resume"] else None
+        if kept:
+            log.info("resume: job %s already ok with this config (run %s); kept", meta.job, kept.run_id)
+            return
         outcome = job.run_job(config, out_dir, meta)
     if outcome.status == "failed":
         FAILED.append(outcome.run_id)
@@ -47,8 +57,33 @@ def hydra_main(cfg: DictConfig) -> None:
         print(summary.job_summary(outcome, out_dir))
 
 
+def _on_sigterm(signum, frame):
+    from pipeline import job
+
+    raise job.Interrupted("SIGTERM")
+
+
+def _require_writable(path: str, key: str) -> None:
+    """Hydra creates its output directory itself and would answer a bad one with a traceback."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        probe = Path(path) / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        print(f"error: {key} = '{path}': cannot write there ({err.strerror or err}); "
+              f"choose a writable directory, e.g. {key}=outputs/...", file=sys.stderr)
+        sys.exit(1)  # SystemExit passes through Hydra's error reporting
+
+
 class SweepSummary(Callback):
-    """At the end of a multirun: one line per point from the tables the jobs wrote."""
+    """Checks where a run will write before it starts; at the end of a multirun, one line per point."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        _require_writable(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _require_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from pipeline import summary, results
@@ -56,6 +91,10 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         loaded = results.load(sweep_dir, tables=("runs", "summary", "accuracy"))
         print(summary.sweep_summary(loaded, sweep_dir))
+        lost = summary.lost_jobs(sweep_dir)
+        if lost:
+            print(f"lost: {len(lost)} job(s) left no runs row (killed?): {', '.join(lost)}; "
+                  f"rerun with resume=true hydra.sweep.dir={sweep_dir}")
         runs = loaded.runs
-        if runs.empty or (runs["status"] == "failed").any():
+        if runs.empty or lost or (runs["status"] == "failed").any():
             FAILED.append(str(sweep_dir))

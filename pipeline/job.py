@@ -25,7 +25,7 @@ log = logging.getLogger("pipeline")
 
 CONFIG_FILE = "config.resolved.yaml"
 # Keys that never change a result; left out of config_hash so a moved cache or a reproduction hashes the same.
-_HASH_EXCLUDED = ("cache",)
+_HASH_EXCLUDED = ("cache", "resume", "isolation")
 # Config keys with a fixed column in `runs` (other overridden keys get a column named after their path).
 COLUMNS = {
     "batch_size": "batch_size",
@@ -53,6 +53,10 @@ class JobMeta:
             self.run_id = f"{stamp}-{self.sweep or 'run'}-{self.job if self.job is not None else 0}-{uuid.uuid4().hex[:6]}"
 
 
+class Interrupted(BaseException):
+    """SIGTERM (a cluster's time limit, `kill`): like Ctrl-C, the job still records its row, then stops."""
+
+
 @dataclass
 class JobOutcome:
     run_id: str
@@ -66,9 +70,28 @@ def config_hash(config: dict) -> str:
     return digest({k: v for k, v in config.items() if k not in _HASH_EXCLUDED})
 
 
+def previous_ok(job_dir: Path, config: dict) -> JobOutcome | None:
+    """For resume: the job's earlier outcome if it was ok with this very config, else None."""
+    if not (Path(job_dir) / "tables" / "runs.parquet").is_file():
+        return None
+    runs = results.load(job_dir, tables=("runs",)).runs
+    if len(runs) != 1 or runs["status"].iloc[0] != "ok" or runs["config_hash"].iloc[0] != config_hash(config):
+        return None
+    row = runs.iloc[0].to_dict()
+    return JobOutcome(row["run_id"], "ok", None, row, {})
+
+
+def _set_aside(job_dir: Path) -> None:
+    """A job re-run into its old directory: the old tables are kept beside, never silently overwritten."""
+    old = job_dir / "tables"
+    if old.is_dir():
+        old.rename(job_dir / f"tables.replaced-{dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
+
+
 def run_job(config: dict, job_dir: Path, meta: JobMeta) -> JobOutcome:
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
+    _set_aside(job_dir)
     (job_dir / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
     started, clock = dt.datetime.now(dt.timezone.utc), time.perf_counter()
     row = _base_row(config, meta, started)
@@ -86,16 +109,18 @@ def run_job(config: dict, job_dir: Path, meta: JobMeta) -> JobOutcome:
         schema.check(config)
         _require_backend(config["backend"]["name"])
         nodes = runner.plan(config["backend"]["dag"])
-        cache = Cache(Path(config["cache"]["dir"]), enabled=config["cache"]["enabled"])
-        runner.run(nodes, cache=cache, work_dir=job_dir, on_done=record)
+        cache = _open_cache(config["cache"])
+        isolate = runner.Isolation(config["isolation"]["mode"], config["isolation"]["timeout_s"])
+        runner.run(nodes, cache=cache, work_dir=job_dir, on_done=record, isolate=isolate)
     except schema.ConfigError as err:
         status, error = "failed", str(err)
     except Unsupported as err:
         status, error = "unsupported", str(err)
     except runner.StageFailed as failed:
         status, error = _classify(failed, job_dir)
-    except KeyboardInterrupt:
-        row.update(status="failed", error="interrupted", duration_s=time.perf_counter() - clock)
+    except (KeyboardInterrupt, Interrupted) as stop:
+        why = "interrupted" + (f" ({stop})" if str(stop) else "")
+        row.update(status="failed", error=why, duration_s=time.perf_counter() - clock)
         _write(job_dir, meta.run_id, row, tables)
         raise
     row.update(status=status, error=error, duration_s=time.perf_counter() - clock)
@@ -120,6 +145,14 @@ def record_config_error(job_dir: Path, meta: JobMeta, raw_config: dict, err: Exc
     row.update(status="failed", error=f"config: {message}", duration_s=0.0)
     _write(job_dir, meta.run_id, row, {})
     return JobOutcome(meta.run_id, "failed", row["error"], row, {})
+
+
+def _open_cache(settings: dict) -> Cache:
+    try:
+        return Cache(Path(settings["dir"]), enabled=settings["enabled"])
+    except OSError as err:
+        raise schema.ConfigError(f"cache.dir = '{settings['dir']}': not writable ({err.strerror or err}); "
+                                 f"choose a writable directory") from err
 
 
 def _classify(failed: runner.StageFailed, job_dir: Path) -> tuple[str, str]:

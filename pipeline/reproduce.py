@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,10 @@ import yaml
 
 from pipeline import job as jobmod
 from pipeline import results
+
+# A recorded config can name any callable in `_target_` (a model factory): running it runs that code.
+TRUSTED_PREFIXES = ("pipeline.", "stages.")
+TRUST_ENV = "PIPELINE_TRUSTED_TARGETS"  # comma-separated module prefixes the user trusts
 
 _METRICS = (("latency", "median", "median latency ms"), ("throughput", "samples_per_s", "samples/s"))
 _ACCURACY = ("rel_l2_err", "top1_agreement", "max_abs_err")
@@ -37,8 +42,41 @@ def _job_order(path: Path):
     return (0, int(path.name)) if path.name.isdigit() else (1, path.name)
 
 
-def reproduce_job(src: Path, out: Path) -> dict:
+class Untrusted(Exception):
+    pass
+
+
+def untrusted_targets(config, allowed: tuple[str, ...], path: str = "") -> list[str]:
+    """`key = value` for every `_target_` in the config outside the project and the allow-list."""
+    found = []
+    if isinstance(config, dict):
+        for key, value in config.items():
+            here = f"{path}.{key}" if path else str(key)
+            if key == "_target_" and isinstance(value, str):
+                name = value.replace(":", ".")
+                if not any(name == p.rstrip(".") or name.startswith(p if p.endswith(".") else p + ".")
+                           for p in (*TRUSTED_PREFIXES, *allowed)):
+                    found.append(f"{here} = '{value}'")
+            else:
+                found += untrusted_targets(value, allowed, here)
+    elif isinstance(config, list):
+        for i, value in enumerate(config):
+            found += untrusted_targets(value, allowed, f"{path}[{i}]")
+    return found
+
+
+def check_trust(config: dict, src: Path, allowed: tuple[str, ...]) -> None:
+    bad = untrusted_targets(config, allowed)
+    if bad:
+        raise Untrusted(f"{src / jobmod.CONFIG_FILE}: {'; '.join(bad)} would import and run code from outside this "
+                        f"project. If you trust whoever sent this config, pass --trust, or allow the module with "
+                        f"--allow MODULE (or {TRUST_ENV}=MODULE,...)")
+
+
+def reproduce_job(src: Path, out: Path, allowed: tuple[str, ...] = (), trust: bool = False) -> dict:
     config = yaml.safe_load((src / jobmod.CONFIG_FILE).read_text())
+    if not trust:
+        check_trust(config, src, allowed)
     original = results.load(src)
     row = original.runs.iloc[0].to_dict() if len(original.runs) else {}
     meta = jobmod.JobMeta(sweep=_none(row.get("sweep")), job=_none(row.get("job")),
@@ -109,17 +147,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.reproduce", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a job directory or a sweep directory")
     parser.add_argument("--out", type=Path, help="where to record the new run (default: outputs/reproductions/<time>)")
+    parser.add_argument("--trust", action="store_true", help="run `_target_` callables from outside this project")
+    parser.add_argument("--allow", action="append", default=[], metavar="MODULE",
+                        help=f"trust `_target_` callables under this module (repeatable; also ${TRUST_ENV})")
     args = parser.parse_args(argv)
+    allowed = tuple(args.allow) + tuple(p for p in os.environ.get(TRUST_ENV, "").split(",") if p)
     try:
         jobs = find_jobs(args.run_dir)
-    except FileNotFoundError as err:
+        if not args.trust:  # refuse before anything runs, not halfway through a sweep
+            for src in jobs:
+                check_trust(yaml.safe_load((src / jobmod.CONFIG_FILE).read_text()), src, allowed)
+    except (FileNotFoundError, Untrusted) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = args.out or Path("outputs/reproductions") / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     reports = []
     for src in jobs:
         dest = out if len(jobs) == 1 else out / src.name
-        report = reproduce_job(src, dest)
+        report = reproduce_job(src, dest, allowed, trust=True)  # checked above
         reports.append(report)
         print(render(report), flush=True)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,20 @@ from typing import Any
 
 import stages
 from pipeline import dag as dagmod
+from pipeline import isolation
 from pipeline.cache import Cache, file_sha256
 
 log = logging.getLogger("pipeline")
+
+
+@dataclass
+class Isolation:
+    """Which artifact stages run in a child process: `auto` those that declare CRASH_PRONE, `all`, or `none`."""
+    mode: str = "auto"
+    timeout_s: float | None = None
+
+    def applies(self, module) -> bool:
+        return module.CACHED and (self.mode == "all" or (self.mode == "auto" and getattr(module, "CRASH_PRONE", False)))
 
 
 class StageFailed(Exception):
@@ -43,13 +54,14 @@ def plan(dag: dict[str, dict]) -> list[dagmod.Node]:
     return dagmod.order(nodes, stages.REGISTRY, lambda stage: tuple(stages.load(stage).OUTPUTS))
 
 
-def run(nodes: list[dagmod.Node], *, cache: Cache, work_dir: Path, on_done=None) -> list[NodeOutcome]:
+def run(nodes: list[dagmod.Node], *, cache: Cache, work_dir: Path, on_done=None,
+        isolate: Isolation | None = None) -> list[NodeOutcome]:
     """Run nodes in order. A node's exception is re-raised as StageFailed (stages.api.Unsupported too)."""
     done: dict[str, NodeOutcome] = {}
     for node in nodes:
         started = time.perf_counter()
         try:
-            outcome = _run_node(node, done, cache, work_dir)
+            outcome = _run_node(node, done, cache, work_dir, isolate or Isolation())
         except Exception as err:
             raise StageFailed(node.name, err) from err
         outcome.seconds = time.perf_counter() - started
@@ -60,7 +72,8 @@ def run(nodes: list[dagmod.Node], *, cache: Cache, work_dir: Path, on_done=None)
     return list(done.values())
 
 
-def _run_node(node: dagmod.Node, done: dict[str, NodeOutcome], cache: Cache, work_dir: Path) -> NodeOutcome:
+def _run_node(node: dagmod.Node, done: dict[str, NodeOutcome], cache: Cache, work_dir: Path,
+              isolate: Isolation) -> NodeOutcome:
     module = stages.load(node.stage)
     inputs = {inp: done[up].outputs[out] for inp, (up, out) in node.inputs.items()}
     if not module.CACHED:
@@ -82,7 +95,10 @@ def _run_node(node: dagmod.Node, done: dict[str, NodeOutcome], cache: Cache, wor
     tables: dict[str, Any] = {}
 
     def build(out_dir: Path) -> dict:
-        result = module.run(inputs, node.params, out_dir)
+        if isolate.applies(module):
+            result = isolation.run_isolated(module.__name__, inputs, node.params, out_dir, isolate.timeout_s)
+        else:
+            result = module.run(inputs, node.params, out_dir)
         tables.update(result.tables)
         return {"outputs": result.outputs, "info": result.info}
 

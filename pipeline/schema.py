@@ -60,6 +60,12 @@ class CompileMode(str, Enum):
     max_autotune = "max-autotune"  # torch.compile(mode="max-autotune-no-cudagraphs"): graphs are the harness's job
 
 
+class IsolationMode(str, Enum):
+    auto = "auto"  # stages that declare themselves crash-prone (TensorRT builds)
+    all = "all"    # every artifact stage
+    none = "none"
+
+
 class Device(str, Enum):
     auto = "auto"
     cuda = "cuda"
@@ -161,6 +167,12 @@ class ReportConfig:
 
 
 @dataclass
+class IsolationConfig:
+    mode: IsolationMode = IsolationMode.auto
+    timeout_s: float = 3600.0  # a child stage still running after this is killed and the job fails
+
+
+@dataclass
 class TrtexecConfig:
     path: str = "trtexec"
     extra_args: List[str] = field(default_factory=list)
@@ -193,6 +205,8 @@ class Config:
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     trtexec: TrtexecConfig = field(default_factory=TrtexecConfig)
+    isolation: IsolationConfig = field(default_factory=IsolationConfig)
+    resume: bool = False  # a re-run into an existing sweep directory keeps its ok jobs with the same config
     cache: CacheConfig = field(default_factory=CacheConfig)
 
 
@@ -217,6 +231,7 @@ _RANGES = {
     "benchmark.streams": (1, None),
     "build.workspace_mb": (0, None),
     "profile.iterations": (1, None),
+    "isolation.timeout_s": (1, None),
     "validate.batches": (1, None),
 }
 

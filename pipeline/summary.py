@@ -57,4 +57,15 @@ def sweep_summary(loaded, sweep_dir: Path) -> str:
     table["error"] = runs["error"].fillna("").str.slice(0, 90)
     counts = runs["status"].value_counts().to_dict()
     head = f"sweep {sweep_dir}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-    return head + "\n" + table.sort_values("job").to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    text = head + "\n" + table.sort_values("job").to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    failed = runs[runs["status"] == "failed"].sort_values("job")
+    if len(failed):
+        text += "\nfailures:\n" + "\n".join(f"  job {r.job} [{r.overrides}]: {r.error}" for r in failed.itertuples())
+    return text
+
+
+def lost_jobs(sweep_dir: Path) -> list[str]:
+    """Job directories Hydra started (they hold .hydra/) that never wrote a runs row: killed mid-job."""
+    return sorted((d.name for d in Path(sweep_dir).iterdir()
+                   if (d / ".hydra").is_dir() and not (d / "tables" / "runs.parquet").is_file()),
+                  key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else n))

@@ -1,5 +1,9 @@
 """Tiny stages for orchestrator tests: they follow stages/api.py but need no model or framework."""
 
+import os
+import signal
+import time
+
 from stages.api import StageResult, Unsupported
 
 VERSION = "1"
@@ -16,6 +20,11 @@ def run(inputs, params, out_dir):
         raise Unsupported("this combination cannot run here")
     if params.get("fail") == "crash":
         raise RuntimeError("boom\nsecond line")
+    if params.get("fail") == "segfault":
+        (out_dir / "data.txt").write_text("half")  # a partial artifact that must never be read back
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if params.get("fail") == "hang":
+        time.sleep(60)
     with open(params["counter"], "a") as f:
         f.write("built\n")
     upstream = inputs["data"].read_text() if "data" in inputs else ""

@@ -1,0 +1,66 @@
+"""Run one stage in a child process, so a segfault, an OOM kill or a hang becomes an ordinary error.
+
+A TensorRT build that crashes inside the builder takes its process with it; under a joblib launcher it would
+take the whole batch of jobs too. In a child, the crash is just a non-zero exit: the parent raises
+StageCrashed with the signal's name, the job records a `failed` row, and the sweep goes on. Only artifact
+stages can be isolated: they hand their results over as files (plus a small picklable StageResult).
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+import traceback
+from pathlib import Path
+
+
+class StageCrashed(RuntimeError):
+    """The child died (signal or exit) or outlived its time limit."""
+
+
+def _child(conn, module_name: str, inputs: dict, params: dict, out_dir: str) -> None:
+    import importlib
+
+    try:
+        result = importlib.import_module(module_name).run(inputs, params, Path(out_dir))
+        conn.send(("ok", result))
+    except BaseException as err:  # noqa: BLE001 - everything goes back to the parent
+        try:
+            conn.send(("error", err))
+        except Exception:  # an exception that does not pickle: send its text
+            conn.send(("text", "".join(traceback.format_exception(err))))
+    finally:
+        conn.close()
+
+
+def run_isolated(module_name: str, inputs: dict, params: dict, out_dir: Path, timeout_s: float | None):
+    """module.run(inputs, params, out_dir) in a fresh ("spawn") process; its StageResult, or its exception."""
+    ctx = mp.get_context("spawn")  # never fork a process that may hold a CUDA context
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, module_name, inputs, params, str(out_dir)), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        if not parent.poll(timeout_s):
+            proc.kill()
+            proc.join()
+            raise StageCrashed(f"timed out after {timeout_s:g} s (isolation.timeout_s) and was killed")
+        kind, payload = parent.recv()
+    except EOFError:  # the child died without a word: a signal or os._exit
+        proc.join()
+        raise StageCrashed(_describe_exit(proc.exitcode)) from None
+    finally:
+        parent.close()
+    proc.join()
+    if kind == "ok":
+        return payload
+    if kind == "error":
+        raise payload
+    raise StageCrashed(f"raised an exception that could not be sent back:\n{payload}")
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        hint = " (killed: out of memory, or by hand)" if name == "SIGKILL" else ""
+        return f"crashed with signal {name} ({-code}){hint}"
+    return f"exited with status {code} before reporting a result"

@@ -1,0 +1,33 @@
+"""Hydra's launchers give the same rows as a serial sweep, and shared artifacts are still built once."""
+import pytest
+
+from pipeline import results
+from tests.conftest import FAST, run_cli
+
+pytestmark = pytest.mark.slow
+POINTS = ["-m", "precision=fp32,int8,bf16"]
+
+
+def sweep(cwd, *extra):
+    proc = run_cli([*POINTS, "hydra.sweep.dir=sweep", *FAST, *extra], cwd)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = results.load(cwd / "sweep")
+    runs = r.runs.set_index("precision").sort_index()
+    acc = r.accuracy.query("metric == 'rel_l2_err'").merge(r.runs[["run_id", "precision"]]).set_index("precision")
+    return runs, acc["value"].sort_index()
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory):
+    return sweep(tmp_path_factory.mktemp("serial"))
+
+
+@pytest.mark.parametrize("launcher", ["parallel", "local"])
+def test_launcher_matches_serial(serial, tmp_path, launcher):
+    runs, acc = sweep(tmp_path, f"hydra/launcher={launcher}")
+    serial_runs, serial_acc = serial
+    assert runs["status"].to_dict() == serial_runs["status"].to_dict()
+    assert runs["error"].fillna("").to_dict() == serial_runs["error"].fillna("").to_dict()
+    assert (runs["config_hash"] == serial_runs["config_hash"]).all()
+    assert acc.to_dict() == serial_acc.to_dict()  # same artifacts, same seeded inputs: identical accuracy
+    assert sorted(runs["export_cache"]) == ["hit", "hit", "miss"]  # one export for the whole sweep

@@ -1,0 +1,178 @@
+"""Nothing measured is lost: crashes, kill -9 at the worst moments, corruption, concurrency, resume, trust."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import cache as cachemod
+from pipeline import job, results
+from tests.conftest import FAST, ROOT, run_cli
+from tests.test_job import base_config, config_with, fake_registry  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.slow
+
+
+# ---------------------------------------------------------------- crash isolation (fake stages, in-process)
+
+@pytest.mark.parametrize("fail, words", [
+    ("segfault", ["crashed with signal SIGSEGV"]),
+    ("hang", ["timed out after 2 s", "isolation.timeout_s"]),
+])
+def test_crash_in_an_isolated_stage_is_a_failed_row(base_config, tmp_path, fake_registry, fail, words):
+    cfg, _ = config_with(base_config, tmp_path, fail=fail)
+    cfg["isolation"] = {"mode": "all", "timeout_s": 2}
+    out = job.run_job(cfg, tmp_path / "j", job.JobMeta())
+    assert out.status == "failed"
+    for word in words:
+        assert word in out.error
+    assert not list((tmp_path / "cache" / "entries").glob("*/*"))  # the half artifact never became an entry
+    assert results.load(tmp_path / "j").runs["status"].tolist() == ["failed"]
+
+
+def test_isolated_stage_passes_results_and_unsupported_through(base_config, tmp_path, fake_registry):
+    cfg, counter = config_with(base_config, tmp_path)
+    cfg["isolation"] = {"mode": "all", "timeout_s": 60}
+    ok = job.run_job(cfg, tmp_path / "ok", job.JobMeta())
+    assert ok.status == "ok" and ok.row["second_chars"] == 2 and counter.read_text().count("built") == 2
+    cfg, _ = config_with(base_config, tmp_path, fail="unsupported")
+    cfg["isolation"] = {"mode": "all", "timeout_s": 60}
+    assert job.run_job(cfg, tmp_path / "u", job.JobMeta()).status == "unsupported"
+
+
+# ---------------------------------------------------------------- kill -9, then resume
+
+def fault_cli(fault: str, args: list[str], cwd: Path, precision: str | None = None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if precision:
+        env["FAULT_PRECISION"] = precision
+    return subprocess.run([sys.executable, str(ROOT / "tests/fault_cli.py"), fault, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def assert_cache_sound(cache_dir: Path):
+    entries = list((cache_dir / "entries").glob("*/*"))
+    assert entries
+    for entry in entries:
+        manifest, problems = cachemod.verify_entry(entry, entry.name)
+        assert manifest is not None and not problems, (entry, problems)
+
+
+@pytest.mark.parametrize("fault", ["export", "build", "table"])
+def test_kill_9_then_resume_completes_and_keeps_results(workdir, fault):
+    sweep_dir = workdir / "sweep"
+    args = ["-m", "precision=fp32,int8", f"hydra.sweep.dir={sweep_dir}", *FAST]
+    killed = fault_cli(fault, args, workdir, precision="int8")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    before = results.load(sweep_dir).runs
+    if fault == "export":  # the very first stage of the first job: nothing completed
+        assert before.empty
+    else:
+        assert before.set_index("precision").loc["fp32", "status"] == "ok"  # job 0 finished before the kill
+    resumed = run_cli([*args, "resume=true"], workdir)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    after = results.load(sweep_dir)
+    assert after.skipped == []
+    runs = after.runs.set_index("precision")
+    assert list(runs.loc[["fp32", "int8"], "status"]) == ["ok", "ok"]
+    if fault != "export":
+        assert runs.loc["fp32", "run_id"] == before.set_index("precision").loc["fp32", "run_id"]  # kept
+    assert_cache_sound(workdir / "outputs/cache")
+
+
+def test_lost_job_is_reported_and_fails_the_sweep(workdir):
+    sweep_dir = workdir / "sweep"
+    (sweep_dir / "7" / ".hydra").mkdir(parents=True)  # a job Hydra started that never wrote its row
+    proc = run_cli(["-m", "precision=fp32", f"hydra.sweep.dir={sweep_dir}", *FAST], workdir)
+    assert proc.returncode == 1
+    assert "lost: 1 job(s)" in proc.stdout and "resume=true" in proc.stdout
+
+
+# ---------------------------------------------------------------- corruption, concurrency, bad places
+
+def test_corrupted_artifact_is_detected_and_rebuilt(workdir):
+    assert run_cli(FAST, workdir).returncode == 0
+    entries = [e for e in (workdir / "outputs/cache/entries").glob("*/*")
+               if '"build_onnxruntime"' in (e / "manifest.json").read_text()]
+    model = entries[0] / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    proc = run_cli(FAST, workdir)
+    assert proc.returncode == 0
+    assert "model.onnx: sha256 mismatch" in proc.stdout + proc.stderr
+    runs = results.load(workdir / "outputs/runs").runs.sort_values("started")
+    assert list(runs["build_cache"]) == ["miss", "miss"] and list(runs["export_cache"]) == ["miss", "hit"]
+    assert list((workdir / "outputs/cache/quarantine").iterdir())
+    assert_cache_sound(workdir / "outputs/cache")
+
+
+def test_four_concurrent_identical_runs_build_each_artifact_once(workdir):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-m", "pipeline", f"hydra.run.dir=run{i}", "precision=int8", *FAST],
+                              cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(4)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
+    runs = results.load(workdir).runs
+    assert list(runs["status"]) == ["ok"] * 4
+    for stage in ("export", "convert", "build"):
+        assert sorted(runs[f"{stage}_cache"]) == ["hit"] * 3 + ["miss"], stage
+    assert len(list((workdir / "outputs/cache/entries").glob("*/*"))) == 3
+    assert_cache_sound(workdir / "outputs/cache")
+
+
+@pytest.mark.parametrize("key", ["hydra.run.dir", "cache.dir"])
+def test_unwritable_output_gets_a_clear_error(workdir, key):
+    (workdir / "a_file").write_text("not a directory")
+    proc = run_cli([f"{key}={workdir / 'a_file' / 'sub'}", *FAST], workdir)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "Traceback" not in text
+    assert str(workdir / "a_file") in text and ("Not a directory" in text or "not writable" in text), text[-2000:]
+
+
+def test_sigterm_records_an_interrupted_row(workdir):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "hydra.run.dir=run", "benchmark.duration_s=60"],
+                            cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not (workdir / "run/stages/benchmark").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    row = results.load(workdir / "run").runs.iloc[0]
+    assert (row.status, row.error) == ("failed", "interrupted (SIGTERM)")
+    assert row.export_cache == "miss"  # what ran before the signal is recorded too
+
+
+# ---------------------------------------------------------------- a factory model, and trusting configs
+
+def test_factory_model_and_reproduce_trust(workdir):
+    args = ["model=factory", "model._target_=tests.factories.tiny", "model.input_shape=[3,32,32]", *FAST]
+    proc = run_cli(args, workdir)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    run_dir = next((workdir / "outputs/runs").iterdir())
+    assert results.load(run_dir).runs.iloc[0].status == "ok"
+    refused = run_cli([str(run_dir), "--out", "r1"], workdir, module="pipeline.reproduce")
+    assert refused.returncode == 2 and not (workdir / "r1").exists()
+    assert "model._target_ = 'tests.factories.tiny'" in refused.stderr and "--trust" in refused.stderr
+    allowed = run_cli([str(run_dir), "--out", "r2", "--allow", "tests.factories"], workdir, module="pipeline.reproduce")
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+    assert results.load(workdir / "r2").runs.iloc[0].export_cache == "hit"
+    trusted = run_cli([str(run_dir), "--out", "r3", "--trust"], workdir, module="pipeline.reproduce")
+    assert trusted.returncode == 0
+
+
+def test_untrusted_targets_anywhere_in_a_config():
+    from pipeline.reproduce import untrusted_targets
+
+    config = {"model": {"_target_": "evil.run"}, "x": [{"_target_": "stages.models.build_builtin"}],
+              "y": {"_target_": "pipeline.app.SweepSummary"}, "z": {"_target_": "mine.sub:fn"}}
+    assert untrusted_targets(config, ()) == ["model._target_ = 'evil.run'", "z._target_ = 'mine.sub:fn'"]
+    assert untrusted_targets(config, ("mine",)) == ["model._target_ = 'evil.run'"]
+    assert untrusted_targets({"_target_": "stagesX.evil"}, ()) == ["_target_ = 'stagesX.evil'"]
