@@ -65,7 +65,7 @@ def main() -> None:
         assert set(runs["export_cache"]) == {"hit"}, "the timed sweep must be fully cached"
         measured = runs.get("benchmark_seconds", 0).fillna(0) + runs.get("validate_seconds", 0).fillna(0)
         per_job.append((wall - measured.sum()) / len(runs))
-        in_job.extend((runs["duration_s"] - measured).tolist())
+        in_job.extend((runs["job_seconds"] - measured).tolist())
         print(f"cached sweep: {wall:.2f} s wall for {len(runs)} jobs, {per_job[-1]:.3f} s/job beyond measuring")
     figures = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),

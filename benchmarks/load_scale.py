@@ -38,7 +38,7 @@ def job_tables(i: int, rng: random.Random) -> dict:
         "optimization_level": rng.randint(0, 5), "max_aux_streams": rng.randint(0, 4),
         "overrides": f"batch_size={i % 3}", "config_hash": f"{rng.getrandbits(64):016x}",
         "config": json.dumps({"job": i, "workspace_gb": 8}), "started": "2025-01-01T00:00:00+00:00",
-        "duration_s": rng.uniform(10, 300),
+        "job_seconds": rng.uniform(10, 300),
         "env_gpu": "NVIDIA H100", "env_driver": "560.35", "env_cuda": "12.6", "env_trt": "10.7",
         "env_torch": "2.6.0", "env_host": f"node{i % 8}",
     }

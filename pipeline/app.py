@@ -29,7 +29,7 @@ FAILED: list[str] = []  # run ids (or a sweep dir) that failed in this process
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
-    from pipeline import job, summary
+    from pipeline import job, progress, summary
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -50,7 +50,15 @@ def hydra_main(cfg: DictConfig) -> None:
         if kept:
             log.info("resume: job %s already ok with this config (run %s); kept", meta.job, kept.run_id)
             return
-        outcome = job.run_job(config, out_dir, meta)
+        if not multirun:
+            progress.begin()
+        progress.start_job(hc.job.num if multirun else 0, list(hc.overrides.task))
+        try:
+            outcome = job.run_job(config, out_dir, meta)
+            progress.current().job_finished(outcome.status, outcome.error)
+        finally:
+            if not multirun:
+                progress.end()
     if outcome.status == "failed":
         FAILED.append(outcome.run_id)
     if not multirun:
@@ -83,11 +91,15 @@ class SweepSummary(Callback):
         _require_writable(config.hydra.run.dir, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from pipeline import progress
+
         _require_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
+        progress.begin(progress.Sweep.from_hydra(config.hydra))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from pipeline import summary, results
+        from pipeline import progress, results, summary
 
+        progress.end()  # the live display goes before the table prints
         sweep_dir = Path(config.hydra.sweep.dir)
         loaded = results.load(sweep_dir, tables=("runs", "summary", "accuracy"))
         print(summary.sweep_summary(loaded, sweep_dir))
@@ -98,3 +110,15 @@ class SweepSummary(Callback):
         runs = loaded.runs
         if runs.empty or lost or (runs["status"] == "failed").any():
             FAILED.append(str(sweep_dir))
+        if config.report.enabled:
+            _report(sweep_dir)
+
+
+def _report(sweep_dir: Path) -> None:
+    from pipeline import report
+
+    try:
+        print(f"report: {report.build_report(sweep_dir)}")
+    except Exception as err:  # noqa: BLE001 - a plot must never fail a finished sweep
+        log.warning("report not written (%s: %s); retry with python -m pipeline.report %s",
+                    type(err).__name__, err, sweep_dir)

@@ -21,7 +21,8 @@ def capture() -> dict[str, str | None]:
         "onnx": package_version("onnx"),
         "onnxruntime": onnxruntime_version(),
         "modelopt": package_version("nvidia-modelopt"),
-        "tensorrt": package_version("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-lean-cu13-bindings"),
+        # the builder's bindings only: the lean runtime (a test extra) says nothing about building engines
+        "tensorrt": package_version("tensorrt", "tensorrt-cu13-bindings", "tensorrt-cu12-bindings", "tensorrt-cu13", "tensorrt-cu12"),
         "git_commit": _git_commit(),
     }
     env.update(_gpu())

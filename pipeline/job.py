@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from pipeline import environment, results, runner, schema
+from pipeline import environment, progress, results, runner, schema
 from pipeline.cache import Cache, digest
-from stages import availability
+from stages import api, availability
 from stages.api import StageInputError, Unsupported
 
 log = logging.getLogger("pipeline")
@@ -98,7 +98,10 @@ def run_job(config: dict, job_dir: Path, meta: JobMeta) -> JobOutcome:
     tables: dict[str, Any] = {}
     status, error = "ok", None
 
+    shown = progress.current()
+
     def record(outcome: runner.NodeOutcome) -> None:
+        shown.stage_finished(outcome.name, outcome.cache, outcome.seconds)
         row[f"{outcome.name}_seconds"] = outcome.seconds
         row[f"{outcome.name}_cache"] = outcome.cache
         row.update({f"{outcome.name}_{k}": v for k, v in outcome.info.items()})
@@ -107,11 +110,16 @@ def run_job(config: dict, job_dir: Path, meta: JobMeta) -> JobOutcome:
 
     try:
         schema.check(config)
-        _require_backend(config["backend"]["name"])
+        _require_backend(config["backend"]["name"], config["trtexec"]["path"])
         nodes = runner.plan(config["backend"]["dag"])
         cache = _open_cache(config["cache"])
         isolate = runner.Isolation(config["isolation"]["mode"], config["isolation"]["timeout_s"])
-        runner.run(nodes, cache=cache, work_dir=job_dir, on_done=record, isolate=isolate)
+        api.set_progress(shown.measuring)
+        try:
+            runner.run(nodes, cache=cache, work_dir=job_dir, isolate=isolate, on_done=record,
+                       on_start=lambda node: shown.stage_started(node.name, node.stage))
+        finally:
+            api.set_progress(None)
     except schema.ConfigError as err:
         status, error = "failed", str(err)
     except Unsupported as err:
@@ -120,16 +128,16 @@ def run_job(config: dict, job_dir: Path, meta: JobMeta) -> JobOutcome:
         status, error = _classify(failed, job_dir)
     except (KeyboardInterrupt, Interrupted) as stop:
         why = "interrupted" + (f" ({stop})" if str(stop) else "")
-        row.update(status="failed", error=why, duration_s=time.perf_counter() - clock)
-        _write(job_dir, meta.run_id, row, tables)
+        row.update(status="failed", error=why, job_seconds=time.perf_counter() - clock)
+        write_row_and_tables(job_dir, meta.run_id, row, tables)
         raise
-    row.update(status=status, error=error, duration_s=time.perf_counter() - clock)
-    _write(job_dir, meta.run_id, row, tables)
+    row.update(status=status, error=error, job_seconds=time.perf_counter() - clock)
+    write_row_and_tables(job_dir, meta.run_id, row, tables)
     return JobOutcome(meta.run_id, status, error, row, tables)
 
 
-def _require_backend(name: str) -> None:
-    reason = availability.check(name)
+def _require_backend(name: str, trtexec: str) -> None:
+    reason = availability.check(name, trtexec)
     if reason:
         usable = [b for b in availability.PREFERENCE if availability.check(b) is None]
         raise Unsupported(f"backend={name} cannot run here: {reason}. {availability.how_to_get(name)}"
@@ -142,8 +150,8 @@ def record_config_error(job_dir: Path, meta: JobMeta, raw_config: dict, err: Exc
     job_dir.mkdir(parents=True, exist_ok=True)
     row = _base_row(raw_config, meta, dt.datetime.now(dt.timezone.utc))
     message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    row.update(status="failed", error=f"config: {message}", duration_s=0.0)
-    _write(job_dir, meta.run_id, row, {})
+    row.update(status="failed", error=f"config: {message}", job_seconds=0.0)
+    write_row_and_tables(job_dir, meta.run_id, row, {})
     return JobOutcome(meta.run_id, "failed", row["error"], row, {})
 
 
@@ -206,7 +214,8 @@ def _concat(existing: Any, rows: Any) -> Any:
     return list(existing) + list(rows)
 
 
-def _write(job_dir: Path, run_id: str, row: dict, tables: dict[str, Any]) -> None:
+def write_row_and_tables(job_dir: Path, run_id: str, row: dict, tables: dict[str, Any]) -> None:
+    """A job's runs row and its stages' tables, each row tagged with run_id, written atomically."""
     out = {"runs": [row]}
     for name, rows in tables.items():
         if isinstance(rows, dict):  # columnar

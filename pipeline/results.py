@@ -45,7 +45,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("run_id", _S), ("sweep", _S), ("job", _I), ("status", _S), ("error", _S),
         ("backend", _S), ("model", _S), ("precision", _S), ("batch_size", _I),
         ("optimization_level", _I), ("max_aux_streams", _I), ("overrides", _S),
-        ("config_hash", _S), ("config", _S), ("started", _S), ("duration_s", _F),
+        ("config_hash", _S), ("config", _S), ("started", _S), ("job_seconds", _F),
     ]),
     "summary": pa.schema([
         ("run_id", _S), ("metric", _S), ("stat", _S), ("value", _F), ("unit", _S),

@@ -54,11 +54,13 @@ def plan(dag: dict[str, dict]) -> list[dagmod.Node]:
     return dagmod.order(nodes, stages.REGISTRY, lambda stage: tuple(stages.load(stage).OUTPUTS))
 
 
-def run(nodes: list[dagmod.Node], *, cache: Cache, work_dir: Path, on_done=None,
+def run(nodes: list[dagmod.Node], *, cache: Cache, work_dir: Path, on_start=None, on_done=None,
         isolate: Isolation | None = None) -> list[NodeOutcome]:
     """Run nodes in order. A node's exception is re-raised as StageFailed (stages.api.Unsupported too)."""
     done: dict[str, NodeOutcome] = {}
     for node in nodes:
+        if on_start:
+            on_start(node)
         started = time.perf_counter()
         try:
             outcome = _run_node(node, done, cache, work_dir, isolate or Isolation())
@@ -66,7 +68,7 @@ def run(nodes: list[dagmod.Node], *, cache: Cache, work_dir: Path, on_done=None,
             raise StageFailed(node.name, err) from err
         outcome.seconds = time.perf_counter() - started
         done[node.name] = outcome
-        log.info("%-10s %-4s %6.2fs", node.name, outcome.cache, outcome.seconds)
+        log.debug("%-10s %-4s %6.2fs", node.name, outcome.cache, outcome.seconds)
         if on_done:
             on_done(outcome)
     return list(done.values())
@@ -87,7 +89,7 @@ def _run_node(node: dagmod.Node, done: dict[str, NodeOutcome], cache: Cache, wor
     key_spec = {
         "stage": node.stage,
         "version": module.VERSION,
-        "params": node.params,
+        "params": {k: v for k, v in node.params.items() if k not in getattr(module, "UNKEYED_PARAMS", ())},
         "inputs": {inp: done[up].digests[out] for inp, (up, out) in node.inputs.items()},
         "environment": module.environment(node.params),
         "files": module.key_files(node.params) if hasattr(module, "key_files") else {},

@@ -11,10 +11,17 @@ REGISTRY: dict[str, str] = {
     "build_onnxruntime": "stages.onnxruntime.build",
     "benchmark_onnxruntime": "stages.onnxruntime.benchmark",
     "validate_onnxruntime": "stages.onnxruntime.validate",
+    "profile_onnxruntime": "stages.onnxruntime.profile",
     "torch_model": "stages.torch_backend.model",
     "torch_compile": "stages.torch_backend.compile",
     "benchmark_torch": "stages.torch_backend.benchmark",
     "validate_torch": "stages.torch_backend.validate",
+    "build_tensorrt": "stages.tensorrt.build",
+    "benchmark_tensorrt": "stages.tensorrt.benchmark",
+    "profile_tensorrt": "stages.tensorrt.profile",
+    "validate_tensorrt": "stages.tensorrt.validate",
+    "build_trtexec": "stages.trtexec.build",
+    "benchmark_trtexec": "stages.trtexec.benchmark",
 }
 
 

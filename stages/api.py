@@ -6,6 +6,8 @@ A stage module exposes:
     CACHED: bool             artifacts are cached by content; measurements (CACHED = False) always re-run
     environment(params) -> dict   the part of the environment that changes its output (cache key)
     key_files(params) -> dict     digests of user files it reads (cache key); optional
+    UNKEYED_PARAMS: tuple         params that change no output (a shared store's location); optional
+    CRASH_PRONE: bool             run in a child process under isolation.mode=auto (pipeline/isolation.py); optional
     run(inputs: dict[str, Path], params: dict, out_dir: Path) -> StageResult
 Stages never see Hydra: plain arguments in, files and records out.
 """
@@ -29,6 +31,20 @@ class StageResult:
     outputs: dict[str, str] = field(default_factory=dict)  # output name -> file name inside out_dir
     info: dict[str, Any] = field(default_factory=dict)     # scalars for the `runs` row, prefixed with the node name
     tables: dict[str, Any] = field(default_factory=dict)   # table name -> rows (no run_id: the job adds it)
+
+
+_progress = None  # set by the orchestrator while a job runs: callback(fraction, elapsed_s, target_s)
+
+
+def set_progress(callback) -> None:
+    global _progress
+    _progress = callback
+
+
+def report_progress(fraction: float, elapsed_s: float, target_s: float) -> None:
+    """From inside a long measurement: how far along it is (shown to the user; never affects results)."""
+    if _progress is not None:
+        _progress(fraction, elapsed_s, target_s)
 
 
 def file_sha256(path: Path) -> str:

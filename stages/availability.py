@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 
 # Backends in order of preference for `backend=auto`.
 PREFERENCE = ("tensorrt", "torch", "onnxruntime")
-NOT_IMPLEMENTED = {"tensorrt"}  # its stages are not written yet; never chosen automatically
+TRTEXEC_NGC_PATH = "/usr/src/tensorrt/bin/trtexec"  # where NVIDIA's TensorRT container keeps it
 
 
 def gpu_count() -> int:
@@ -22,10 +24,8 @@ def gpu_count() -> int:
         return 0
 
 
-def check(backend: str) -> str | None:
-    """None when `backend` can run here, else the reason it cannot."""
-    if backend in NOT_IMPLEMENTED:
-        return f"the {backend} backend's stages are not implemented yet"
+def check(backend: str, trtexec: str = "trtexec") -> str | None:
+    """None when `backend` can run here, else the reason it cannot (`trtexec`: the configured trtexec.path)."""
     if backend == "onnxruntime":
         return None if importlib.util.find_spec("onnxruntime") else "onnxruntime is not installed"
     if backend == "torch":  # runs on CPU too (host-timed); `auto` prefers it only on CUDA, see best()
@@ -33,6 +33,10 @@ def check(backend: str) -> str | None:
     if backend == "tensorrt":
         if importlib.util.find_spec("tensorrt") is None:
             return "TensorRT is not installed"
+        return None if gpu_count() else "no NVIDIA GPU found (NVML)"
+    if backend == "trtexec":  # not in PREFERENCE: `auto` never picks it
+        if not (shutil.which(trtexec) or os.access(TRTEXEC_NGC_PATH, os.X_OK)):
+            return f"trtexec.path = '{trtexec}' is not an executable on PATH (nor is {TRTEXEC_NGC_PATH})"
         return None if gpu_count() else "no NVIDIA GPU found (NVML)"
     return f"unknown backend '{backend}'"
 
@@ -61,6 +65,8 @@ _HOW_TO_GET = {
     "tensorrt": "TensorRT's builder comes from NVIDIA: the NGC container nvcr.io/nvidia/tensorrt, or "
                 "`pip install tensorrt --extra-index-url https://pypi.nvidia.com` on a machine with an NVIDIA GPU. ",
     "torch": "The torch backend needs a CUDA build of torch and an NVIDIA GPU. ",
+    "trtexec": "trtexec ships with TensorRT: NVIDIA's container nvcr.io/nvidia/tensorrt has it at "
+               "/usr/src/tensorrt/bin/trtexec; put its directory on PATH. ",
 }
 
 

@@ -57,9 +57,10 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
 
 def _autocast(src: Path, out: Path, precision: str, params: dict) -> dict:
     import onnx
-    from modelopt.onnx.autocast import convert_to_mixed_precision
 
-    with _quiet():
+    with _quiet():  # importing ModelOpt already logs (an NVML error on machines without a GPU)
+        from modelopt.onnx.autocast import convert_to_mixed_precision
+
         proto = convert_to_mixed_precision(str(src), low_precision_type=precision,
                                            keep_io_types=params["keep_io_types"], providers=["cpu"])
     onnx.save(proto, str(out))
@@ -69,7 +70,6 @@ def _autocast(src: Path, out: Path, precision: str, params: dict) -> dict:
 
 def _quantize(src: Path, out: Path, precision: str, params: dict) -> dict:
     import onnx
-    from modelopt.onnx.quantization import quantize
 
     calib = params["calibration"]
     specs = model_inputs.with_input_shape(model_inputs.specs_from_onnx(src), params.get("input_shape"))
@@ -78,6 +78,8 @@ def _quantize(src: Path, out: Path, precision: str, params: dict) -> dict:
     else:
         data = model_inputs.random_inputs(specs, calib["samples"], params["seed"] + model_inputs.SEED_CALIBRATION)
     with _quiet():
+        from modelopt.onnx.quantization import quantize
+
         quantize(str(src), quantize_mode=precision, calibration_data=data,
                  calibration_method=calib["method"], calibration_eps=["cpu"],
                  high_precision_dtype=params["high_precision_dtype"], output_path=str(out), log_level="WARNING")

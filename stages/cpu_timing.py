@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from stages import timing_tables
+from stages import api, timing_tables
 
 METHOD = "host perf_counter around each call"
 
@@ -30,6 +30,7 @@ def measure(call: Callable[[], Any], *, warmup_ms: float, duration_s: float, min
         warmup += 1
     times, first = [], clock()
     end = first + int(duration_s * 1e9)
+    next_report = first
     while True:
         start = clock()
         call()
@@ -37,6 +38,11 @@ def measure(call: Callable[[], Any], *, warmup_ms: float, duration_s: float, min
         times.append((stop - start) / 1e6)
         if len(times) >= min_iterations and stop >= end:
             break
+        if stop >= next_report:
+            elapsed = (stop - first) / 1e9
+            api.report_progress(min(elapsed / duration_s if duration_s else 1.0, len(times) / min_iterations),
+                                elapsed, duration_s)
+            next_report = stop + 100_000_000
     return Measurement(times, warmup, (stop - first) / 1e9)
 
 

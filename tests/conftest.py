@@ -42,3 +42,41 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+# ---------------------------------------------------------------- orchestrator tests on fake stages
+
+@pytest.fixture(scope="module")
+def base_config():
+    """The real default config, composed by Hydra, as the job runner receives it."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from pipeline import app
+
+    with initialize_config_dir(config_dir=app.CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["backend=onnxruntime"])
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+@pytest.fixture
+def fake_registry(monkeypatch):
+    import stages
+
+    monkeypatch.setitem(stages.REGISTRY, "fake", "tests.fake_stages")
+    monkeypatch.setitem(stages.REGISTRY, "fake_measure", "tests.fake_measure")
+
+
+def config_with(base, tmp_path, **params):
+    """`base` with a three-node DAG of fake stages: two cached (counting builds in a file), one measurement."""
+    import copy
+
+    cfg = copy.deepcopy(base)
+    counter = tmp_path / "builds.txt"
+    cfg["cache"]["dir"] = str(tmp_path / "cache")
+    cfg["backend"]["dag"] = {
+        "first": {"stage": "fake", "params": {"text": "a", "counter": str(counter), **params}},
+        "second": {"stage": "fake", "inputs": {"data": "first.data"}, "params": {"text": "b", "counter": str(counter)}},
+        "measure": {"stage": "fake_measure", "inputs": {"data": "second.data"}},
+    }
+    return cfg, counter

@@ -1,6 +1,4 @@
 """The real CLI end to end on this CPU machine: default run, precision sweep, warm re-run, reproduce, bad input."""
-from pathlib import Path
-
 import pytest
 
 from pipeline import results

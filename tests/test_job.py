@@ -2,37 +2,9 @@
 import copy
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-
-import stages
-from pipeline import app, job, results
+from pipeline import job, results
 from pipeline.schema import ConfigError
-
-
-@pytest.fixture(scope="module")
-def base_config():
-    with initialize_config_dir(config_dir=app.CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["backend=onnxruntime"])
-    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-
-
-@pytest.fixture
-def fake_registry(monkeypatch):
-    monkeypatch.setitem(stages.REGISTRY, "fake", "tests.fake_stages")
-    monkeypatch.setitem(stages.REGISTRY, "fake_measure", "tests.fake_measure")
-
-
-def config_with(base, tmp_path, **params):
-    cfg = copy.deepcopy(base)
-    counter = tmp_path / "builds.txt"
-    cfg["cache"]["dir"] = str(tmp_path / "cache")
-    cfg["backend"]["dag"] = {
-        "first": {"stage": "fake", "params": {"text": "a", "counter": str(counter), **params}},
-        "second": {"stage": "fake", "inputs": {"data": "first.data"}, "params": {"text": "b", "counter": str(counter)}},
-        "measure": {"stage": "fake_measure", "inputs": {"data": "second.data"}},
-    }
-    return cfg, counter
+from tests.conftest import config_with
 
 
 def test_ok_job_writes_row_and_tables_and_hits_cache_second_time(base_config, tmp_path, fake_registry):

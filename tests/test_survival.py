@@ -10,8 +10,7 @@ import pytest
 
 from pipeline import cache as cachemod
 from pipeline import job, results
-from tests.conftest import FAST, ROOT, run_cli
-from tests.test_job import base_config, config_with, fake_registry  # noqa: F401 (fixtures)
+from tests.conftest import FAST, ROOT, config_with, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from stages import api
 from stages.gpu.cuda import CudaError, call, is_ready, rt
 
 
@@ -209,8 +210,7 @@ class _Lane:
             rt().cudaStreamDestroy(stream)
 
 
-def run(workloads: list[Workload], settings: Settings, on_progress: Callable[[str, float], None] | None = None
-        ) -> Measurement:
+def run(workloads: list[Workload], settings: Settings) -> Measurement:
     """Measure `workloads` (one per inference stream) and return every counted iteration's timings."""
     lanes = [_Lane(w, settings) for w in workloads]
     try:
@@ -219,7 +219,7 @@ def run(workloads: list[Workload], settings: Settings, on_progress: Callable[[st
             for lane in lanes:
                 lane.launch = lane.workload.enqueue
         warmup = _warm_up(lanes, settings)
-        trials = [_timed_loop(lanes, settings, on_progress) for _ in range(settings.trials)]
+        trials = [_timed_loop(lanes, settings) for _ in range(settings.trials)]
         return Measurement(trials, warmup, settings.cuda_graph and not notes, "; ".join(sorted(notes)) or None,
                            len(lanes), settings.sync, settings.data_transfers)
     finally:
@@ -248,7 +248,7 @@ def _warm_up(lanes: list[_Lane], settings: Settings) -> int:
     return count * len(lanes)
 
 
-def _timed_loop(lanes: list[_Lane], settings: Settings, on_progress) -> Trial:
+def _timed_loop(lanes: list[_Lane], settings: Settings) -> Trial:
     times: dict[str, list[float]] = {}
     counted, first, target_ms = 0, True, settings.duration_s * 1e3
     base = [lane.collected for lane in lanes]
@@ -263,8 +263,8 @@ def _timed_loop(lanes: list[_Lane], settings: Settings, on_progress) -> Trial:
         every_lane_counted = all(lane.collected > b for lane, b in zip(lanes, base))
         if counted >= settings.min_iterations and every_lane_counted:
             span = max(lane.span_ms() for lane in lanes)
-            if on_progress and time.perf_counter() - last_report > 1.0:
-                on_progress("measuring", span / target_ms if target_ms else 1.0)
+            if time.perf_counter() - last_report > 0.1:
+                api.report_progress(span / target_ms if target_ms else 1.0, span / 1e3, settings.duration_s)
                 last_report = time.perf_counter()
             if span >= target_ms:
                 break

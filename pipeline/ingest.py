@@ -1,0 +1,90 @@
+"""Bring measurements taken outside the pipeline into its tables.
+
+    python -m pipeline.ingest trtexec LOG [--times F] [--profile F] [--layers F] [--batch-size N] --out DIR
+
+LOG is what trtexec printed (stdout and stderr, e.g. `trtexec ... 2>&1 | tee run.log`); --times, --profile and
+--layers are its --exportTimes, --exportProfile and --exportLayerInfo files. DIR gets `tables/*.parquet` like a
+job directory, so `pipeline.results.load(DIR)` (or a load of a parent directory) reads it with everything else:
+a `runs` row (backend=trtexec, the settings the log states), the summary trtexec printed, the per-query times
+as samples, and per-layer times joined with the layer information.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from pipeline import job
+from pipeline.cache import digest
+from pipeline.job import JobMeta
+from stages.trtexec import backend, parse
+
+
+def trtexec(log_file: Path, times: Path | None = None, profile: Path | None = None, layers: Path | None = None,
+            batch_size: int | None = None) -> tuple[dict, dict]:
+    """The `runs` row and the other tables (without run_id, as a stage returns them) of one trtexec run."""
+    meta = JobMeta()
+    try:
+        tables, info, log = backend.ingest(parse.read(log_file), parse.read(times), parse.read(profile),
+                                           parse.read(layers), batch_size=batch_size)
+        status, error = "ok", None
+    except backend.NoMeasurement as err:
+        tables, info, log = {}, {}, parse.parse_log(parse.read(log_file))
+        status, error = "failed", f"{log_file}: {err}"
+    known = parse.settings(log)
+    config = {"trtexec_command": log.command, **{k: v for k, v in known.items() if v is not None},
+              "files": {k: str(v) for k, v in (("log", log_file), ("times", times), ("profile", profile),
+                                                ("layers", layers)) if v}}
+    row = {
+        "run_id": meta.run_id, "sweep": None, "job": None, "status": status, "error": error, "backend": "trtexec",
+        "model": _model(log.command), "precision": None, "batch_size": batch_size or known["batch_size"],
+        "optimization_level": known["optimization_level"], "max_aux_streams": known["max_aux_streams"],
+        "warmup_ms": known["warmup_ms"], "min_iterations": known["min_iterations"],
+        "overrides": "", "config_hash": digest(config), "config": yaml.safe_dump(config, sort_keys=False),
+        "started": log.started.isoformat() if log.started else None,
+        "duration_s": (log.ended - log.started).total_seconds() if log.started and log.ended else None,
+        "env_tensorrt": log.version, "env_gpu": known["gpu"], "env_compute_capability": known["compute_capability"],
+        "trtexec_precision_flags": known["precision_flags"], "trtexec_tf32": known["tf32"],
+        "trtexec_duration_s": known["duration_s"], "trtexec_workspace_mb": known["workspace_mb"],
+    }
+    row.update({f"benchmark_{k}": v for k, v in info.items()})
+    return row, tables
+
+
+def _model(command: str | None) -> str | None:
+    """The model's file name from --onnx=... or --loadEngine=..."""
+    for arg in (command or "").split():
+        for flag in ("--onnx=", "--loadEngine="):
+            if arg.startswith(flag):
+                return Path(arg[len(flag):]).stem
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.ingest", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="tool", required=True)
+    p = sub.add_parser("trtexec", help="a trtexec log and its JSON exports")
+    p.add_argument("log", type=Path, help="trtexec's output (stdout and stderr)")
+    p.add_argument("--times", type=Path, help="its --exportTimes file")
+    p.add_argument("--profile", type=Path, help="its --exportProfile file")
+    p.add_argument("--layers", type=Path, help="its --exportLayerInfo file")
+    p.add_argument("--batch-size", type=int, help="samples per query (default: from --shapes/--optShapes, else 1)")
+    p.add_argument("--out", type=Path, required=True, help="directory to write tables/ into")
+    args = parser.parse_args(argv)
+    missing = [str(f) for f in (args.log, args.times, args.profile, args.layers) if f and not f.is_file()]
+    if missing:
+        parser.error(f"no such file: {', '.join(missing)}")
+    row, tables = trtexec(args.log, args.times, args.profile, args.layers, args.batch_size)
+    job.write_row_and_tables(args.out, row["run_id"], row, tables)
+    if row["status"] != "ok":
+        print(f"{row['status']}: {row['error']}", file=sys.stderr)
+        return 1
+    print(f"ingested {args.log} -> {args.out}/tables ({len(tables['summary'])} summary rows, "
+          f"{row['benchmark_iterations']} queries, verdict {row['benchmark_verdict']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""The report's figures, drawn with matplotlib's object API onto the Agg canvas (no display, no pyplot state).
+
+Each function takes small, already prepared DataFrames (pipeline/report.py prepares them), writes one PNG
+and returns nothing. `note` is a line printed under the plot, e.g. which points are not shown and why.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+DPI = 110
+_OK, _FRONT, _OTHER = "#2b6cb0", "#c53030", "#a0aec0"
+
+
+def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1, **kwargs):
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False, **kwargs)
+
+
+def _width(n: int) -> float:
+    """Wide enough for n category labels, within what a page shows."""
+    return float(min(22, max(6.5, 0.7 * n + 2.5)))
+
+
+def _save(fig: Figure, path: Path, note: str | None) -> None:
+    if note:
+        fig.supxlabel(note, fontsize=8, color="#555555", x=0.01, ha="left")
+    fig.savefig(path, dpi=DPI)
+
+
+def _categories(ax, labels: list[str]) -> None:
+    crowded = max(map(len, labels)) * len(labels) > 60  # the labels would overlap if written flat
+    ax.set_xticks(range(len(labels)), labels, rotation=30 if crowded else 0, ha="right" if crowded else "center")
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+
+
+def latency_throughput(points: pd.DataFrame, xlabel: str, path: Path, note: str | None = None) -> None:
+    """Median latency (p90 and p99 whiskers) and throughput per point.
+
+    points: label, median, p90, p99 (ms), throughput (samples/s), in display order.
+    """
+    labels = list(points["label"])
+    x = np.arange(len(points))
+    fig, axes = _figure(2 * _width(len(points)) / 1.4, 4.2, ncols=2)
+    lat, thr = axes[0]
+    lat.errorbar(x, points["median"], yerr=[np.zeros(len(x)), (points["p99"] - points["median"]).clip(lower=0)],
+                 fmt="o", color=_OK, ecolor="black", markersize=8, capsize=7, lw=1.2, zorder=3,
+                 label="median, whisker to p99")
+    lat.scatter(x, points["p90"], marker="_", s=300, color="#dd6b20", linewidths=2.5, zorder=4, label="p90")
+    # one slow outlier per hundred iterations would otherwise flatten every median into the axis
+    _latency_axis(lat, points[["median", "p99"]].to_numpy(), "latency per batch (ms)")
+    lat.set_title("Latency: median, p90, p99")
+    lat.legend(fontsize=8, loc="upper left", ncols=2)
+    thr.bar(x, points["throughput"], color="#38a169", alpha=0.85)
+    thr.set_ylabel("throughput (samples/s)")
+    thr.set_title("Throughput")
+    for ax in (lat, thr):
+        _categories(ax, labels)
+        ax.set_xlabel(xlabel)
+        ax.grid(axis="y", alpha=0.3)
+    thr.set_ylim(0, float(points["throughput"].max()) * 1.1 if points["throughput"].notna().any() else 1)
+    _save(fig, path, note)
+
+
+def _latency_axis(ax, values: np.ndarray, label: str) -> None:
+    """Log scale when the values span more than a decade (a linear axis would hide the small ones), labelled
+    in plain milliseconds; headroom on top for the legend."""
+    values = values[np.isfinite(values) & (values > 0)]
+    if not len(values):
+        return
+    lo, hi = float(values.min()), float(values.max())
+    wide = hi / lo > 10
+    if wide:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylim(lo / 1.5, hi * 3)
+    else:
+        ax.set_ylim(0, hi * 1.25)
+    ax.set_ylabel(label + (", log scale" if wide else ""))
+
+
+def pareto_mask(latency: np.ndarray, error: np.ndarray) -> np.ndarray:
+    """True where no other point is at least as good on both axes and strictly better on one (lower is better)."""
+    lat, err = np.asarray(latency, float), np.asarray(error, float)
+    no_worse = (lat[None, :] <= lat[:, None]) & (err[None, :] <= err[:, None])
+    better = (lat[None, :] < lat[:, None]) | (err[None, :] < err[:, None])
+    return ~(no_worse & better).any(axis=1)
+
+
+def accuracy_latency(points: pd.DataFrame, error_label: str, path: Path, note: str | None = None) -> None:
+    """Error against median latency, one labelled point per run, the Pareto front marked and joined.
+
+    points: label, median (ms), error (lower is better).
+    """
+    fig, axes = _figure(7.5, 4.8)
+    ax = axes[0][0]
+    front = pareto_mask(points["median"].to_numpy(), points["error"].to_numpy())
+    if (~front).any():
+        ax.scatter(points["median"][~front], points["error"][~front], s=40, color=_OTHER, zorder=3,
+                   label="dominated")
+    ax.scatter(points["median"][front], points["error"][front], s=60, color=_FRONT, zorder=4, label="Pareto front")
+    steps = points[front].sort_values("median")
+    ax.step(steps["median"], steps["error"], where="post", color=_FRONT, alpha=0.5, zorder=2)
+    middle = (points["median"].min() + points["median"].max()) / 2
+    for _, p in points.iterrows():
+        right = p["median"] <= middle or len(points) == 1  # labels point inwards: none runs off the axes
+        ax.annotate(str(p["label"]), (p["median"], p["error"]), textcoords="offset points",
+                    xytext=(6 if right else -6, 4), ha="left" if right else "right", fontsize=8)
+    _error_scale(ax, points["error"].to_numpy())
+    ax.set_xlabel("median latency per batch (ms)")
+    ax.set_ylabel(error_label)
+    ax.set_title("Accuracy against latency (lower-left is better)")
+    ax.grid(alpha=0.3)
+    fig.legend(fontsize=8, loc="outside right upper")  # outside: no corner of the axes is reliably empty
+    _pad_x(ax, points["median"].to_numpy())
+    _save(fig, path, note)
+
+
+def _error_scale(ax, error: np.ndarray) -> None:
+    """Errors of different precisions span decades (fp32 ~1e-7, int8 ~1e-2): log when they do; symlog keeps 0."""
+    positive = error[error > 0]
+    if len(positive) and positive.max() / positive.min() > 100:
+        if (error <= 0).any():
+            ax.set_yscale("symlog", linthresh=float(positive.min()))
+        else:
+            ax.set_yscale("log")
+            ax.set_ylim(positive.min() / 3, positive.max() * 3)
+
+
+def _pad_x(ax, values: np.ndarray) -> None:
+    """Room on both sides for the point labels."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    span = (hi - lo) or max(hi * 0.2, 1e-3)
+    pad = 0.15 * span if hi > lo else span  # a single point sits in the middle
+    ax.set_xlim(lo - pad, hi + pad)
+
+
+def distributions(samples: dict[str, np.ndarray], path: Path, note: str | None = None) -> None:
+    """Per-iteration latency of each run: box (quartiles, whiskers at p1/p99, outliers as dots)."""
+    labels = list(samples)
+    fig, axes = _figure(_width(len(labels)), 4.4)
+    ax = axes[0][0]
+    ax.boxplot([samples[k] for k in labels], positions=range(len(labels)), whis=(1, 99), widths=0.5,
+               flierprops={"markersize": 2, "alpha": 0.4}, medianprops={"color": _FRONT})
+    counts = [len(samples[k]) for k in labels]
+    _categories(ax, [f"{k}\n(n={n})" for k, n in zip(labels, counts)])
+    _latency_axis(ax, np.concatenate([samples[k] for k in labels]), "latency per iteration (ms)")
+    ax.set_title("Latency distribution per run (box: quartiles; whiskers: p1-p99)")
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path, note)
+
+
+def top_layers(panels: list[tuple[str, pd.DataFrame]], path: Path, note: str | None = None) -> None:
+    """Horizontal bars of the slowest layers, one panel per run. Each frame: layer, layer_type, time_ms, share."""
+    rows = max(len(df) for _, df in panels)
+    fig, axes = _figure(7.0 * len(panels), 1.0 + 0.32 * rows, ncols=len(panels))
+    for ax, (title, df) in zip(axes[0], panels):
+        names = [_short(f"{r.layer} ({r.layer_type})") for r in df.itertuples()]
+        y = np.arange(len(df))
+        ax.barh(y, df["time_ms"], color=_OK, alpha=0.85)
+        ax.set_yticks(y, names, fontsize=8)
+        ax.invert_yaxis()  # slowest on top
+        for yi, (t, s) in enumerate(zip(df["time_ms"], df["share"])):
+            ax.annotate(f"{s:.0%}", (t, yi), textcoords="offset points", xytext=(3, -3), fontsize=7)
+        ax.set_xlim(0, float(df["time_ms"].max()) * 1.18)
+        ax.set_xlabel("time per inference (ms)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    _save(fig, path, note)
+
+
+def _short(text: str, limit: int = 44) -> str:
+    return text if len(text) <= limit else text[:20] + "..." + text[-(limit - 23):]
+
+
+def gpu_timeline(series: dict[str, pd.DataFrame], path: Path, note: str | None = None) -> None:
+    """SM clock and temperature against time, one line per run. Each frame: t_s, sm_clock_mhz, temp_c."""
+    fig, axes = _figure(9.0, 5.6, nrows=2, sharex=True)
+    clock, temp = axes[0][0], axes[1][0]
+    for label, df in series.items():
+        df = df.sort_values("t_s")
+        clock.plot(df["t_s"], df["sm_clock_mhz"], lw=1.2, label=label)
+        temp.plot(df["t_s"], df["temp_c"], lw=1.2, label=label)
+    clock.set_ylabel("SM clock (MHz)")
+    clock.set_title("GPU during measurement")
+    temp.set_ylabel("temperature (°C)")
+    temp.set_xlabel("time into the measurement (s)")
+    for ax in (clock, temp):
+        ax.grid(alpha=0.3)
+    clock.legend(fontsize=8, ncols=min(4, len(series)))
+    _save(fig, path, note)

@@ -1,0 +1,242 @@
+"""`python -m pipeline.report PATH [--out DIR]`: an HTML report with plots of a run or a sweep directory.
+
+The report is a folder, `index.html` with its PNGs beside it (default `PATH/report/`): it opens from disk or
+a CI artifact with no network. Every run is listed with its status and error; a point that failed or is
+unsupported is never dropped silently: each plot says how many points it leaves out and why.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import plots, report_html, results
+from pipeline.job import COLUMNS
+
+# runs columns that are sweep axes even when no override names them (e.g. several sweeps loaded together)
+AXES = ("model", "backend", "precision", "batch_size", "optimization_level", "max_aux_streams")
+IMAGES = ("latency.png", "accuracy.png", "distribution.png", "layers.png", "gpu.png")
+# axes whose values name themselves in a label ("int8", not "precision=int8")
+_NAMED = ("model", "backend", "precision")
+TOP_LAYERS = 12
+BASELINE = "fp32"
+
+
+@dataclass
+class Section:
+    title: str
+    caption: str             # plain text; the HTML escapes it
+    image: str | None = None  # file name beside index.html; None: the caption says why there is no plot
+
+
+def build_report(path: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report of the run or sweep at `path` into `out` (default `path/report`); return index.html."""
+    path = Path(path)
+    loaded = results.load(path)
+    out = Path(out) if out is not None else path / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    for name in IMAGES:  # a re-run must not leave a plot the new index no longer describes
+        (out / name).unlink(missing_ok=True)
+    view, swept = run_view(loaded)
+    axes = list(swept.columns)
+    sections = [_latency(view, axes, out), _accuracy(view, out), _distribution(view, loaded.samples, out),
+                _layers(view, swept, loaded.layers, out), _gpu(view, loaded.gpu, out)]
+    index = out / "index.html"
+    index.write_text(report_html.page(path, view, axes, sections, loaded), encoding="utf-8")
+    return index
+
+
+# --------------------------------------------------------------------------- one row per run
+
+
+def run_view(loaded: results.Results) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`runs` in sweep order with a short `label` per run and its headline numbers; the swept values
+    (swept_values(), on the same index)."""
+    runs = loaded.runs.sort_values(["job", "started", "run_id"], na_position="last").reset_index(drop=True)
+    values = swept_values(runs)
+    view = runs.assign(label=_labels(runs, values))
+    s = loaded.summary
+    latency = s[s["metric"] == "latency"].pivot_table(index="run_id", columns="stat", values="value", aggfunc="first")
+    numbers = {stat: latency[stat] if stat in latency else None for stat in ("median", "p90", "p99")}
+    numbers["throughput"] = _one(s, "throughput", "samples_per_s")
+    numbers.update({metric: _one(loaded.accuracy, metric) for metric in ("rel_l2_err", "top1_agreement")})
+    for column, by_run in numbers.items():  # float even when empty: no run, or none measured
+        view[column] = np.nan if by_run is None else view["run_id"].map(by_run).astype(float)
+    return view, values
+
+
+def _one(table: pd.DataFrame, metric: str, stat: str | None = None) -> pd.Series:
+    """run_id -> the first value of `metric` (and `stat`): the first output's, as the printed summary shows."""
+    rows = table[table["metric"] == metric]
+    if stat is not None:
+        rows = rows[rows["stat"] == stat]
+    return rows.drop_duplicates("run_id").set_index("run_id")["value"]
+
+
+def swept_values(runs: pd.DataFrame) -> pd.DataFrame:
+    """The values that differ between runs, one column per swept key, as strings.
+
+    Taken from each run's recorded overrides (the value the user typed) where they differ, then from the
+    fixed axis columns that differ without an override saying so.
+    """
+    parsed = [_overrides(text) for text in runs["overrides"]]
+    keys = dict.fromkeys(k for p in parsed for k in p)
+    swept = {k: [p.get(k, "") for p in parsed] for k in keys if len({p.get(k) for p in parsed}) > 1}
+    covered = {k if k in AXES else COLUMNS.get(k, k.replace(".", "_")) for k in swept}
+    for column in AXES:
+        if column not in covered and runs[column].nunique() > 1:
+            swept[column] = ["" if pd.isna(v) else str(v) for v in runs[column]]
+    return pd.DataFrame(swept, index=runs.index, dtype=object)
+
+
+def _overrides(text) -> dict[str, str]:
+    if text is None or pd.isna(text):
+        return {}
+    pairs = (item.lstrip("+~").partition("=") for item in str(text).split())
+    return {k: v for k, _, v in pairs if not k.startswith("hydra.") and k != "sweep"}
+
+
+def _labels(runs: pd.DataFrame, values: pd.DataFrame) -> list[str]:
+    if values.columns.empty:
+        labels = [str(p) for p in runs["precision"]]
+    elif len(values.columns) == 1:
+        labels = list(values.iloc[:, 0])
+    else:
+        labels = [" ".join(v if k in _NAMED else f"{k.rsplit('.', 1)[-1]}={v}" for k, v in row.items())
+                  for _, row in values.iterrows()]
+    seen = pd.Series(labels).duplicated(keep=False)
+    where = [f"#{job}" if pd.notna(job) else run_id for job, run_id in zip(runs["job"], runs["run_id"])]
+    return [f"{lab} {at}" if dup else lab for lab, dup, at in zip(labels, seen, where)]
+
+
+def _left_out(view: pd.DataFrame, shown: pd.Series, what: str) -> str | None:
+    """'2 points not shown: unsupported: bf16; failed: int8' (None when every run is shown)."""
+    hidden = view[~shown]
+    if hidden.empty:
+        return None
+    reasons = hidden["status"].where(hidden["status"] != "ok", f"ok, no {what}")
+    groups = "; ".join(f"{reason}: {', '.join(hidden['label'][reasons == reason])}" for reason in reasons.unique())
+    return f"{len(hidden)} point{'s' if len(hidden) > 1 else ''} not shown: {groups}"
+
+
+def _nothing(title: str, view: pd.DataFrame, shown: pd.Series, what: str) -> Section:
+    why = _left_out(view, shown, what) or "no runs"
+    return Section(title, f"Nothing to plot: no run has {what}. {why}.")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _latency(view: pd.DataFrame, axes: list[str], out: Path) -> Section:
+    title = "Latency and throughput"
+    shown = (view["status"] == "ok") & view["median"].notna()
+    if not shown.any():
+        return _nothing(title, view, shown, "latency results")
+    note = _left_out(view, shown, "latency results")
+    plots.latency_throughput(view[shown], ", ".join(axes) or "run", out / IMAGES[0], note)
+    return Section(title, "Median latency per batch with p90 and p99 (ms), and throughput (samples/s), per "
+                          "swept value. " + (note or ""), IMAGES[0])
+
+
+def _accuracy(view: pd.DataFrame, out: Path) -> Section:
+    title = "Accuracy against latency"
+    if view["rel_l2_err"].notna().any():
+        error, label = view["rel_l2_err"], "relative L2 error vs fp32 reference"
+    else:
+        error, label = 1.0 - view["top1_agreement"], "top-1 disagreement with fp32 reference (fraction)"
+    shown = (view["status"] == "ok") & view["median"].notna() & error.notna()
+    if not shown.any():
+        return _nothing(title, view, shown, "both latency and accuracy results")
+    note = _left_out(view, shown, "accuracy results")
+    points = view[shown].assign(error=error[shown])
+    plots.accuracy_latency(points, label, out / IMAGES[1], note)
+    front = points["label"][plots.pareto_mask(points["median"].to_numpy(), points["error"].to_numpy())]
+    return Section(title, f"{label[0].upper()}{label[1:]} against median latency. Pareto front (no other point "
+                          f"is both faster and more accurate): {', '.join(front)}. " + (note or ""), IMAGES[1])
+
+
+def _distribution(view: pd.DataFrame, samples: pd.DataFrame, out: Path) -> Section:
+    title = "Latency distribution"
+    latency = samples[samples["metric"] == "latency"]
+    per_run = {rid: g["value_ms"].to_numpy() for rid, g in latency.groupby("run_id", sort=False)}
+    shown = view["run_id"].isin(per_run.keys())
+    if not shown.any():
+        return _nothing(title, view, shown, "latency samples")
+    note = _left_out(view, shown, "latency samples")
+    plots.distributions({r.label: per_run[r.run_id] for r in view[shown].itertuples()}, out / IMAGES[2], note)
+    return Section(title, "Every timed iteration of each run. " + (note or ""), IMAGES[2])
+
+
+def _layers(view: pd.DataFrame, swept: pd.DataFrame, layers: pd.DataFrame, out: Path) -> Section:
+    title = "Top layers by time"
+    profiled = view[view["run_id"].isin(set(layers["run_id"])) & (view["status"] == "ok")]
+    if profiled.empty:
+        return Section(title, "No layer rows: no run was profiled (profile.enabled=false, or the backend has "
+                              "no profile stage).")
+    fastest = profiled.sort_values("median", na_position="last").iloc[0]
+    baseline = _baseline(profiled, fastest, swept)
+    picks = [(f"fastest: {fastest.label} ({fastest['median']:.3g} ms median)", fastest)]
+    if baseline is None:
+        caption = f"No profiled {BASELINE} run to compare with. "
+    elif baseline.run_id == fastest.run_id:
+        picks = [(f"fastest run is the {BASELINE} baseline: {fastest.label}", fastest)]
+        caption = ""
+    else:
+        picks.append((f"{BASELINE} baseline: {baseline.label} ({baseline['median']:.3g} ms median)", baseline))
+        caption = ""
+    panels = []
+    for heading, run in picks:
+        rows = layers[layers["run_id"] == run.run_id]
+        rows = rows[rows["source"] == rows["source"].iloc[0]]  # one profiler's view per panel
+        panels.append((f"{heading}\n{rows['source'].iloc[0]}", rows.nlargest(TOP_LAYERS, "time_ms")))
+    plots.top_layers(panels, out / IMAGES[3])
+    return Section(title, caption + f"The {TOP_LAYERS} slowest layers per inference, with their share of all "
+                   "profiled layer time. Profiled in a session of its own with the profiler on: absolute times "
+                   "run above the benchmark's, the shares are what to compare.", IMAGES[3])
+
+
+def _baseline(profiled: pd.DataFrame, fastest: pd.Series, swept: pd.DataFrame):
+    """The fp32 run that differs from the fastest run in the fewest other swept values (the same batch size,
+    say), so that the comparison shows what the precision changed."""
+    candidates = profiled[profiled["precision"] == BASELINE]
+    if candidates.empty:
+        return None
+    others = swept.drop(columns=["precision"], errors="ignore")
+    mismatches = (others.loc[candidates.index] != others.loc[fastest.name]).sum(axis=1)
+    return candidates.loc[mismatches.sort_values(kind="stable").index[0]]
+
+
+def _gpu(view: pd.DataFrame, gpu: pd.DataFrame, out: Path) -> Section:
+    title = "GPU clocks and temperature"
+    gpu = gpu.dropna(subset=["sm_clock_mhz", "temp_c"], how="all")
+    if gpu.empty:
+        return Section(title, "No GPU samples (a CPU run, or no GPU monitoring during the measurement).")
+    labels = view.set_index("run_id")["label"]
+    series = {labels.get(rid, rid): g for rid, g in gpu.groupby("run_id", sort=False)}
+    shown = view["run_id"].isin(set(gpu["run_id"]))
+    note = _left_out(view, shown, "GPU samples")
+    plots.gpu_timeline(series, out / IMAGES[4], note)
+    return Section(title, "SM clock (MHz) and temperature (°C) sampled during each measurement: a falling "
+                          "clock means a throttled result. " + (note or ""), IMAGES[4])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", type=Path, help="a job directory, a sweep directory or an outputs root")
+    parser.add_argument("--out", type=Path, help="where to write index.html and its images (default: PATH/report)")
+    args = parser.parse_args(argv)
+    try:
+        index = build_report(args.path, args.out)
+    except (FileNotFoundError, NotADirectoryError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

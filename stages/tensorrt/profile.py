@@ -1,0 +1,105 @@
+"""Profile stage for TensorRT: per-layer GPU times from TensorRT's IProfiler, plus what the engine inspector says
+about each layer (type, output dtype, tactic, stream), into the `layers` table.
+
+It runs after the timed benchmark, in a run of its own, as trtexec does: profiling synchronises after every
+layer, so its numbers say where the time goes, not how long an inference takes. One plain enqueue goes first
+(TensorRT allocates on it, and a CUDA graph can only be captured after it). With a CUDA graph the context is
+told not to report on enqueue (`enqueue_emits_profile = False`), the graph is captured once, and each replay is
+followed by a synchronise and `report_to_profiler()`; without one, each enqueue reports by itself.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages import inputs as model_inputs
+from stages.api import StageResult
+from stages.gpu.cuda import call, rt
+from stages.tensorrt import inspector, runtime
+
+VERSION = "1"
+OUTPUTS = ()
+CACHED = False
+SOURCE = "tensorrt-profiler"
+LAYER_INFO_FILE = "layer_info.json"
+
+
+def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
+    if not params.get("enabled", True):
+        return StageResult(info={"skipped": "profile.enabled=false"})
+    from stages.gpu import lock
+
+    built = runtime.Engine(inputs["engine"])
+    shapes = built.input_shapes(params["batch_size"])
+    lane = built.context(shapes)
+    stream = runtime.new_stream()
+    try:
+        lane.write(built.random_inputs(shapes, params["seed"] + model_inputs.SEED_BENCHMARK))
+        with lock.exclusive(0):
+            times, note = layer_times(built, lane, stream, params["iterations"], params["cuda_graph"])
+        layer_info = inspector.engine_information(built, lane.ctx)
+    finally:
+        lane.close()
+        rt().cudaStreamDestroy(stream)
+    (out_dir / LAYER_INFO_FILE).write_text(layer_info)
+    rows = inspector.rows(times, inspector.parse(layer_info), SOURCE)
+    return StageResult(info={"iterations": params["iterations"], "layers": len(rows), "graph_note": note,
+                             "layer_info": LAYER_INFO_FILE}, tables={"layers": rows})
+
+
+def recorder(trt):
+    """An IProfiler that sums each layer's reported time over the profiled inferences."""
+    class LayerTimes(trt.IProfiler):
+        def __init__(self):
+            trt.IProfiler.__init__(self)  # pybind11 needs the base initialised explicitly
+            self.total_ms: dict[str, float] = {}
+
+        def report_layer_time(self, layer_name, ms):
+            self.total_ms[layer_name] = self.total_ms.get(layer_name, 0.0) + ms
+
+    return LayerTimes()
+
+
+def layer_times(built: runtime.Engine, lane: runtime.Context, stream, iterations: int, cuda_graph: bool
+                ) -> tuple[dict[str, float], str | None]:
+    """Mean time per inference of each layer over `iterations` profiled inferences, and why no graph was used."""
+    ctx = lane.ctx
+    lane.enqueue(int(stream))  # the plain enqueue that must precede a capture; not profiled
+    call("cudaStreamSynchronize", stream)
+    profiler = lane.profiler = recorder(built.trt)
+    ctx.profiler = profiler
+    note = None
+    graph_exec = None
+    if cuda_graph:
+        try:
+            ctx.enqueue_emits_profile = False
+            graph_exec = _capture(lane, stream)
+        except Exception as err:  # noqa: BLE001 - profile without a graph, and say so
+            rt().cudaGetLastError()  # clear a sticky capture error
+            ctx.enqueue_emits_profile = True
+            note = f"CUDA graph capture failed, profiled plain enqueues: {type(err).__name__}: {str(err)[:300]}"
+    try:
+        for _ in range(iterations):
+            if graph_exec is not None:
+                call("cudaGraphLaunch", graph_exec, stream)
+                call("cudaStreamSynchronize", stream)
+                ctx.report_to_profiler()
+            else:
+                lane.enqueue(int(stream))
+                call("cudaStreamSynchronize", stream)
+    finally:
+        if graph_exec is not None:
+            rt().cudaGraphExecDestroy(graph_exec)
+    return {name: ms / iterations for name, ms in profiler.total_ms.items()}, note
+
+
+def _capture(lane: runtime.Context, stream):
+    r = rt()
+    call("cudaStreamBeginCapture", stream, r.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
+    try:
+        lane.enqueue(int(stream))
+    finally:
+        graph = call("cudaStreamEndCapture", stream)
+    try:
+        return call("cudaGraphInstantiate", graph, 0)
+    finally:
+        call("cudaGraphDestroy", graph)

@@ -1,0 +1,167 @@
+"""trtexec with this pipeline's knobs: finding it, its command lines, and its output turned into our tables.
+
+The stages (stages/trtexec/build.py, benchmark.py) are thin; this module holds what they share with
+`python -m pipeline.ingest trtexec`. Command lines are built by pure functions, tested on a CPU.
+
+The flags depend on the major version. trtexec 10.x times with data transfers on, blocking sync and no CUDA
+graph unless told otherwise (--noDataTransfers, --useSpinWait, --useCudaGraph), needs --stronglyTyped for a
+strongly typed network, and profiles inside the timed loop unless given --separateProfileRun. trtexec 11.x
+has the opposite defaults (the old flags only print a deprecation warning), is always strongly typed and always
+profiles in a separate run; it is given --includeDataTransfers, --noSpinWait, --noCudaGraph where wanted.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from stages import availability
+from stages import tensorrt as trt_env
+from stages import timing_stats, timing_tables
+from stages.api import Unsupported
+from stages.tensorrt import inspector
+from stages.tensorrt.build import BuildPlan
+from stages.trtexec import parse
+
+NGC_PATH = availability.TRTEXEC_NGC_PATH
+SOURCE = "trtexec-profile"
+EXPORTS = {"times": "times.json", "profile": "profile.json", "layers": "layer_info.json"}
+
+
+# ----------------------------------------------------------------------------------------- finding trtexec
+
+def locate(path: str = "trtexec") -> str:
+    """The trtexec executable that `trtexec.path` names, or Unsupported saying how to get one."""
+    found = shutil.which(path)
+    if not found and path == "trtexec" and os.access(NGC_PATH, os.X_OK):
+        found = NGC_PATH
+    if not found:
+        raise Unsupported(f"trtexec.path = '{path}': no such executable (not on PATH, not at {NGC_PATH}). "
+                          f"{trt_env.how_to_get_and_alternatives('trtexec')}")
+    return found
+
+
+@functools.lru_cache(maxsize=8)
+def version(exe: str) -> str:
+    """TensorRT version of a trtexec, from the banner it prints first (`[TensorRT v110100]`)."""
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    found = parse.parse_log(proc.stdout + proc.stderr).version
+    if not found:
+        raise RuntimeError(f"cannot tell which TensorRT {exe} belongs to: no '&&&& RUNNING TensorRT.trtexec "
+                           f"[TensorRT vNNNNNN]' line in what `{exe} --help` printed")
+    return found
+
+
+def environment(path: str) -> dict:
+    """What a trtexec-built engine depends on (its cache key): trtexec's TensorRT, the GPU, CUDA."""
+    return {"tensorrt": version(locate(path)), **trt_env.gpu()}
+
+
+# ----------------------------------------------------------------------------------------- command lines
+
+def shapes_arg(shapes: dict[str, list[int] | tuple[int, ...]]) -> str:
+    """'x:8x3x32x32,y:8x10'; names with ':' or ',' in single quotes, as trtexec's help says."""
+    def name(n: str) -> str:
+        return f"'{n}'" if any(c in n for c in ":,") else n
+    return ",".join(f"{name(n)}:{'x'.join(str(d) for d in s) if len(s) else 'scalar'}" for n, s in shapes.items())
+
+
+def build_command(exe: str, onnx: Path, engine: Path, build_plan: BuildPlan, *, major: int,
+                  timing_cache: Path | None = None, extra_args: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """trtexec building `engine` as stages.tensorrt.build would: same profile, level, streams, pool, TF32."""
+    cmd = [exe, f"--onnx={onnx}", f"--saveEngine={engine}", "--skipInference",
+           f"--builderOptimizationLevel={build_plan.optimization_level}",
+           f"--maxAuxStreams={build_plan.max_aux_streams}", "--profilingVerbosity=detailed"]
+    if build_plan.workspace_bytes:
+        cmd.append(f"--memPoolSize=workspace:{build_plan.workspace_bytes >> 20}M")
+    if build_plan.shapes:
+        for i, flag in enumerate(("--minShapes", "--optShapes", "--maxShapes")):
+            cmd.append(f"{flag}={shapes_arg({n: s[i] for n, s in build_plan.shapes.items()})}")
+    if not build_plan.tf32:
+        cmd.append("--noTF32")
+    if major < 11:
+        cmd.append("--stronglyTyped")  # the precision is the graph's; 11.x is always strongly typed
+    if timing_cache is not None:
+        cmd.append(f"--timingCacheFile={timing_cache}")
+    return cmd + list(extra_args)
+
+
+def inference_command(exe: str, engine: Path, shapes: dict[str, tuple[int, ...]], params: dict, *, major: int,
+                      exports: dict[str, Path], extra_args: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """trtexec timing `engine` with the benchmark.* knobs and writing the exports named in `exports`
+    (keys of EXPORTS; leave out "profile" for no profiling run)."""
+    cmd = [exe, f"--loadEngine={engine}", f"--warmUp={params['warmup_ms']:g}",
+           f"--duration={params['duration_s']:g}", f"--iterations={params['min_iterations']}",
+           f"--infStreams={params['streams']}", f"--percentile={','.join(map(str, timing_stats.PERCENTILES))}"]
+    if shapes:
+        cmd.append(f"--shapes={shapes_arg(shapes)}")
+    flags = {"times": "--exportTimes", "profile": "--exportProfile", "layers": "--exportLayerInfo"}
+    cmd += [f"{flags[k]}={path}" for k, path in exports.items()]
+    graph, transfers, spin = params["cuda_graph"], params["data_transfers"], params["sync"] == "spin"
+    if major >= 11:
+        cmd += [f for f, on in (("--noCudaGraph", not graph), ("--includeDataTransfers", transfers),
+                                ("--noSpinWait", not spin)) if on]
+    else:
+        cmd += [f for f, on in (("--useCudaGraph", graph), ("--noDataTransfers", not transfers),
+                                ("--useSpinWait", spin), ("--separateProfileRun", "profile" in exports)) if on]
+    return cmd + list(extra_args)
+
+
+# ----------------------------------------------------------------------------------------- ingestion
+
+class NoMeasurement(ValueError):
+    """The log holds no performance summary: trtexec failed, stopped early, or skipped inference."""
+
+
+def ingest(log_text: str, times_text: str | None = None, profile_text: str | None = None,
+           layers_text: str | None = None, batch_size: int | None = None) -> tuple[dict, dict, parse.Log]:
+    """trtexec's log and exports as our tables (summary, samples, layers; no run_id) and runs-row info."""
+    log = parse.parse_log(log_text)
+    if not log.summary:
+        ending = {"FAILED": "trtexec reported FAILED", None: "the log stops before trtexec's end banner"}.get(
+            log.result, "did it run with --skipInference?")
+        raise NoMeasurement(f"no '=== Performance summary ===' block in the log ({ending})")
+    known = parse.settings(log)
+    batch = batch_size or known["batch_size"] or 1
+    times = parse.parse_times(times_text) if times_text else None
+    tables = {"summary": _summary_rows(log, times, batch)}
+    if times:  # per-query timings in the layout of our own harness's samples
+        tables["samples"] = timing_tables.tables([times], [log.host_walltime_s or 1.0], batch)[0]["samples"]
+    profile = parse.parse_profile(profile_text) if profile_text else None
+    if profile or layers_text:
+        layer_info = inspector.parse(layers_text) if layers_text else []
+        tables["layers"] = inspector.rows(profile.mean_ms if profile else {}, layer_info, SOURCE)
+    info = {
+        "iterations": log.timed_queries if log.timed_queries is not None else len(times["latency"]) if times else None,
+        "warmup_iterations": log.warmup_queries, "verdict": timing_stats.verdict_label(log.verdicts),
+        "warnings": " | ".join(log.warnings) or None, "unstable_cov_pct": log.unstable_cov_pct,
+        "seconds_timed": log.host_walltime_s, "timing": "trtexec (its own CUDA events)",
+        "trtexec_result": log.result, "profiled_inferences": profile.count if profile else None,
+        **{k: known[k] for k in ("cuda_graph", "data_transfers", "sync", "streams", "tensorrt", "gpu")},
+    }
+    return tables, info, log
+
+
+def _summary_rows(log: parse.Log, times: dict[str, list[float]] | None, batch: int) -> list[dict]:
+    rows = [{"metric": m, "stat": s, "value": v, "unit": "ms"} for m, stats in log.summary.items()
+            for s, v in stats.items()]
+    covs = {}  # trtexec prints a CoV only in its warning; the exported durations give the others'
+    for metric, values in (times or {}).items():
+        # enqueue is a difference of rounded timestamps (parse.parse_times); h2d/d2h are all zero without transfers
+        if metric != "enqueue" and values and sum(values) > 0:
+            covs[metric] = timing_stats.describe(values)["cov"]
+    if "gpu_compute" not in covs and log.unstable_cov_pct is not None:
+        covs["gpu_compute"] = log.unstable_cov_pct
+    rows += [{"metric": m, "stat": "cov", "value": c, "unit": "%"} for m, c in covs.items()]
+    if log.throughput_qps is not None:
+        rows += [{"metric": "throughput", "stat": "qps", "value": log.throughput_qps, "unit": "qps"},
+                 {"metric": "throughput", "stat": "samples_per_s", "value": log.throughput_qps * batch,
+                  "unit": "samples/s"}]
+    if log.host_walltime_s is not None:
+        rows.append({"metric": "host_walltime", "stat": "total", "value": log.host_walltime_s, "unit": "s"})
+    if log.gpu_compute_total_s is not None:
+        rows.append({"metric": "gpu_compute", "stat": "total", "value": log.gpu_compute_total_s, "unit": "s"})
+    return rows
+

@@ -1,0 +1,104 @@
+"""`python -m pipeline.ingest trtexec ...` end to end: the real CLI into a temp directory, then `load()`.
+The fixtures in tests/data/trtexec/ are hand-written in trtexec's documented formats (README there)."""
+from pathlib import Path
+
+import pytest
+
+from pipeline import results
+from tests.conftest import run_cli
+
+DATA = Path(__file__).parent / "data" / "trtexec"
+STATS = {"min", "max", "mean", "median", "p90", "p95", "p99"}
+
+
+def ingest(cwd, *args):
+    return run_cli(["trtexec", *map(str, args)], cwd, module="pipeline.ingest", timeout=120)
+
+
+@pytest.fixture(scope="module")
+def trt11(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ingest") / "trt11"
+    proc = ingest(out.parent, DATA / "trt11_run.log", "--times", DATA / "trt11_times.json", "--profile",
+                  DATA / "trt11_profile.json", "--layers", DATA / "trt11_layer_info.json", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    return proc, results.load(out)
+
+
+def test_runs_row(trt11):
+    proc, r = trt11
+    assert "ingested" in proc.stdout and "verdict stable" in proc.stdout
+    assert len(r.runs) == 1
+    row = r.runs.iloc[0]
+    assert (row.status, row.backend, row.model, row.batch_size) == ("ok", "trtexec", "tiny_cnn_fp16", 8)
+    assert (row.env_tensorrt, row.env_gpu, row.env_compute_capability) == ("11.1.0", "NVIDIA H100 80GB HBM3", "9.0")
+    assert (row.warmup_ms, row.min_iterations) == (200.0, 12)
+    assert (row.benchmark_iterations, row.benchmark_warmup_iterations) == (12, 4521)
+    assert row.benchmark_verdict == "stable" and bool(row.benchmark_cuda_graph) and row.benchmark_sync == "spin"
+    assert row.benchmark_profiled_inferences == 12 and "--loadEngine=tiny_cnn_fp16.engine" in row.config
+    assert row.started == "2026-11-21T10:15:02" and row.duration_s == 1.0
+
+
+def test_summary(trt11):
+    _, r = trt11
+    s = r.summary.set_index(["metric", "stat"])["value"]
+    for metric in ("latency", "enqueue", "h2d", "gpu_compute", "d2h"):
+        assert STATS | {"p99.9"} <= set(r.summary.query("metric == @metric").stat), metric
+    assert s[("throughput", "qps")] == 182039 and s[("throughput", "samples_per_s")] == 182039 * 8
+    assert s[("gpu_compute", "median")] == 0.004096 and s[("enqueue", "mean")] == 0.00201867
+    assert s[("host_walltime", "total")] == pytest.approx(6.592e-05)
+    assert s[("gpu_compute", "total")] == pytest.approx(4.9376e-05)
+    assert s[("gpu_compute", "cov")] == pytest.approx(1.02676, rel=1e-4)  # from the exported times
+    assert ("h2d", "cov") not in s.index  # transfers were off: nothing to vary
+    assert set(r.summary.query("stat == 'total'").unit) == {"s"}
+    assert r.metric("gpu_compute", "median")["gpu_compute_median"].tolist() == [0.004096]
+
+
+def test_samples_and_layers(trt11):
+    _, r = trt11
+    assert len(r.samples) == 12 * 5 and set(r.samples.metric) == {"latency", "enqueue", "h2d", "gpu_compute", "d2h"}
+    assert r.samples.query("metric == 'gpu_compute'").value_ms.iloc[0] == 0.004096
+    layers = r.layers
+    assert len(layers) == 7 and set(layers.source) == {"trtexec-profile"}
+    assert layers.share.sum() == pytest.approx(1.0)
+    conv = layers.set_index("layer").loc["node_Conv_58 + node_relu_1"]
+    assert (conv["layer_type"], conv["dtype"], conv["stream"]) == ("CaskConvolution", "fp16", 1)
+    assert conv["time_ms"] == 0.001152
+
+
+def test_unstable_10x_log_without_times(tmp_path):
+    out = tmp_path / "trt10"
+    proc = ingest(tmp_path, DATA / "trt10_build_and_run.log", "--profile", DATA / "trt10_profile.json",
+                  "--layers", DATA / "trt10_layer_info.json", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    r = results.load(out)
+    row = r.runs.iloc[0]
+    assert row.benchmark_verdict == "unstable" and row.benchmark_unstable_cov_pct == 4.07812
+    assert "coefficient of variance = 4.07812%" in row.benchmark_warnings
+    assert (row.optimization_level, row.max_aux_streams, row.trtexec_workspace_mb) == (3, 0, 1024.0)
+    assert bool(row.benchmark_data_transfers) and not bool(row.benchmark_cuda_graph) and not bool(row.trtexec_tf32)
+    s = r.summary.set_index(["metric", "stat"])["value"]
+    assert s[("gpu_compute", "cov")] == 4.07812 and s[("d2h", "min")] == pytest.approx(8.1e-05)
+    assert s[("throughput", "samples_per_s")] == pytest.approx(10520.4 * 8)
+    assert r.samples.empty
+    assert r.layers.set_index("layer").loc["node_Reshape_64", "share"] == 0  # ran, took no time
+
+
+def test_failed_log_is_a_failed_row(tmp_path):
+    proc = ingest(tmp_path, DATA / "trt10_failed.log", "--out", tmp_path / "failed")
+    assert proc.returncode == 1 and "FAILED" in proc.stderr
+    row = results.load(tmp_path / "failed").runs.iloc[0]
+    assert row.status == "failed" and "Performance summary" in row.error and row.env_tensorrt == "10.16.0"
+
+
+def test_missing_file_is_a_usage_error(tmp_path):
+    proc = ingest(tmp_path, DATA / "trt11_run.log", "--times", tmp_path / "nope.json", "--out", tmp_path / "x")
+    assert proc.returncode == 2 and "no such file" in proc.stderr and "nope.json" in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_ingested_runs_load_beside_each_other(tmp_path):
+    for name in ("trt10_build_and_run.log", "trt11_run.log"):
+        assert ingest(tmp_path, DATA / name, "--out", tmp_path / "all" / name).returncode == 0
+    r = results.load(tmp_path / "all")
+    assert sorted(r.runs.env_tensorrt) == ["10.16.0", "11.1.0"] and r.runs.run_id.is_unique
+    assert set(r.summary.run_id) == set(r.runs.run_id)

@@ -1,0 +1,236 @@
+"""The HTML report: from a real CPU sweep (images are real PNGs, links resolve, every run is named), and from
+written tables for what a CPU sweep cannot give (GPU samples, a fastest run that is not fp32, all failed)."""
+from __future__ import annotations
+
+import html
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import plots, report, results
+from tests.conftest import run_cli
+
+SWEEP = ["-m", "precision=fp32,int8,bf16", "benchmark.duration_s=0.2", "benchmark.warmup_ms=20",
+         "benchmark.min_iterations=5", "validate.batches=1", "backend=onnxruntime"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.targets: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.targets += [v for k, v in attrs if k in ("src", "href") and v is not None]
+
+
+def links(index: Path) -> list[str]:
+    parser = _Links()
+    parser.feed(index.read_text())
+    return parser.targets
+
+
+def check_png(path: Path) -> None:
+    import matplotlib.image
+
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, path
+    assert len(data) > 5_000, (path, len(data))
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[0] > 200 and pixels.shape[1] > 300, (path, pixels.shape)
+    assert pixels[..., :3].std() > 0.05, f"{path} is (nearly) one colour"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("report_sweep")
+    proc = run_cli(SWEEP, cwd)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sweep_dir = next((cwd / "outputs/sweeps/multirun").iterdir())
+    made = run_cli([str(sweep_dir)], cwd, module="pipeline.report")
+    assert made.returncode == 0, made.stderr
+    return sweep_dir, sweep_dir / "report" / "index.html", made
+
+
+@pytest.mark.slow  # the real CLI
+def test_cli_writes_the_default_location(sweep):
+    sweep_dir, index, made = sweep
+    assert index.is_file()
+    assert str(index) in made.stdout
+
+
+@pytest.mark.slow  # the real CLI
+def test_every_image_is_a_real_png(sweep):
+    _, index, _ = sweep
+    images = [t for t in links(index) if t.endswith(".png")]
+    # latency, accuracy, distribution, layers; no GPU plot on a CPU
+    assert sorted(images) == ["accuracy.png", "distribution.png", "latency.png", "layers.png"]
+    for name in images:
+        check_png(index.parent / name)
+
+
+@pytest.mark.slow  # the real CLI
+def test_html_references_only_files_that_exist(sweep):
+    _, index, _ = sweep
+    targets = links(index)
+    assert targets
+    for target in targets:
+        assert not target.startswith(("http:", "https:", "//")), target  # viewable with no network
+        assert (index.parent / target).is_file(), target
+
+
+@pytest.mark.slow  # the real CLI
+def test_every_run_is_named_with_its_status_and_reason(sweep):
+    sweep_dir, index, _ = sweep
+    page = index.read_text()
+    runs = results.load(sweep_dir).runs
+    assert len(runs) == 3
+    for run in runs.itertuples():
+        assert run.run_id in page
+    bf16 = runs.set_index("precision").loc["bf16"]
+    assert bf16.status == "unsupported" and "bf16" in bf16.error
+    assert html.escape(bf16.error) in page
+    assert "1 point not shown: unsupported: bf16" in page
+    assert "No GPU samples" in page
+
+
+@pytest.mark.slow  # the real CLI
+def test_profile_rows_land_in_layers(sweep):
+    sweep_dir, _, _ = sweep
+    r = results.load(sweep_dir)
+    ok = set(r.runs.loc[r.runs.status == "ok", "run_id"])
+    assert set(r.layers.run_id) == ok and len(ok) == 2
+    assert (r.layers.source == "onnxruntime-profiler").all()
+    assert (r.layers.time_ms > 0).all() and (r.layers.layer_type != "").all()
+    for run_id, share in r.layers.groupby("run_id")["share"].sum().items():
+        assert share == pytest.approx(1.0), run_id
+    assert (r.runs.loc[r.runs.status == "ok", "profile_cache"] == "off").all()
+
+
+@pytest.mark.slow  # the real CLI
+def test_missing_path_is_an_error(tmp_path):
+    proc = run_cli([str(tmp_path / "nothing")], tmp_path, module="pipeline.report")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+# --------------------------------------------------------------------------- from written tables
+
+
+def write_job(root: Path, job: int, precision: str, status: str = "ok", *, batch_size: int = 1,
+              median: float = 1.0, error: float | None = 0.01, layers: dict | None = None,
+              gpu: bool = False, reason: str | None = None) -> str:
+    run_id = f"run-{job}-{precision}-{batch_size}"
+    overrides = f"precision={precision} batch_size={batch_size} benchmark.duration_s=0.2"
+    tables: dict = {"runs": [{"run_id": run_id, "sweep": "grid", "job": job, "status": status, "error": reason,
+                              "backend": "onnxruntime", "model": "tiny_cnn", "precision": precision,
+                              "batch_size": batch_size, "overrides": overrides, "duration_s": 1.0 + job}]}
+    if status == "ok":
+        rng = np.random.default_rng(job)
+        values = median * (1 + 0.05 * rng.standard_normal(200))
+        stats = {"median": median, "p90": median * 1.1, "p99": median * 1.3}
+        tables["summary"] = [{"metric": "latency", "stat": k, "value": v, "unit": "ms"} for k, v in stats.items()]
+        tables["summary"].append({"metric": "throughput", "stat": "samples_per_s",
+                                  "value": 1000 * batch_size / median, "unit": "samples/s"})
+        tables["samples"] = [{"trial": 0, "iteration": i, "metric": "latency", "value_ms": v}
+                             for i, v in enumerate(values)]
+        if error is not None:
+            tables["accuracy"] = [{"output": "logits", "metric": "rel_l2_err", "value": error, "reference": "fp32"}]
+        if layers:
+            total = sum(layers.values())
+            tables["layers"] = [{"layer": name, "layer_type": "Conv", "dtype": "float", "tactic": "", "stream": 0,
+                                 "time_ms": t, "share": t / total, "source": "test"} for name, t in layers.items()]
+        if gpu:
+            t = np.arange(0, 5, 0.1)
+            tables["gpu"] = {"t_s": list(t), "sm_clock_mhz": list(1980 - 8 * t * job),
+                             "temp_c": list(45 + 3 * t)}
+    for name, rows in tables.items():  # as pipeline.job writes them: run_id on every row
+        if name != "runs":
+            tables[name] = ({"run_id": [run_id] * len(next(iter(rows.values()))), **rows} if isinstance(rows, dict)
+                            else [{"run_id": run_id, **row} for row in rows])
+    results.write_tables(root / str(job), tables)
+    return run_id
+
+
+@pytest.fixture
+def grid(tmp_path):
+    """A 2x2 grid plus one failed point; int8 at batch 8 is fastest, GPU samples on two runs."""
+    specs = [("fp32", 1, 1.0, 1e-7), ("fp32", 8, 3.0, 2e-7), ("int8", 1, 0.6, 1e-2), ("int8", 8, 0.4, 2e-2)]
+    ids = [write_job(tmp_path, j, p, batch_size=b, median=m, error=e, gpu=j < 2,
+                     layers={f"conv{i}": (i + 1) * m / 10 for i in range(16)})
+           for j, (p, b, m, e) in enumerate(specs)]
+    ids.append(write_job(tmp_path, 4, "fp8", "failed", batch_size=8, reason="build: RuntimeError: boom"))
+    return tmp_path, ids
+
+
+def test_grid_report(grid, tmp_path_factory):
+    root, ids = grid
+    out = tmp_path_factory.mktemp("grid_report")
+    index = report.build_report(root, out)
+    assert index == out / "index.html"
+    page = index.read_text()
+    for run_id in ids:
+        assert run_id in page
+    assert "build: RuntimeError: boom" in page
+    assert "1 point not shown: failed: fp8 batch_size=8" in page
+    # both axes are found from the overrides; a constant override (benchmark.duration_s) is not one
+    assert "Swept: precision, batch_size." in page
+    # fp32@8 is slower and less accurate than fp32@1; every other point is on the front
+    assert ("Pareto front (no other point is both faster and more accurate): fp32 batch_size=1, "
+            "int8 batch_size=1, int8 batch_size=8") in page
+    images = sorted(t for t in links(index) if t.endswith(".png"))
+    assert images == ["accuracy.png", "distribution.png", "gpu.png", "latency.png", "layers.png"]
+    for name in images:
+        check_png(out / name)
+    # the fastest run (int8 at batch 8) is profiled beside the fp32 run of the same batch size
+    view, swept = report.run_view(results.load(root))
+    fastest = view.sort_values("median").iloc[0]
+    assert report._baseline(view[view.status == "ok"], fastest, swept).run_id == ids[1]
+
+
+def test_all_failed_still_lists_every_run(tmp_path):
+    ids = [write_job(tmp_path, 0, "fp32", "failed", reason="export: config: model.path missing"),
+           write_job(tmp_path, 1, "bf16", "unsupported", reason="build: no bf16 kernel")]
+    index = report.build_report(tmp_path)
+    assert index == tmp_path / "report" / "index.html"
+    page = index.read_text()
+    assert "No run succeeded" in page
+    for run_id in ids:
+        assert run_id in page
+    assert "no bf16 kernel" in page and "model.path missing" in page
+    assert "2 points not shown: failed: fp32; unsupported: bf16" in page
+    assert not [t for t in links(index) if t.endswith(".png")]
+    assert not list((tmp_path / "report").glob("*.png"))
+
+
+def test_no_runs_at_all(tmp_path):
+    page = report.build_report(tmp_path).read_text()
+    assert "No runs found" in page
+
+
+def test_rebuild_drops_plots_it_no_longer_makes(grid):
+    root, _ = grid
+    report.build_report(root)
+    assert (root / "report" / "gpu.png").is_file()
+    for job in (0, 1):  # the runs with GPU samples go away
+        (root / str(job) / "tables" / "gpu.parquet").unlink()
+    report.build_report(root)
+    assert not (root / "report" / "gpu.png").exists()
+
+
+def test_pareto_mask():
+    latency = np.array([1.0, 2.0, 0.5, 2.0, 1.0])
+    error = np.array([0.1, 0.01, 0.5, 0.02, 0.1])
+    # 3 is dominated by 1; 0 and 4 are equal (neither dominates the other)
+    assert list(plots.pareto_mask(latency, error)) == [True, True, True, False, True]
+
+
+def test_swept_values_from_overrides_and_axes(tmp_path):
+    write_job(tmp_path, 0, "fp32")
+    write_job(tmp_path, 1, "int8")
+    runs = results.load(tmp_path).runs
+    assert list(report.swept_values(runs).columns) == ["precision"]
+    runs["overrides"] = None  # e.g. tables written by another tool: the fixed columns still tell
+    runs.loc[1, "model"] = "resnet18"
+    assert list(report.swept_values(runs).columns) == ["model", "precision"]

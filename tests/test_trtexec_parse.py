@@ -1,0 +1,251 @@
+"""trtexec's log and JSON exports parsed, and trtexec command lines built, on a CPU.
+
+The fixtures in tests/data/trtexec/ are hand-written in the formats documented by NVIDIA/TensorRT's
+samples/common (10.16 and 11.1); see the README there. Flag sets below come from sampleOptions.cpp of the same tags.
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stages import timing_stats
+from stages.api import Unsupported
+from stages.tensorrt.build import BuildPlan
+from stages.trtexec import backend, parse
+
+DATA = Path(__file__).parent / "data" / "trtexec"
+
+
+def log(name):
+    return parse.parse_log((DATA / name).read_text())
+
+
+# ------------------------------------------------------------------------------------------- the log
+
+def test_10x_log():
+    got = log("trt10_build_and_run.log")
+    assert (got.version, got.major, got.result) == ("10.16.0", 10, "PASSED")
+    assert got.command.startswith("trtexec --onnx=tiny_cnn.onnx --saveEngine=tiny_cnn.engine")
+    assert got.throughput_qps == 10520.4 and got.host_walltime_s == 3.00006 and got.gpu_compute_total_s == 1.58747
+    assert (got.warmup_queries, got.warmup_ms, got.timed_queries) == (2104, 200.0, 31562)
+    assert got.summary["gpu_compute"] == {"min": 0.0458984, "max": 0.321533, "mean": 0.0502968, "median": 0.0491943,
+                                          "p90": 0.0531006, "p95": 0.0552979, "p99": 0.0762939}
+    assert set(got.summary) == {"latency", "enqueue", "h2d", "gpu_compute", "d2h"}
+    assert got.summary["d2h"]["min"] == pytest.approx(8.1e-05)  # scientific notation
+    assert got.warnings == ["GPU compute time is unstable, with coefficient of variance = 4.07812%."]
+    assert got.unstable_cov_pct == 4.07812 and got.verdicts == [timing_stats.UNSTABLE]
+    assert got.started.isoformat() == "2026-11-20T17:42:10" and got.ended.isoformat() == "2026-11-20T17:42:37"
+
+
+def test_10x_settings():
+    assert parse.settings(log("trt10_build_and_run.log")) == {
+        "optimization_level": 3, "max_aux_streams": 0, "precision_flags": "Strongly Typed", "workspace_mb": 1024.0,
+        "timing_cache_file": "timing.cache", "min_iterations": 10, "duration_s": 3.0, "warmup_ms": 200.0,
+        "streams": 1, "cuda_graph": False, "data_transfers": True, "sync": "spin", "tf32": False, "batch_size": 8,
+        "gpu": "NVIDIA L4", "compute_capability": "8.9", "tensorrt": "10.16.0"}
+
+
+def test_11x_log_of_a_loaded_engine():
+    got = log("trt11_run.log")
+    assert (got.version, got.result) == ("11.1.0", "PASSED")
+    assert got.host_walltime_s == pytest.approx(6.592e-05) and got.gpu_compute_total_s == pytest.approx(4.9376e-05)
+    assert set(got.summary["latency"]) == {"min", "max", "mean", "median", "p90", "p95", "p99", "p99.9"}
+    assert got.summary["h2d"] == dict.fromkeys(got.summary["h2d"], 0.0)  # data transfers off
+    assert got.warnings == [] and got.verdicts == [] and got.unstable_cov_pct is None
+    known = parse.settings(got)
+    assert (known["optimization_level"], known["max_aux_streams"], known["tf32"]) == (None, None, None)  # no build
+    assert (known["cuda_graph"], known["data_transfers"], known["sync"]) == (True, False, "spin")
+    assert (known["batch_size"], known["gpu"], known["compute_capability"]) == (8, "NVIDIA H100 80GB HBM3", "9.0")
+
+
+def test_log_summary_agrees_with_its_exported_times():
+    """The 11.x fixture's summary was printed from its times with trtexec's formulas: recomputing must agree
+    to the 6 significant digits trtexec prints (checks the log parser and the times parser against each other)."""
+    got, times = log("trt11_run.log"), parse.parse_times((DATA / "trt11_times.json").read_text())
+    for metric in ("gpu_compute", "latency"):
+        stats = timing_stats.describe(times[metric])
+        values = np.sort(times[metric])
+        for stat, printed in got.summary[metric].items():
+            want = timing_stats.percentile(values, float(stat[1:])) if stat.startswith("p") else stats[stat]
+            assert printed == pytest.approx(want, rel=1e-5), (metric, stat)
+    assert len(times["latency"]) == got.timed_queries == 12
+
+
+def test_failed_and_truncated_logs_have_no_measurement():
+    failed = log("trt10_failed.log")
+    assert failed.result == "FAILED" and failed.summary == {} and failed.version == "10.16.0"
+    with pytest.raises(backend.NoMeasurement, match="FAILED"):
+        backend.ingest((DATA / "trt10_failed.log").read_text())
+    text = (DATA / "trt11_run.log").read_text()
+    cut = text[:text.index("=== Performance summary ===")]
+    assert parse.parse_log(cut).result is None
+    with pytest.raises(backend.NoMeasurement, match="stops before"):
+        backend.ingest(cut)
+
+
+def test_missing_sections_and_no_prefixes():
+    """A log reduced to its summary, without timestamps (e.g. copied from a terminal): what is there is read."""
+    text = "\n".join(line.split("] ", 2)[-1] for line in (DATA / "trt10_build_and_run.log").read_text().splitlines()
+                     if "Performance summary" in line or "Latency:" in line or "Throughput:" in line
+                     or "GPU Compute Time:" in line or "coefficient" in line)
+    got = parse.parse_log(text)
+    assert got.summary["gpu_compute"]["median"] == 0.0491943 and got.throughput_qps == 10520.4
+    assert got.unstable_cov_pct == 4.07812 and got.version is None and got.started is None
+    assert all(v is None for k, v in parse.settings(got).items())
+
+
+@pytest.mark.parametrize("text, value", [("12.5", 12.5), ("1.23457e+06", 1.23457e6), ("9.53674e-07", 9.53674e-7),
+                                         ("1E-5", 1e-5), ("3", 3.0), ("-0.5", -0.5)])
+def test_numbers_in_every_form_cpp_prints(text, value):
+    got = parse.parse_log(f"=== Performance summary ===\nThroughput: {text} qps\n"
+                          f"GPU Compute Time: min = {text} ms, max = {text} ms, mean = {text} ms, median = {text} ms, "
+                          f"percentile(90%) = {text} ms\nTotal Host Walltime: {text} s\n")
+    assert got.throughput_qps == value and got.host_walltime_s == value
+    assert got.summary["gpu_compute"] == {"min": value, "max": value, "mean": value, "median": value, "p90": value}
+
+
+def test_inf_and_nan_are_read():
+    got = parse.parse_log("=== Performance summary ===\nGPU Compute Time: min = 0 ms, max = inf ms, mean = nan ms, "
+                          "median = 0 ms\n* GPU compute time is unstable, with coefficient of variance = inf%.\n")
+    assert got.summary["gpu_compute"]["max"] == float("inf") and np.isnan(got.summary["gpu_compute"]["mean"])
+    assert got.unstable_cov_pct == float("inf")
+
+
+def test_every_trtexec_warning_becomes_a_verdict():
+    text = "\n".join([
+        "[W] * Throughput may be bound by Enqueue Time rather than GPU Compute and the GPU may be under-utilized.",
+        "[W] * Throughput may be bound by device-to-host transfers for the outputs rather than GPU Compute and the "
+        "GPU may be under-utilized.",
+        "[W] * GPU compute time is unstable, with coefficient of variance = 2.6%.",
+        "[W] * Multiple inference streams are used. Latencies may not be accurate since inferences may run in "
+        "  parallel. Please use \"Throughput\" as the performance metric instead."])
+    got = parse.parse_log(text.replace("[W] ", "[11/21/2026-10:00:00] [W] "))
+    assert got.verdicts == ["unstable", "enqueue-bound", "transfer-bound", "latency-unreliable"]
+    assert timing_stats.verdict_label(got.verdicts) == "enqueue-bound+latency-unreliable+transfer-bound+unstable"
+
+
+@pytest.mark.parametrize("command, batch", [
+    ("trtexec --loadEngine=e --shapes=input:8x3x32x32", 8), ("trtexec --onnx=m --optShapes=x:4x3,y:4x7", 4),
+    ("trtexec --onnx=m --shapes='in:0':16x3", 16), ("trtexec --onnx=m", None), (None, None)])
+def test_batch_from_the_command_line(command, batch):
+    assert parse.batch_from_command(command) == batch
+
+
+# ------------------------------------------------------------------------------------------- the exports
+
+def test_exported_times():
+    times = parse.parse_times((DATA / "trt11_times.json").read_text())
+    assert list(times) == ["gpu_compute", "enqueue", "h2d", "d2h", "latency"]
+    assert times["gpu_compute"][:3] == [0.004096, 0.004128, 0.004064] and times["latency"] == times["gpu_compute"]
+    assert all(0 < e < 0.01 for e in times["enqueue"])  # endEnqMs - startEnqMs of 6-digit timestamps
+    assert set(times["h2d"]) == set(times["d2h"]) == {0}
+
+
+def test_exported_profile():
+    prof = parse.parse_profile((DATA / "trt10_profile.json").read_text())
+    assert prof.count == 2104 and len(prof.mean_ms) == 6
+    assert prof.mean_ms["node_Conv_55 + node_relu"] == 0.0172729 and prof.mean_ms["node_Reshape_64"] == 0
+
+
+def test_exports_with_bare_inf_and_nan():
+    """trtexec prints a zero-time run's percentage as nan and writes it as is, which is not JSON."""
+    prof = parse.parse_profile('[\n  { "count" : 0 }\n, { "name" : "a", "timeMs" : 0, "averageMs" : nan, '
+                               '"medianMs" : -nan, "percentage" : inf }\n]\n')
+    assert prof.count == 0 and prof.mean_ms == {"a": 0.0}
+
+
+# ------------------------------------------------------------------------------------------- command lines
+
+# Flags each major's sampleOptions.cpp parses (the ones this backend may pass): the 11.x toggles do not
+# exist in 10.16, and 11.x only warns about the 10.x ones, so neither may appear in the other's command.
+FLAGS = {"--onnx", "--saveEngine", "--skipInference", "--builderOptimizationLevel", "--maxAuxStreams",
+         "--profilingVerbosity", "--memPoolSize", "--minShapes", "--optShapes", "--maxShapes", "--noTF32",
+         "--timingCacheFile", "--loadEngine", "--warmUp", "--duration", "--iterations", "--infStreams",
+         "--percentile", "--shapes", "--exportTimes", "--exportProfile", "--exportLayerInfo"}
+KNOWN = {10: FLAGS | {"--stronglyTyped", "--useCudaGraph", "--noDataTransfers", "--useSpinWait",
+                      "--separateProfileRun"},
+         11: FLAGS | {"--noCudaGraph", "--includeDataTransfers", "--noSpinWait"}}
+PLAN = BuildPlan(tf32=False, optimization_level=3, max_aux_streams=2, workspace_bytes=512 << 20,
+                 shapes={"input": [[1, 3, 32, 32], [8, 3, 32, 32], [16, 3, 32, 32]],
+                         "ids:0": [[1, 7], [8, 7], [16, 7]]})
+BENCH = {"warmup_ms": 200.0, "duration_s": 3.0, "min_iterations": 10, "streams": 1, "cuda_graph": True,
+         "sync": "spin", "data_transfers": False}
+EXPORTS = {k: Path(f"/o/{f}") for k, f in backend.EXPORTS.items()}
+
+
+def flags(cmd):
+    return [a.split("=")[0] for a in cmd[1:]]
+
+
+@pytest.mark.parametrize("major", [10, 11])
+def test_build_command(major):
+    cmd = backend.build_command("/opt/trtexec", Path("m.onnx"), Path("out/m.engine"), PLAN, major=major,
+                                timing_cache=Path("tc/timing.cache"), extra_args=["--verbose"])
+    assert cmd[:3] == ["/opt/trtexec", "--onnx=m.onnx", "--saveEngine=out/m.engine"]
+    assert {"--skipInference", "--builderOptimizationLevel=3", "--maxAuxStreams=2", "--profilingVerbosity=detailed",
+            "--memPoolSize=workspace:512M", "--noTF32", "--timingCacheFile=tc/timing.cache"} <= set(cmd)
+    assert "--minShapes=input:1x3x32x32,'ids:0':1x7" in cmd and "--optShapes=input:8x3x32x32,'ids:0':8x7" in cmd
+    assert "--maxShapes=input:16x3x32x32,'ids:0':16x7" in cmd
+    assert ("--stronglyTyped" in cmd) == (major == 10)
+    assert cmd[-1] == "--verbose" and set(flags(cmd[:-1])) <= KNOWN[major]
+    assert not any(f in cmd for f in ("--fp16", "--bf16", "--int8", "--fp8", "--best"))
+
+
+def test_build_command_minimal():
+    plan = BuildPlan(tf32=True, optimization_level=0, max_aux_streams=0, workspace_bytes=None, shapes={})
+    cmd = backend.build_command("trtexec", Path("m.onnx"), Path("m.engine"), plan, major=11)
+    assert not any(a.startswith(("--memPoolSize", "--minShapes", "--timingCacheFile", "--noTF32")) for a in cmd)
+
+
+@pytest.mark.parametrize("major, settings, want", [
+    (11, {}, []),
+    (11, {"cuda_graph": False, "data_transfers": True, "sync": "blocking"},
+     ["--noCudaGraph", "--includeDataTransfers", "--noSpinWait"]),
+    (10, {}, ["--useCudaGraph", "--noDataTransfers", "--useSpinWait", "--separateProfileRun"]),
+    (10, {"cuda_graph": False, "data_transfers": True, "sync": "blocking"}, ["--separateProfileRun"]),
+])
+def test_inference_command_toggles_follow_the_major_version(major, settings, want):
+    cmd = backend.inference_command("trtexec", Path("e.engine"), {"input": (8, 3, 32, 32)}, {**BENCH, **settings},
+                                    major=major, exports=EXPORTS)
+    toggles = {"--noCudaGraph", "--includeDataTransfers", "--noSpinWait", "--useCudaGraph", "--noDataTransfers",
+               "--useSpinWait", "--separateProfileRun"}
+    assert [a for a in cmd if a in toggles] == want
+    assert set(flags(cmd)) <= KNOWN[major]
+    assert {"--loadEngine=e.engine", "--warmUp=200", "--duration=3", "--iterations=10", "--infStreams=1",
+            "--percentile=90,95,99", "--shapes=input:8x3x32x32", "--exportTimes=/o/times.json",
+            "--exportProfile=/o/profile.json", "--exportLayerInfo=/o/layer_info.json"} <= set(cmd)
+
+
+def test_no_profile_run_without_the_profile_export():
+    exports = {k: v for k, v in EXPORTS.items() if k != "profile"}
+    cmd = backend.inference_command("trtexec", Path("e"), {}, {**BENCH, "duration_s": 0.25, "streams": 2},
+                                    major=10, exports=exports, extra_args=("--avgRuns=1",))
+    assert "--separateProfileRun" not in cmd and not any(a.startswith("--exportProfile") for a in cmd)
+    assert "--duration=0.25" in cmd and "--infStreams=2" in cmd and cmd[-1] == "--avgRuns=1"
+    assert not any(a.startswith("--shapes") for a in cmd)  # a static engine needs none
+
+
+def test_our_command_line_is_read_back_from_the_banner():
+    cmd = backend.build_command("trtexec", Path("m.onnx"), Path("m.engine"), PLAN, major=10)
+    got = parse.parse_log(f"&&&& RUNNING TensorRT.trtexec [TensorRT v101600] [b72] # {' '.join(cmd)}\n")
+    assert got.version == "10.16.0" and got.command == " ".join(cmd)
+    assert parse.settings(got)["batch_size"] == 8 and parse.settings(got)["tf32"] is False
+
+
+def test_missing_trtexec_is_unsupported_with_how_to_get_it():
+    with pytest.raises(Unsupported) as err:
+        backend.locate("no-such-trtexec-here")
+    message = str(err.value)
+    assert "trtexec.path = 'no-such-trtexec-here'" in message and "nvcr.io/nvidia/tensorrt" in message
+    assert "Backends that run here:" in message
+    from stages.trtexec import build
+
+    with pytest.raises(Unsupported, match="no such executable"):
+        build.environment({"path": "no-such-trtexec-here"})
+
+
+def test_trials_other_than_one_are_unsupported(tmp_path):
+    from stages.trtexec import benchmark
+
+    with pytest.raises(Unsupported, match="benchmark.trials = 3"):
+        benchmark.run({}, {"trials": 3}, tmp_path)
