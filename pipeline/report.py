@@ -192,6 +192,8 @@ def _layers(view: pd.DataFrame, swept: pd.DataFrame, layers: pd.DataFrame, out: 
     for heading, run in picks:
         rows = layers[layers["run_id"] == run.run_id]
         rows = rows[rows["source"] == rows["source"].iloc[0]]  # one profiler's view per panel
+        rows = rows[rows["layer_type"] != "module"] if (rows["layer_type"] != "module").any() else rows
+        # (torch's module rows are inclusive ranges over its operator rows: one or the other, never mixed)
         panels.append((f"{heading}\n{rows['source'].iloc[0]}", rows.nlargest(TOP_LAYERS, "time_ms")))
     plots.top_layers(panels, out / IMAGES[3])
     return Section(title, caption + f"The {TOP_LAYERS} slowest layers per inference, with their share of all "

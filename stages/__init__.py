@@ -16,6 +16,7 @@ REGISTRY: dict[str, str] = {
     "torch_compile": "stages.torch_backend.compile",
     "benchmark_torch": "stages.torch_backend.benchmark",
     "validate_torch": "stages.torch_backend.validate",
+    "profile_torch": "stages.torch_backend.profile",
     "build_tensorrt": "stages.tensorrt.build",
     "benchmark_tensorrt": "stages.tensorrt.benchmark",
     "profile_tensorrt": "stages.tensorrt.profile",

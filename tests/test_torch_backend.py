@@ -27,3 +27,14 @@ def test_torch_needs_a_torch_model(workdir):
     assert proc.returncode == 0
     row = results.load(workdir / "outputs").runs.iloc[0]
     assert row.status == "unsupported" and "needs a torch model" in row.error
+
+
+def test_torch_profile_rows(workdir):
+    proc = run_cli(["backend=torch", "model=resnet18", "compile.device=cpu", "profile.iterations=2", *FAST], workdir)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    layers = results.load(workdir / "outputs").layers
+    ops, modules = layers[layers.layer_type == "operator"], layers[layers.layer_type == "module"]
+    assert abs(ops["share"].sum() - 1.0) < 1e-6 and (ops["time_ms"] > 0).all()
+    assert "aten::conv2d" in set(ops["layer"])
+    assert {"layer1.0 (BasicBlock)", "fc (Linear)"} <= set(modules["layer"])
+    assert set(layers["source"]) == {"torch-profiler"}

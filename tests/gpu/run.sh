@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU test and GPU benchmark in one command, on a machine with an NVIDIA GPU and a CUDA build of torch.
 #
-#   tests/gpu/run.sh [tests] [fidelity] [sweep]     (no argument: all three)
+#   tests/gpu/run.sh [tests] [fidelity] [sweep] [report]     (no argument: all four)
 #
 # The machine needs nothing of ours but torch: what else is missing is installed from wheels in .whl/
 # (fetch them on a machine with a network: tests/gpu/wheels.sh). Results go to $OUT if set, else
@@ -10,7 +10,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-docs/benchmarks}
 mkdir -p "$out"
-parts=${*:-tests fidelity sweep}
+parts=${*:-tests fidelity sweep report}
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/pipeline-site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/pipeline-site
@@ -24,7 +24,11 @@ for part in $parts; do
     tests) python3 -m pytest -q -m gpu tests/gpu -p no:cacheprovider 2>&1 | tee "$out/gpu_tests.log"; rc=$((rc | PIPESTATUS[0])) ;;
     fidelity) python3 benchmarks/gpu_fidelity.py --out "$out/gpu_fidelity.json" || rc=1 ;;
     sweep) python3 benchmarks/torch_precision.py --out "$out/torch_precision.json" || rc=1 ;;
-    *) echo "unknown part: $part (tests, fidelity, sweep)"; exit 2 ;;
+    report)  # a small GPU sweep's HTML report: its pictures (clock and temperature included) come back to look at
+      python3 -m pipeline -m backend=torch model=resnet50 precision=fp32,fp16 batch_size=32 \
+        benchmark.duration_s=2 hydra.sweep.dir=outputs/gpu-report-sweep || rc=1
+      for png in outputs/gpu-report-sweep/report/*.png; do cp "$png" "$out/report-$(basename "$png")"; done ;;
+    *) echo "unknown part: $part (tests, fidelity, sweep, report)"; exit 2 ;;
   esac
 done
 exit $rc
