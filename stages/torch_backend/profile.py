@@ -3,7 +3,9 @@
 It runs after (never inside) the timed benchmark: the profiler's bookkeeping slows every call. Rows:
 - one per operator (layer_type "operator"): the top-level ops of each call, with the device time of the
   kernels they launched on a GPU (host time on CPU), so the rows add up to the whole call without counting
-  a nested op twice;
+  a nested op twice. A torch.compile'd callable on a GPU is one opaque top-level region, so there the rows
+  are its kernels instead (layer_type "kernel": Inductor's fused Triton kernels and library calls); on a
+  CPU it stays one "Torch-Compiled Region" row;
 - one per module (layer_type "module"): the model's top-level submodules (one level into containers such as
   a Sequential of blocks), timed through record_function ranges opened by forward hooks. Eager mode only:
   a torch.compile'd graph runs no submodule hooks.
@@ -37,7 +39,8 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     x = tensors.seeded(c.input_shape, params["batch_size"], params["seed"] + model_inputs.SEED_BENCHMARK, c.device,
                        precision.torch_dtype(c.dtype), c.channels_last)
     gpu = c.device == "cuda"
-    hooks = _module_ranges(c.fn) if isinstance(c.fn, torch.nn.Module) else []
+    compiled_graph = hasattr(c.fn, "_orig_mod")  # torch.compile's OptimizedModule: no submodule hooks run
+    hooks = [] if compiled_graph else _module_ranges(c.fn)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
     iterations = params["iterations"]
     try:
@@ -52,7 +55,8 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
         for hook in hooks:
             hook.remove()
     prof.export_chrome_trace(str(out_dir / TRACE_FILE))
-    rows = layer_rows(prof.events(), iterations, gpu, c.dtype)
+    rows = (kernel_rows(prof.events(), iterations, c.dtype) if gpu and compiled_graph
+            else layer_rows(prof.events(), iterations, gpu, c.dtype))
     return StageResult(info={"iterations": iterations, "layers": len(rows), "trace": TRACE_FILE,
                              "modules": bool(hooks)}, tables={"layers": rows})
 
@@ -95,7 +99,7 @@ def layer_rows(events, iterations: int, gpu: bool, dtype: str) -> list[dict]:
     ops: dict[str, float] = defaultdict(float)
     modules: dict[str, float] = defaultdict(float)
     for event in events:
-        if getattr(event, "device_type", None) is not None and "CUDA" in str(event.device_type):
+        if _on_device(event):
             continue  # kernels themselves: counted through the op that launched them
         if event.name.startswith(_MODULE_PREFIX):
             modules[event.name[len(_MODULE_PREFIX):]] += time_of(event)
@@ -106,6 +110,21 @@ def layer_rows(events, iterations: int, gpu: bool, dtype: str) -> list[dict]:
     rows.sort(key=lambda r: -r["time_ms"])
     rows += [_row(name, "module", us, iterations, total, dtype) for name, us in modules.items()]
     return rows
+
+
+def kernel_rows(events, iterations: int, dtype: str) -> list[dict]:
+    """One row per GPU kernel name: its device time per call, and its share of all kernel time."""
+    per_kernel: dict[str, float] = defaultdict(float)
+    for event in events:  # the kernels are events on the device timeline (Triton launches have no aten op)
+        if _on_device(event):
+            per_kernel[event.name] += event.time_range.elapsed_us()
+    total = sum(per_kernel.values()) or 1.0
+    rows = [_row(name, "kernel", us, iterations, total, dtype) for name, us in per_kernel.items() if us > 0]
+    return sorted(rows, key=lambda r: -r["time_ms"])
+
+
+def _on_device(event) -> bool:
+    return "CUDA" in str(getattr(event, "device_type", ""))
 
 
 def _has_op_parent(event) -> bool:
