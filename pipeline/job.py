@@ -163,6 +163,13 @@ def _open_cache(settings: dict) -> Cache:
                                  f"choose a writable directory") from err
 
 
+def record_invalid_point(job_dir: Path, meta: JobMeta, message: str) -> JobOutcome:
+    """A sweep point whose config cannot be composed at all: its row carries the overrides and Hydra's error."""
+    given = dict(o.lstrip("+~").split("=", 1) for o in meta.overrides if "=" in o)
+    raw = {group: {"name": given.get(group)} for group in ("model", "backend", "precision")}
+    return record_config_error(job_dir, meta, raw, ValueError(message))
+
+
 def _classify(failed: runner.StageFailed, job_dir: Path) -> tuple[str, str]:
     err = failed.error
     if isinstance(err, Unsupported):
@@ -185,13 +192,15 @@ def _base_row(config: dict, meta: JobMeta, started: dt.datetime) -> dict[str, An
         "started": started.isoformat(timespec="seconds"),
     }
     for key, column in COLUMNS.items():
-        row[column] = _lookup(config, key)
+        value = _lookup(config, key)
+        if value is not None:  # absent, not None: a null here would give the column a second type
+            row[column] = value
     for override in meta.overrides:
         key = override.lstrip("+~").partition("=")[0]
         if key.split(".")[0] in _GROUPS or key in COLUMNS:
             continue
         value = _lookup(config, key)
-        if value is None or isinstance(value, (bool, int, float, str)):
+        if isinstance(value, (bool, int, float, str)):
             row.setdefault(key.replace(".", "_"), value)
     row.update({f"env_{k}": v for k, v in environment.capture().items()})
     return row

@@ -29,10 +29,14 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:  # pandas is imported by load(), not by the writers: a job pays for it only when it reads
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -425,6 +429,8 @@ def _with_fixed_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 def _pandas_type(t: pa.DataType):
     # Nullable pandas dtypes keep ints ints (and bools bools) even when a job lacks the column.
+    import pandas as pd
+
     if pa.types.is_integer(t):
         return pd.Int64Dtype()
     if pa.types.is_boolean(t):

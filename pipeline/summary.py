@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
+import math
 
 _ACCURACY = ("rel_l2_err", "top1_agreement")
 
 
 def _fmt(value, spec: str) -> str:
-    return "-" if value is None or pd.isna(value) else format(value, spec)
+    missing = value is None or (isinstance(value, float) and math.isnan(value))
+    return "-" if missing else format(value, spec)
 
 
 def job_summary(outcome, out_dir: Path) -> str:

@@ -127,6 +127,17 @@ def test_bad_point_fails_alone_in_a_sweep(workdir):
     assert "benchmark.min_iterations = -1" in runs.loc[-1, "error"]
 
 
+def test_point_that_cannot_be_composed_fails_alone(workdir):
+    proc = run_cli(["-m", "precision=fp32,fp9", "hydra.sweep.dir=sweep", *FAST], workdir)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stdout + proc.stderr
+    runs = results.load(workdir / "sweep").runs.set_index("precision")
+    assert runs.loc["fp32", "status"] == "ok" and runs.loc["fp9", "status"] == "failed"
+    error = runs.loc["fp9", "error"]
+    assert "Could not find 'precision/fp9'" in error and "fp32 fp8 int8" in error and "search path" not in error
+    assert "precision=fp9" in runs.loc["fp9", "overrides"]
+
+
 def test_help_is_fast_and_lists_groups(workdir):
     proc = run_cli(["--help"], workdir)
     assert proc.returncode == 0
