@@ -3,12 +3,12 @@
     python benchmarks/cli_overhead.py [--repeat 5] [--out docs/benchmarks/cli_overhead.json]
 
 1. `python -m pipeline --help`, wall time over --repeat runs (torch, onnx and modelopt must not load).
-2. The precision sweep (tiny_cnn, onnxruntime CPU) is run once to fill a fresh cache, then --repeat more
-   times fully cached with the measurement cut to one iteration. For each cached sweep:
-   per-job overhead = (sweep wall time - time spent in the measuring stages: benchmark, validate,
-   profile) / jobs.
-   That includes process start-up shared by the jobs, config composition, cache look-ups with their
-   digest checks, and the table writes. It is what a user waits for beyond the measurement itself.
+2. The precision sweep (tiny_cnn, onnxruntime CPU; 6 jobs, and 12 with batch_size=1,2) is run once to fill
+   a fresh cache, then --repeat more times fully cached with the measurement cut to one iteration.
+   Overhead = sweep wall time - time spent in the measuring stages (benchmark, validate, profile).
+   - per job: overhead / jobs for the 6-job sweep, process start-up shared by its jobs included;
+   - marginal: what each job adds, (overhead of 12 jobs - overhead of 6) / 6: config composition (Hydra
+     composes each job twice), cache look-ups with their digest checks, the table writes.
 Figures are min / median / max over the repeats.
 """
 from __future__ import annotations
@@ -41,6 +41,22 @@ def cli(args: list[str], cwd: Path) -> float:
     return wall
 
 
+def cached_sweep(work: Path, extra: list[str]) -> tuple[float, int, list[float]]:
+    """Wall time beyond measuring of one fully cached precision sweep, its job count, and per-job in-job overhead."""
+    from pipeline import results
+
+    root = work / "outputs/sweeps/precision"
+    before = set(root.iterdir())
+    wall = cli(["+sweep=precision", *extra, *MINIMAL], work)
+    (sweep_dir,) = set(root.iterdir()) - before
+    runs = results.load(sweep_dir, tables=("runs",)).runs
+    assert set(runs["export_cache"]) == {"hit"}, "the timed sweep must be fully cached"
+    # measurements (benchmark, validate, profile: the stages that always run) are not overhead
+    stages = [c[:-6] for c in runs.columns if c.endswith("_cache") and (runs[c] == "off").any()]
+    measured = sum(runs[f"{s}_seconds"].fillna(0) for s in stages)
+    return wall - measured.sum(), len(runs), (runs["job_seconds"] - measured).tolist()
+
+
 def spread(values: list[float]) -> dict:
     return {"min": min(values), "median": statistics.median(values), "max": max(values), "n": len(values)}
 
@@ -50,34 +66,31 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/cli_overhead.json")
     args = parser.parse_args()
-    from pipeline import results
 
     work = Path(tempfile.mkdtemp(prefix="cli-overhead-"))
     cli(["--help"], work)  # warm the file cache
     help_s = [cli(["--help"], work) for _ in range(args.repeat)]
     print(f"--help: median {statistics.median(help_s):.3f} s")
 
-    cli(["+sweep=precision", *MINIMAL], work)  # fills the cache
-    per_job, in_job = [], []
+    cli(["+sweep=precision", "batch_size=1,2", *MINIMAL], work)  # fills the cache for both sweeps below
+    per_job, marginal, in_job = [], [], []
     for _ in range(args.repeat):
-        before = set((work / "outputs/sweeps/precision").iterdir())
-        wall = cli(["+sweep=precision", *MINIMAL], work)
-        (sweep_dir,) = set((work / "outputs/sweeps/precision").iterdir()) - before
-        runs = results.load(sweep_dir, tables=("runs",)).runs
-        assert set(runs["export_cache"]) == {"hit"}, "the timed sweep must be fully cached"
-        # measurements (benchmark, validate, profile: the stages that always run) are not overhead
-        stages = [c[:-6] for c in runs.columns if c.endswith("_cache") and (runs[c] == "off").any()]
-        measured = sum(runs[f"{s}_seconds"].fillna(0) for s in stages)
-        per_job.append((wall - measured.sum()) / len(runs))
-        in_job.extend((runs["job_seconds"] - measured).tolist())
-        print(f"cached sweep: {wall:.2f} s wall for {len(runs)} jobs, {per_job[-1]:.3f} s/job beyond measuring")
+        small, n_small, inside = cached_sweep(work, [])
+        large, n_large, _ = cached_sweep(work, ["batch_size=1,2"])
+        per_job.append(small / n_small)
+        marginal.append((large - small) / (n_large - n_small))
+        in_job.extend(inside)
+        print(f"cached sweeps: {per_job[-1]:.3f} s/job over {n_small} jobs (start-up shared), "
+              f"{marginal[-1]:.3f} s for each job more; beyond measuring")
     figures = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "python": platform.python_version()},
         "help_seconds": spread(help_s),
         "cached_sweep_overhead_per_job_seconds": spread(per_job),
+        "marginal_overhead_per_extra_job_seconds": spread(marginal),
         "in_job_overhead_seconds": spread(in_job),
-        "sweep": "+sweep=precision (6 jobs, tiny_cnn, onnxruntime CPU), " + " ".join(MINIMAL),
+        "sweep": "+sweep=precision (6 jobs; and with batch_size=1,2, 12 jobs), tiny_cnn, onnxruntime CPU, "
+                 + " ".join(MINIMAL),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
