@@ -12,12 +12,13 @@ import io
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from stages import inputs as model_inputs
 from stages.api import StageInputError, StageResult, Unsupported, file_sha256, package_version
 
-VERSION = "1"
+VERSION = "2"
 OUTPUTS = ("onnx",)
 CACHED = True
 FILE = "model.onnx"
@@ -48,10 +49,14 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     if mode == "none":
         _link_or_copy(src, out)
         return StageResult(outputs={"onnx": FILE}, info={"mode": "none"})
-    if mode == "autocast":
-        info = _autocast(src, out, precision, params)
-    else:
-        info = _quantize(src, out, precision, params)
+    # ModelOpt writes into its input file (shape inference saved in place, seen with TorchScript exports):
+    # it gets a private copy, never the cached upstream artifact.
+    with tempfile.TemporaryDirectory(prefix="convert-") as scratch:
+        private = Path(scratch) / src.name
+        for file in src.parent.glob(f"{src.name}*"):  # the graph and its external weights, if any
+            shutil.copyfile(file, Path(scratch) / file.name)
+        convert = _autocast if mode == "autocast" else _quantize
+        info = convert(private, out, precision, params)
     return StageResult(outputs={"onnx": FILE}, info={"mode": mode, **info})
 
 

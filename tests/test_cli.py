@@ -1,4 +1,5 @@
 """The real CLI end to end on this CPU machine: default run, precision sweep, warm re-run, reproduce, bad input."""
+import time
 import pytest
 
 from pipeline import results
@@ -143,3 +144,35 @@ def test_help_is_fast_and_lists_groups(workdir):
     assert proc.returncode == 0
     for group in ("model:", "backend:", "precision:", "sweep:"):
         assert group in proc.stdout
+
+
+def test_user_onnx_model_and_calibration_data(workdir):
+    """model=onnx with the user's own file, and int8 calibrated on the user's .npz instead of random data."""
+    import numpy as np
+    import torch
+
+    from stages.models import build_builtin
+
+    torch.onnx.export(build_builtin("tiny_cnn", seed=3), (torch.randn(2, 3, 32, 32),), str(workdir / "mine.onnx"),
+                      dynamo=False, input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    np.savez(workdir / "calib.npz", input=np.random.default_rng(0).standard_normal((16, 3, 32, 32), dtype=np.float32))
+    proc = run_cli(["-m", "model=onnx", "model.path=mine.onnx", "model.name=mine", "precision=fp32,int8",
+                    "convert.calibration.data=calib.npz", "hydra.sweep.dir=sweep", *FAST], workdir)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    runs = results.load(workdir / "sweep").runs.set_index("precision")
+    assert set(runs["status"]) == {"ok"} and set(runs["model"]) == {"mine"}
+    assert runs.loc["int8", "convert_calibration_source"] == "npz" and runs.loc["int8", "convert_calibration_samples"] == 16
+    assert runs.loc["int8", "convert_quantize_nodes"] > 0
+    # the user's file is part of the cache key by content: same bytes hit, other bytes miss
+    def export_cache():
+        proc = run_cli(["model=onnx", "model.path=mine.onnx", "model.name=mine", *FAST], workdir)
+        assert proc.returncode == 0
+        return results.load(workdir / "outputs/runs").runs.sort_values("started").iloc[-1].export_cache
+
+    assert export_cache() == "hit"
+    torch.onnx.export(build_builtin("tiny_cnn", seed=4), (torch.randn(2, 3, 32, 32),), str(workdir / "mine.onnx"),
+                      dynamo=False, input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    time.sleep(1)  # a new run directory (they are named by the second)
+    assert export_cache() == "miss"
