@@ -11,8 +11,23 @@ cd "$(dirname "$0")/../.."
 out=${OUT:-docs/benchmarks}
 mkdir -p "$out"
 parts=${*:-tests fidelity sweep report}
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/pipeline-site .whl/*.whl || exit 1
+# Install from .whl/ only what this Python lacks (shadowing an installed numpy or pandas could break torch),
+# and Hydra's trio whatever is installed: omegaconf 2.3 works with antlr4 4.9 only.
+missing=$(python3 - <<'PY'
+import glob, importlib.metadata as md, os
+EXACT = {"hydra_core", "omegaconf", "antlr4_python3_runtime"}
+for wheel in sorted(glob.glob(".whl/*.whl")):
+    dist, version = os.path.basename(wheel).split("-")[:2]
+    try:
+        if dist in EXACT and md.version(dist) != version:
+            print(wheel)
+    except md.PackageNotFoundError:
+        print(wheel)
+PY
+)
+if [ -n "$missing" ]; then
+  echo "installing from .whl/: $missing"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/pipeline-site $missing || exit 1
   export PYTHONPATH=/tmp/pipeline-site
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Fetch, into .whl/, wheels of the packages tests/gpu/run.sh needs beyond torch, for a Linux x86-64 GPU machine
-# with no network. Default list: what a stock PyTorch image lacks. Name others as arguments.
-#   tests/gpu/wheels.sh [PYTHON_VERSION=3.12] [PACKAGE==VERSION ...]
+# Fetch, into .whl/, wheels of what tests/gpu/run.sh needs beyond torch, for a Linux x86-64 GPU machine with no
+# network. tests/gpu/run.sh installs only those the machine lacks.
+#   tests/gpu/wheels.sh [PYTHON_VERSION=3.12] [--all | PACKAGE==VERSION ...]
+# Default: what a stock PyTorch image lacks (Hydra). --all: every runtime dependency but torch.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 py=${1:-3.12}; shift || true
-pkgs=${*:-hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3}
+case "${1:-}" in
+  --all) pkgs="hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3 pyyaml numpy pandas pyarrow
+               filelock nvidia-ml-py cuda-bindings onnx protobuf rich markdown-it-py mdurl pygments matplotlib
+               contourpy cycler fonttools kiwisolver pillow pyparsing python-dateutil six packaging tzdata" ;;
+  "") pkgs="hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3" ;;
+  *) pkgs="$*" ;;
+esac
 mkdir -p .whl
 for p in $pkgs; do
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$py" --implementation cp \
