@@ -64,3 +64,36 @@ def test_measurements_on_one_gpu_never_overlap(tmp_path):
         p.join(30)
     events = sorted((queue.get(timeout=5) for _ in range(4)), key=lambda e: e[1])
     assert [e[0] for e in events] == ["in", "out", "in", "out"]
+
+
+def test_measurement_to_stage_result():
+    from stages.gpu import harness, measured
+
+    class FakeMonitor:
+        rows = [{"t_s": 0.0, "sm_clock_mhz": 1980.0, "mem_clock_mhz": 2619.0, "power_w": 300.0, "temp_c": 50.0,
+                 "util_pct": 100.0, "throttle": ""}]
+
+        def summary(self):
+            return {"sm_clock_median_mhz": 1980.0, "throttled": False}
+
+    times = {"gpu_compute": [2.0, 2.0, 2.0, 2.0], "enqueue": [0.1] * 4, "latency": [2.0] * 4}
+    m = harness.Measurement([harness.Trial(times, 8.0), harness.Trial(times, 8.0)], 3, True, None, 1, "spin", False)
+    r = measured.stage_result(m, FakeMonitor(), 8, flops=2_000_000_000, gpu="NVIDIA H100 80GB HBM3", dtype="fp16",
+                              info={"aux_streams": 2})
+    s = {(row["metric"], row["stat"]): row["value"] for row in r.tables["summary"]}
+    assert s[("gpu_compute", "median")] == 2.0 and s[("throughput", "qps")] == pytest.approx(8 / 16e-3)
+    assert s[("throughput", "samples_per_s")] == pytest.approx(8 * 8 / 16e-3)
+    assert s[("achieved", "tflops")] == pytest.approx(1.0)               # 2 GFLOP in 2 ms
+    assert s[("achieved", "pct_of_peak")] == pytest.approx(100 / 989.4)
+    assert s[("gpu_compute", "trial_spread")] == 0.0
+    assert r.info["iterations"] == 8 and r.info["trials"] == 2 and r.info["cuda_graph"] is True
+    assert r.info["aux_streams"] == 2 and r.info["sm_clock_median_mhz"] == 1980.0
+    assert r.tables["gpu"] == FakeMonitor.rows and len(r.tables["samples"]["value_ms"]) == 24
+
+
+def test_harness_settings_from_benchmark_params():
+    from stages.gpu import harness
+
+    params = dict(warmup_ms=5, duration_s=1.5, min_iterations=7, trials=2, cuda_graph=False, sync="blocking",
+                  data_transfers=True, streams=3, batch_size=4, seed=0)
+    assert harness.Settings.from_params(params) == harness.Settings(5, 1.5, 7, 2, False, "blocking", True)

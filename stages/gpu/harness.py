@@ -50,6 +50,11 @@ class Settings:
     sync: str = "spin"            # spin | blocking
     data_transfers: bool = False
 
+    @classmethod
+    def from_params(cls, params: dict) -> "Settings":
+        """From a benchmark stage's params (the `benchmark.*` keys)."""
+        return cls(**{k: params[k] for k in cls.__dataclass_fields__})
+
 
 @dataclass
 class Trial:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages import cpu_timing, flops, timing_tables
+from stages import cpu_timing, flops
 from stages import inputs as model_inputs
 from stages.api import StageResult
-from stages.gpu import harness, peaks
+from stages.gpu import harness, measured, peaks
 from stages.torch_backend import compiled, precision, tensors
 from stages.torch_backend.workload import TorchWorkload
 
@@ -43,26 +43,9 @@ def _run_gpu(c: compiled.Compiled, params: dict, dtype, seed: int) -> StageResul
     workloads = [TorchWorkload(c.fn, tensors.seeded(c.input_shape, params["batch_size"], seed + lane, "cuda", dtype,
                                                     c.channels_last))
                  for lane in range(params["streams"])]
-    settings = harness.Settings(warmup_ms=params["warmup_ms"], duration_s=params["duration_s"],
-                                min_iterations=params["min_iterations"], trials=params["trials"],
-                                cuda_graph=params["cuda_graph"], sync=params["sync"],
-                                data_transfers=params["data_transfers"])
+    settings = harness.Settings.from_params(params)
     with lock.exclusive(torch.cuda.current_device()), monitor.Monitor(torch.cuda.current_device(), 0.1) as mon, \
             torch.inference_mode():
         m = harness.run(workloads, settings)
-    return gpu_result(m, mon, params["batch_size"], c.flops, torch.cuda.get_device_name(), c.dtype)
-
-
-def gpu_result(m: harness.Measurement, mon, batch_size: int, flop_count: int | None, gpu: str, dtype: str
-               ) -> StageResult:
-    """Tables and runs info of one harness measurement (shared with the fidelity benchmark)."""
-    tables, info = timing_tables.tables([t.times for t in m.trials], [t.bench_time_ms / 1e3 for t in m.trials],
-                                        batch_size, streams=m.streams)
-    info.update(warmup_iterations=m.warmup_iterations, cuda_graph=m.cuda_graph, graph_note=m.graph_note,
-                streams=m.streams, sync=m.sync, data_transfers=m.data_transfers, timing="cuda events (harness)")
-    info.update(mon.summary())
-    tables["gpu"] = mon.rows
-    if flop_count:
-        median = next(r["value"] for r in tables["summary"] if (r["metric"], r["stat"]) == ("gpu_compute", "median"))
-        tables["summary"] += flops.efficiency_rows(flop_count, median, peaks.peak_tflops(gpu, dtype), peaks.SOURCE)
-    return StageResult(info=info, tables=tables)
+    return measured.stage_result(m, mon, params["batch_size"], flops=c.flops, gpu=torch.cuda.get_device_name(),
+                                 dtype=c.dtype)
