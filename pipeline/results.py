@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +33,8 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from stages.atomic import atomic_file
 
 if TYPE_CHECKING:  # pandas is imported by load(), not by the writers: a job pays for it only when it reads
     import pandas as pd
@@ -212,16 +213,8 @@ def _write_atomic(table: pa.Table, final: Path, options: Mapping | None = None) 
     process fails, the temp file is removed and the error propagates; a hard
     crash can leave a ``.tmp`` file, which load() never reads.
     """
-    tmp = final.with_name(f".{final.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f, **(options or {}))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(final) as f:
+        pq.write_table(table, f, **(options or {}))
     _fsync_dir(final.parent)
     return final
 

@@ -278,7 +278,7 @@ def test_temp_name_is_unique_and_hidden(tmp_path, monkeypatch):
     write_tables(tmp_path, {"summary": [{"run_id": "r"}]})
     write_tables(tmp_path, {"summary": [{"run_id": "r"}]})
     assert len(set(seen)) == 2
-    assert all(s.startswith(f".summary.{os.getpid()}.") and s.endswith(".tmp") for s in seen)
+    assert all(s.startswith(f".summary.parquet.{os.getpid()}.") and s.endswith(".tmp") for s in seen)
 
 
 def test_metric_joins_summary_value(tmp_path):

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,6 +25,7 @@ from typing import Callable
 from filelock import FileLock
 
 from stages.api import file_sha256
+from stages.atomic import atomic_file
 
 LOADED, CREATED, OFF = "loaded", "created", "off"  # what `build_timing_cache` records
 FILE = "timing.cache"
@@ -100,13 +99,5 @@ def trt_combine(trt) -> Combine:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        f.write(data)
