@@ -46,3 +46,13 @@ def test_monitor_samples_a_busy_gpu():
     summary = mon.summary()
     assert summary["sm_clock_median_mhz"] > 100 and summary["temp_max_c"] > 0 and summary["power_max_w"] > 0
     assert max(r["util_pct"] for r in mon.rows) > 0
+
+
+def test_default_run_picks_torch_on_a_gpu(workdir):
+    """`python -m pipeline` with no backend: TensorRT is not installed there, so auto must choose torch on CUDA."""
+    proc = run_cli(FAST, workdir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "backend: auto -> torch" in proc.stdout
+    row = results.load(workdir / "outputs").runs.iloc[0]
+    assert (row.status, row.backend, row.compile_device) == ("ok", "torch", "cuda")
+    assert "backend=torch" in row.overrides  # pinned for reproduction
