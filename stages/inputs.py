@@ -72,7 +72,7 @@ def random_inputs(specs: list[InputSpec], batch_size: int, seed: int) -> dict[st
     feeds = {}
     for spec in specs:
         shape = concrete_shape(spec, batch_size)
-        if np.issubdtype(spec.dtype, np.floating):
+        if np.issubdtype(spec.dtype, np.floating) or _is_ml_float(spec.dtype):
             feeds[spec.name] = rng.standard_normal(shape, dtype=np.float32).astype(spec.dtype)
         elif np.issubdtype(spec.dtype, np.integer):
             feeds[spec.name] = rng.integers(0, 100, size=shape).astype(spec.dtype)
@@ -81,6 +81,17 @@ def random_inputs(specs: list[InputSpec], batch_size: int, seed: int) -> dict[st
         else:
             raise StageInputError(f"input '{spec.name}' has dtype {spec.dtype}, which no data generator covers")
     return feeds
+
+
+def _is_ml_float(dtype: np.dtype) -> bool:
+    """bfloat16 and the float8 types (ml_dtypes) are numpy 'void'-kind dtypes, not np.floating."""
+    try:
+        import ml_dtypes
+
+        ml_dtypes.finfo(dtype)
+        return True
+    except (ImportError, ValueError, TypeError):
+        return False
 
 
 def load_npz(path: str, specs: list[InputSpec], key: str) -> dict[str, np.ndarray]:

@@ -35,7 +35,7 @@ def test_runs_row(trt11):
     assert (row.benchmark_iterations, row.benchmark_warmup_iterations) == (12, 4521)
     assert row.benchmark_verdict == "stable" and bool(row.benchmark_cuda_graph) and row.benchmark_sync == "spin"
     assert row.benchmark_profiled_inferences == 12 and "--loadEngine=tiny_cnn_fp16.engine" in row.config
-    assert row.started == "2026-11-21T10:15:02" and row.duration_s == 1.0
+    assert row.started == "2026-11-21T10:15:02" and row.job_seconds == 1.0 and row.duration_s == 0.0  # --duration=0
 
 
 def test_summary(trt11):

@@ -150,3 +150,16 @@ def test_four_bit_types_have_sizes_but_no_numpy_type():
         dtype = getattr(trt.DataType, name)
         assert runtime.numpy_dtype(dtype) is None
         assert runtime.nbytes((3,), dtype) == 2  # 1.5 bytes, rounded up
+
+
+def test_block_scale_types_are_refused_clearly():
+    lean = pytest.importorskip("tensorrt_lean_bindings")
+    from stages.api import Unsupported
+    from stages.tensorrt import runtime
+
+    e8m0 = getattr(lean.DataType, "E8M0", None)
+    if e8m0 is None or e8m0.itemsize is not None:
+        pytest.skip("these bindings have no size-less E8M0")
+    with pytest.raises(Unsupported, match="E8M0"):
+        runtime.nbytes((4, 4), e8m0)
+    assert runtime.nbytes((8,), lean.DataType.INT4) == 4 and runtime.nbytes((2, 3), lean.DataType.BF16) == 12

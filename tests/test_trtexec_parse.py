@@ -249,3 +249,11 @@ def test_trials_other_than_one_are_unsupported(tmp_path):
 
     with pytest.raises(Unsupported, match="benchmark.trials = 3"):
         benchmark.run({}, {"trials": 3}, tmp_path)
+
+
+def test_minus_one_means_tensorrts_default():
+    text = (DATA / "trt10_build_and_run.log").read_text()
+    text = text.replace("MaxAuxStreams: 0", "MaxAuxStreams: -1").replace("BuilderOptimizationLevel: 3",
+                                                                         "BuilderOptimizationLevel: -1")
+    settings = parse.settings(parse.parse_log(text))
+    assert (settings["optimization_level"], settings["max_aux_streams"]) == (3, 0)

@@ -78,25 +78,37 @@ class _Lane:
     """One inference stream: its workload, CUDA streams, two slots of events, pinned host buffers."""
 
     def __init__(self, workload: Workload, settings: Settings):
-        r = rt()
         self.workload, self.settings = workload, settings
-        self._owned_streams = []
+        self._owned_streams: list = []
+        self.slots: list[dict] = []
+        self.first_start = None
+        self.pinned: list[tuple[Buffer, int]] = []   # (device buffer, pinned host address), inputs then outputs
+        self.graph_exec = None
+        self.launch: Callable[[int], None] = workload.enqueue
+        self.enqueue_ms = [0.0, 0.0]
+        self.n_inputs = 0
+        self.issued = 0      # iterations enqueued on this lane
+        self.collected = 0
+        self.last_done = None
+        try:
+            self._create()
+        except BaseException:
+            self.close()  # whatever was created before the failure
+            raise
+
+    def _create(self) -> None:
+        r, settings = rt(), self.settings
         self.compute = self._stream()
         self.h2d = self._stream() if settings.data_transfers else None
         self.d2h = self._stream() if settings.data_transfers else None
         flags = r.cudaEventBlockingSync if settings.sync == "blocking" else r.cudaEventDefault
         names = ("compute_start", "compute_end") + (
             ("h2d_start", "h2d_end", "d2h_start", "d2h_end") if settings.data_transfers else ())
-        self.slots = [{n: call("cudaEventCreateWithFlags", flags) for n in names} for _ in range(2)]
-        self.enqueue_ms = [0.0, 0.0]
+        for _ in range(2):
+            self.slots.append({})
+            for name in names:
+                self.slots[-1][name] = call("cudaEventCreateWithFlags", flags)
         self.first_start = call("cudaEventCreateWithFlags", flags)
-        self.launch: Callable[[int], None] = workload.enqueue
-        self.graph_exec = None
-        self.pinned: list[tuple[Buffer, int]] = []   # (device buffer, pinned host address), inputs then outputs
-        self.n_inputs = 0
-        self.issued = 0      # iterations enqueued on this lane
-        self.collected = 0
-        self.last_done = None
 
     def _stream(self):
         stream = call("cudaStreamCreateWithFlags", rt().cudaStreamNonBlocking)
@@ -113,6 +125,10 @@ class _Lane:
             inputs, outputs = self.workload.buffers()
             self.n_inputs = len(inputs)
             self.pinned = [(b, call("cudaMallocHost", max(b.nbytes, 1))) for b in (*inputs, *outputs)]
+            # The host side starts as a copy of the workload's (seeded) inputs, so every timed H2D copy
+            # uploads the same data instead of overwriting it with whatever pinned memory held.
+            for buf, host in self.pinned[:self.n_inputs]:
+                call("cudaMemcpy", host, buf.ptr, buf.nbytes, rt().cudaMemcpyKind.cudaMemcpyDeviceToHost)
         return note
 
     def _graph(self) -> str | None:
@@ -128,15 +144,7 @@ class _Lane:
             return f"CUDA graph capture failed, plain enqueue used: {type(err).__name__}: {str(err)[:300]}"
 
     def _capture(self) -> Callable[[int], None]:
-        r = rt()
-        call("cudaStreamBeginCapture", self.compute, r.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
-        try:
-            self.workload.enqueue(int(self.compute))
-        finally:
-            graph = call("cudaStreamEndCapture", self.compute)
-        self.graph_exec = call("cudaGraphInstantiate", graph, 0)
-        call("cudaGraphDestroy", graph)
-        exe = self.graph_exec
+        exe = self.graph_exec = capture(self.compute, self.workload.enqueue)
         return lambda stream: call("cudaGraphLaunch", exe, stream)
 
     def _abort_capture(self) -> None:
@@ -206,7 +214,8 @@ class _Lane:
         for slot in self.slots:
             for event in slot.values():
                 rt().cudaEventDestroy(event)
-        rt().cudaEventDestroy(self.first_start)
+        if self.first_start is not None:
+            rt().cudaEventDestroy(self.first_start)
         for _, host in self.pinned:
             rt().cudaFreeHost(host)
         if self.graph_exec is not None:
@@ -215,10 +224,26 @@ class _Lane:
             rt().cudaStreamDestroy(stream)
 
 
+def capture(stream, enqueue: Callable[[int], None]):
+    """One `enqueue(stream)` captured from the stream into an instantiated CUDA graph (cudaGraphExec_t).
+    Call it after one plain enqueue: TensorRT allocates on the first, which a capture must not contain."""
+    call("cudaStreamBeginCapture", stream, rt().cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
+    try:
+        enqueue(int(stream))
+    finally:
+        graph = call("cudaStreamEndCapture", stream)
+    try:
+        return call("cudaGraphInstantiate", graph, 0)
+    finally:
+        call("cudaGraphDestroy", graph)
+
+
 def run(workloads: list[Workload], settings: Settings) -> Measurement:
     """Measure `workloads` (one per inference stream) and return every counted iteration's timings."""
-    lanes = [_Lane(w, settings) for w in workloads]
+    lanes: list[_Lane] = []
     try:
+        for w in workloads:
+            lanes.append(_Lane(w, settings))
         notes = {lane.prepare() for lane in lanes} - {None}
         if notes:  # one lane without a graph: run them all without, so the streams stay comparable
             for lane in lanes:

@@ -13,22 +13,15 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from stages.gpu import identity
+
 log = logging.getLogger("pipeline")
 LOCK_DIR_ENV = "PIPELINE_GPU_LOCK_DIR"  # shared directory for the locks (default: the system temp dir)
 
 
 def gpu_uuid(index: int = 0) -> str:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            uuid = pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(index))
-            return uuid.decode() if isinstance(uuid, bytes) else uuid
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:
-        return f"cuda-{index}"
+    """The UUID of CUDA device `index` (the same GPU whatever CUDA_VISIBLE_DEVICES renumbers)."""
+    return identity.cuda_uuid(index) or f"cuda-{index}"
 
 
 def lock_path(index: int = 0) -> Path:

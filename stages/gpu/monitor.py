@@ -5,6 +5,8 @@ import statistics
 import threading
 import time
 
+from stages.gpu import identity
+
 # NVML clocks-event (throttle) reason bits; stable across NVML versions.
 REASONS = {
     0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap", 0x8: "hw_slowdown",
@@ -20,7 +22,7 @@ def reason_names(mask: int) -> list[str]:
 
 
 class Monitor:
-    """`with Monitor(index) as m: ...` then `m.rows` (the `gpu` table) and `m.summary()` (runs columns)."""
+    """`with Monitor(cuda_index) as m: ...` then `m.rows` (the `gpu` table) and `m.summary()` (runs columns)."""
 
     def __init__(self, index: int = 0, interval_s: float = 0.05):
         self.index, self.interval_s = index, interval_s
@@ -34,7 +36,7 @@ class Monitor:
 
         pynvml.nvmlInit()
         self._nvml = pynvml
-        self._handle = pynvml.nvmlDeviceGetHandleByIndex(self.index)
+        self._handle = identity.nvml_handle(pynvml, self.index)  # the CUDA device's GPU, not NVML's n-th
         self._t0 = time.perf_counter()
         self._thread = threading.Thread(target=self._loop, name="gpu-monitor", daemon=True)
         self._thread.start()

@@ -60,7 +60,7 @@ def parse(info: str | bytes | Mapping | list) -> list[LayerInfo]:
             out.append(LayerInfo(*split_profile(layer)))
             continue
         name, profile = split_profile(str(layer.get("Name", "")))
-        tensors = list(layer.get("Outputs") or []) + list(layer.get("Inputs") or [])
+        tensors = list(layer.get("Outputs") or [])  # the dtype column is the layer's first output's
         tactic = layer.get("TacticName") or layer.get("TacticValue")
         stream = layer.get("StreamId")
         out.append(LayerInfo(name, profile, layer.get("LayerType"), _first_dtype(tensors),

@@ -2,10 +2,11 @@
 about each layer (type, output dtype, tactic, stream), into the `layers` table.
 
 It runs after the timed benchmark, in a run of its own, as trtexec does: profiling synchronises after every
-layer, so its numbers say where the time goes, not how long an inference takes. One plain enqueue goes first
-(TensorRT allocates on it, and a CUDA graph can only be captured after it). With a CUDA graph the context is
-told not to report on enqueue (`enqueue_emits_profile = False`), the graph is captured once, and each replay is
-followed by a synchronise and `report_to_profiler()`; without one, each enqueue reports by itself.
+layer, so its numbers say where the time goes, not how long an inference takes. The profiler is attached first,
+then one plain enqueue runs (TensorRT allocates on it, and a CUDA graph can only be captured after it). With a
+CUDA graph the context is told not to report on enqueue (`enqueue_emits_profile = False`), the graph is
+captured once, and each replay is followed by a synchronise and `report_to_profiler()`; without one, each
+enqueue reports by itself.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from stages import inputs as model_inputs
 from stages.api import StageResult
+from stages.gpu import harness
 from stages.gpu.cuda import call, rt
 from stages.tensorrt import inspector, runtime
 
@@ -30,16 +32,19 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
 
     built = runtime.Engine(inputs["engine"])
     shapes = built.input_shapes(params["batch_size"])
-    lane = built.context(shapes)
-    stream = runtime.new_stream()
+    lane = stream = None
     try:
+        lane = built.context(shapes)
+        stream = runtime.new_stream()
         lane.write(built.random_inputs(shapes, params["seed"] + model_inputs.SEED_BENCHMARK))
         with lock.exclusive(0):
             times, note = layer_times(built, lane, stream, params["iterations"], params["cuda_graph"])
         layer_info = inspector.engine_information(built, lane.ctx)
     finally:
-        lane.close()
-        rt().cudaStreamDestroy(stream)
+        if lane is not None:
+            lane.close()
+        if stream is not None:
+            rt().cudaStreamDestroy(stream)
     (out_dir / LAYER_INFO_FILE).write_text(layer_info)
     rows = inspector.rows(times, inspector.parse(layer_info), SOURCE)
     return StageResult(info={"iterations": params["iterations"], "layers": len(rows), "graph_note": note,
@@ -61,18 +66,24 @@ def recorder(trt):
 
 def layer_times(built: runtime.Engine, lane: runtime.Context, stream, iterations: int, cuda_graph: bool
                 ) -> tuple[dict[str, float], str | None]:
-    """Mean time per inference of each layer over `iterations` profiled inferences, and why no graph was used."""
+    """Mean time per inference of each layer over `iterations` profiled inferences, and why no graph was used.
+
+    The order is trtexec's: the profiler is attached (and, for a graph, told not to report on enqueue) before
+    the plain enqueue, so nothing TensorRT sets up for profiling lands inside the captured graph."""
     ctx = lane.ctx
-    lane.enqueue(int(stream))  # the plain enqueue that must precede a capture; not profiled
-    call("cudaStreamSynchronize", stream)
-    profiler = lane.profiler = recorder(built.trt)
+    profiler = lane.profiler = recorder(built.trt)  # TensorRT keeps a raw pointer: the lane keeps the object
     ctx.profiler = profiler
-    note = None
-    graph_exec = None
+    if cuda_graph:
+        ctx.enqueue_emits_profile = False
+    lane.enqueue(int(stream))  # the plain enqueue that must precede a capture; not counted
+    call("cudaStreamSynchronize", stream)
+    if cuda_graph:
+        ctx.report_to_profiler()  # flush the plain enqueue's times, then forget them
+    profiler.total_ms.clear()
+    note, graph_exec = None, None
     if cuda_graph:
         try:
-            ctx.enqueue_emits_profile = False
-            graph_exec = _capture(lane, stream)
+            graph_exec = harness.capture(stream, lane.enqueue)
         except Exception as err:  # noqa: BLE001 - profile without a graph, and say so
             rt().cudaGetLastError()  # clear a sticky capture error
             ctx.enqueue_emits_profile = True
@@ -82,24 +93,15 @@ def layer_times(built: runtime.Engine, lane: runtime.Context, stream, iterations
             if graph_exec is not None:
                 call("cudaGraphLaunch", graph_exec, stream)
                 call("cudaStreamSynchronize", stream)
-                ctx.report_to_profiler()
+                if not ctx.report_to_profiler():
+                    raise RuntimeError("IExecutionContext.report_to_profiler returned False after a graph launch")
             else:
                 lane.enqueue(int(stream))
                 call("cudaStreamSynchronize", stream)
     finally:
         if graph_exec is not None:
             rt().cudaGraphExecDestroy(graph_exec)
+    if not profiler.total_ms:
+        raise RuntimeError("TensorRT's profiler reported no layer times (was the engine built with "
+                           "profiling_verbosity=DETAILED?)")
     return {name: ms / iterations for name, ms in profiler.total_ms.items()}, note
-
-
-def _capture(lane: runtime.Context, stream):
-    r = rt()
-    call("cudaStreamBeginCapture", stream, r.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
-    try:
-        lane.enqueue(int(stream))
-    finally:
-        graph = call("cudaStreamEndCapture", stream)
-    try:
-        return call("cudaGraphInstantiate", graph, 0)
-    finally:
-        call("cudaGraphDestroy", graph)

@@ -32,6 +32,8 @@ def numpy_dtype(dtype) -> np.dtype | None:
 
 
 def nbytes(shape: tuple[int, ...], dtype) -> int:
+    if dtype.itemsize is None:  # e8m0 and other block-scale types: no per-element size
+        raise Unsupported(f"a tensor of type {dtype.name} has no per-element size; this backend cannot bind it")
     return math.ceil(math.prod(shape) * dtype.itemsize)  # itemsize is 0.5 for the 4-bit types
 
 
@@ -159,11 +161,14 @@ class Context:
 
     # --- synchronous helpers for validation and profiling
     def write(self, feeds: dict[str, np.ndarray]) -> None:
+        """Upload inputs and wait until they are on the device: the inference streams are non-blocking, so a
+        copy still in flight on the legacy stream would race them (pageable H2D copies return early)."""
         kind = rt().cudaMemcpyKind.cudaMemcpyHostToDevice
         for name, array in feeds.items():
             buf, shape, t = self.io[name]
             host = np.ascontiguousarray(array, dtype=numpy_dtype(t.dtype)).reshape(shape)
             call("cudaMemcpy", buf.ptr, host.ctypes.data, buf.nbytes, kind)
+        call("cudaDeviceSynchronize")
 
     def read(self) -> dict[str, np.ndarray]:
         kind = rt().cudaMemcpyKind.cudaMemcpyDeviceToHost

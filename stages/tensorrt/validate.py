@@ -28,23 +28,27 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
                                           params.get("input_shape"))
     names = [o.name for o in reference.get_outputs()]
     built = runtime.Engine(inputs["engine"])
-    lane = built.context(built.input_shapes(params["batch_size"]))
-    stream = runtime.new_stream()
     pairs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {n: [] for n in names}
+    batches = [model_inputs.random_inputs(specs, params["batch_size"],
+                                          params["seed"] + model_inputs.SEED_VALIDATION + batch)
+               for batch in range(params["batches"])]
+    got, lane, stream = [], None, None
     try:
+        lane = built.context(built.input_shapes(params["batch_size"]))
+        stream = runtime.new_stream()
         with lock.exclusive(0):  # GPU work of its own would disturb another job's measurement
-            for batch in range(params["batches"]):
-                feeds = model_inputs.random_inputs(specs, params["batch_size"],
-                                                   params["seed"] + model_inputs.SEED_VALIDATION + batch)
-                got = lane.infer(feeds, stream)
-                missing = sorted(set(names) - set(got))
-                if missing:
-                    raise RuntimeError(f"the engine has no output {missing} (it has {sorted(got)})")
-                for name, want in zip(names, reference.run(names, feeds)):
-                    pairs[name].append((want, got[name]))
+            got = [lane.infer(feeds, stream) for feeds in batches]
     finally:
-        lane.close()
-        rt().cudaStreamDestroy(stream)
+        if lane is not None:
+            lane.close()
+        if stream is not None:
+            rt().cudaStreamDestroy(stream)
+    for feeds, outputs in zip(batches, got):  # the CPU reference runs outside the GPU lock
+        missing = sorted(set(names) - set(outputs))
+        if missing:
+            raise RuntimeError(f"the engine has no output {missing} (it has {sorted(outputs)})")
+        for name, want in zip(names, reference.run(names, feeds)):
+            pairs[name].append((want, outputs[name]))
     rows, info = [], {}
     for name in names:
         metrics = accuracy.compare(*(np.concatenate(side) for side in zip(*pairs[name])))

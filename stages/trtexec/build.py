@@ -16,6 +16,8 @@ from stages.trtexec import backend
 VERSION = "1"
 OUTPUTS = ("engine",)
 CACHED = True
+CRASH_PRONE = True  # TensorRT's builder, in trtexec's process: isolated like the Polygraphy build
+UNKEYED_PARAMS = ("cache_dir", "path")  # where the timing cache and trtexec live; trtexec's version is keyed
 FILE = "model.engine"
 LOG_FILE = "build.log"
 

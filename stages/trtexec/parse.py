@@ -171,8 +171,9 @@ def settings(log: Log) -> dict:
     duration = re.match(rf"({FLOAT})s \(\+ ({FLOAT})ms warm up\)", infer.get("Duration", ""))
     workspace = re.search(rf"workspace: ({FLOAT}) MiB", build.get("Memory Pools", ""))
     return {
-        "optimization_level": _int(build.get("BuilderOptimizationLevel")),
-        "max_aux_streams": _int(build.get("MaxAuxStreams")),
+        # trtexec prints -1 for "not given: TensorRT's default" (3 and 0 in TensorRT 10 and 11)
+        "optimization_level": _default_minus_one(_int(build.get("BuilderOptimizationLevel")), 3),
+        "max_aux_streams": _default_minus_one(_int(build.get("MaxAuxStreams")), 0),
         "precision_flags": build.get("Precision"),
         "workspace_mb": number(workspace.group(1)) if workspace else None,
         "timing_cache_file": build.get("timingCacheFile") or None,
@@ -210,6 +211,10 @@ def batch_from_command(command: str | None) -> int | None:
 
 def _int(text: str | None) -> int | None:
     return int(text) if text is not None and re.fullmatch(r"-?\d+", text.strip()) else None
+
+
+def _default_minus_one(value: int | None, default: int) -> int | None:
+    return default if value == -1 else value
 
 
 def _enabled(text: str | None) -> bool | None:

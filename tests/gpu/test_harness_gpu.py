@@ -93,7 +93,11 @@ def test_generic_stream_capture_without_torch():
 
 
 def test_transfers_are_timed_on_their_own_streams():
-    m = harness.run([SleepWorkload()], settings(data_transfers=True))
+    w = SleepWorkload()
+    w.x.copy_(torch.randn_like(w.x))
+    seeded = w.x.clone()
+    m = harness.run([w], settings(data_transfers=True))
+    assert torch.equal(w.x, seeded)  # every H2D copy uploads the workload's own inputs, not stale pinned memory
     t = m.trials[0].times
     assert {"h2d", "d2h", "gpu_compute", "latency"} <= set(t)
     assert min(t["h2d"]) > 0 and min(t["d2h"]) > 0  # 4 MiB each way
