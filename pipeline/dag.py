@@ -1,6 +1,6 @@
 """The stage graph: parse the YAML mapping of nodes, validate it, and order it.
 
-A node is `{stage: <registered stage>, inputs: {name: "<node>.<output>"}, params: {...}}`. Validation names
+A node is `{stage: <registered stage>, inputs: {name: "<node>.<output>"}, params: {...}, enabled: true}`. Validation names
 the offending node and key: an unknown stage, an input that points at a missing node or output, a cycle.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ class Node:
     stage: str
     inputs: dict[str, tuple[str, str]] = field(default_factory=dict)  # input -> (upstream node, output)
     params: dict[str, Any] = field(default_factory=dict)
+    enabled: bool = True
 
 
 def parse(dag: dict[str, dict], *, where: str = "backend.dag") -> dict[str, Node]:
@@ -37,7 +38,7 @@ def parse(dag: dict[str, dict], *, where: str = "backend.dag") -> dict[str, Node
             if not dot or not upstream or not output:
                 raise DagError(f"{where}.{name}.inputs.{inp} = '{ref}': expected '<node>.<output>', e.g. 'export.onnx'")
             inputs[inp] = (upstream, output)
-        nodes[name] = Node(name, spec["stage"], inputs, dict(spec.get("params") or {}))
+        nodes[name] = Node(name, spec["stage"], inputs, dict(spec.get("params") or {}), bool(spec.get("enabled", True)))
     return nodes
 
 
@@ -57,6 +58,8 @@ def order(nodes: dict[str, Node], known: Iterable[str], outputs_of: Callable[[st
             ref = f"{where}.{node.name}.inputs.{inp} = '{upstream}.{output}'"
             if upstream not in nodes:
                 raise DagError(f"{ref}: no node '{upstream}'; nodes: {', '.join(nodes)}")
+            if node.enabled and not nodes[upstream].enabled:
+                raise DagError(f"{ref}: node '{upstream}' is disabled (enabled: false), so it produces nothing")
             declared = outputs_of(nodes[upstream].stage)
             if output not in declared:
                 raise DagError(f"{ref}: node '{upstream}' (stage {nodes[upstream].stage}) has no output "

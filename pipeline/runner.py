@@ -49,9 +49,10 @@ class NodeOutcome:
 
 
 def plan(dag: dict[str, dict]) -> list[dagmod.Node]:
-    """Parse and validate a DAG mapping against the stage registry; return its nodes in run order."""
+    """Parse and validate a DAG mapping against the stage registry; return its enabled nodes in run order."""
     nodes = dagmod.parse(dag)
-    return dagmod.order(nodes, stages.REGISTRY, lambda stage: tuple(stages.load(stage).OUTPUTS))
+    ordered = dagmod.order(nodes, stages.REGISTRY, lambda stage: tuple(stages.load(stage).OUTPUTS))
+    return [node for node in ordered if node.enabled]
 
 
 def run(nodes: list[dagmod.Node], *, cache: Cache, work_dir: Path, on_start=None, on_done=None,

@@ -88,6 +88,7 @@ class NodeConfig:
     stage: str = MISSING
     inputs: Dict[str, str] = field(default_factory=dict)  # input name -> "node.output"
     params: Dict[str, Any] = field(default_factory=dict)
+    enabled: bool = True  # false: the node is skipped (nothing may take an input from it)
 
 
 @dataclass

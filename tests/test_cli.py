@@ -139,6 +139,13 @@ def test_point_that_cannot_be_composed_fails_alone(workdir):
     assert "precision=fp9" in runs.loc["fp9", "overrides"]
 
 
+def test_profile_can_be_switched_off(workdir):
+    proc = run_cli(["profile.enabled=false", *FAST], workdir)
+    assert proc.returncode == 0
+    r = results.load(workdir / "outputs")
+    assert r.layers.empty and "profile_cache" not in r.runs.columns and r.runs.iloc[0].status == "ok"
+
+
 def test_help_is_fast_and_lists_groups(workdir):
     proc = run_cli(["--help"], workdir)
     assert proc.returncode == 0

@@ -51,3 +51,12 @@ def test_plan_uses_the_real_stage_registry():
     with pytest.raises(ConfigError, match="has no output 'engine'"):
         runner.plan({"export": {"stage": "export"},
                      "convert": {"stage": "convert", "inputs": {"onnx": "export.engine"}}})
+
+
+def test_disabled_nodes_are_skipped_and_cannot_feed_others():
+    spec = {"export": {"stage": "export"},
+            "convert": {"stage": "convert", "inputs": {"onnx": "export.onnx"}, "enabled": False}}
+    assert [n.name for n in runner.plan(spec)] == ["export"]
+    spec["build"] = {"stage": "build_onnxruntime", "inputs": {"onnx": "convert.onnx"}}
+    with pytest.raises(ConfigError, match="node 'convert' is disabled"):
+        runner.plan(spec)

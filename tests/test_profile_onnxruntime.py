@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 
 BUILD = {"precision": "fp32", "tf32": False, "optimization_level": 3, "max_aux_streams": 0,
          "intra_op_threads": 1, "inter_op_threads": 1, "execution_mode": "sequential"}
-PROFILE = {"enabled": True, "batch_size": 2, "input_shape": None, "seed": 0, "iterations": 4}
+PROFILE = {"batch_size": 2, "input_shape": None, "seed": 0, "iterations": 4}
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +60,6 @@ def test_rows_per_node_with_shares(built, tmp_path):
     loaded = results.load(tmp_path / "job").layers
     assert len(loaded) == len(rows) and loaded["share"].sum() == pytest.approx(1.0)
 
-
-def test_disabled_returns_nothing(built, tmp_path):
-    result = profile.run({"model": built}, {**PROFILE, "enabled": False}, tmp_path)
-    assert result.tables == {} and result.info == {"skipped": "profile.enabled=false"}
-    assert not list(tmp_path.iterdir())
 
 
 def _kernel(name, ts, dur, op="Conv", out=({"float": [1, 8]},)):

@@ -26,8 +26,6 @@ WARMUP_RUNS = 1
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
-    if not params.get("enabled", True):
-        return StageResult(info={"skipped": "profile.enabled=false"})
     import onnxruntime as ort
 
     model = Path(inputs["model"])

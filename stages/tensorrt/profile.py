@@ -26,8 +26,6 @@ LAYER_INFO_FILE = "layer_info.json"
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
-    if not params.get("enabled", True):
-        return StageResult(info={"skipped": "profile.enabled=false"})
     from stages.gpu import lock
 
     built = runtime.Engine(inputs["engine"])

@@ -29,8 +29,6 @@ _MODULE_PREFIX = "module::"
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
-    if not params.get("enabled", True):
-        return StageResult(info={"skipped": "profile.enabled=false"})
     import torch
     from torch.profiler import ProfilerActivity, profile
 
