@@ -6,6 +6,7 @@ import platform
 import subprocess
 from pathlib import Path
 
+from stages import host
 from stages.api import onnxruntime_version, package_version
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -16,7 +17,7 @@ def capture() -> dict[str, str | None]:
     env = {
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
-        "cpu": _cpu_model(),
+        "cpu": host.cpu_identity()["cpu"],
         "torch": package_version("torch"),
         "onnx": package_version("onnx"),
         "onnxruntime": onnxruntime_version(),
@@ -27,16 +28,6 @@ def capture() -> dict[str, str | None]:
     }
     env.update(_gpu())
     return env
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def _gpu() -> dict[str, str | None]:

@@ -139,9 +139,7 @@ def run_job(config: dict, job_dir: Path, meta: JobMeta) -> JobOutcome:
 def _require_backend(name: str, trtexec: str) -> None:
     reason = availability.check(name, trtexec)
     if reason:
-        usable = [b for b in availability.PREFERENCE if availability.check(b) is None]
-        raise Unsupported(f"backend={name} cannot run here: {reason}. {availability.how_to_get(name)}"
-                          f"Backends that run here: {', '.join(usable) or 'none'}")
+        raise Unsupported(f"backend={name} cannot run here: {reason}. {availability.how_to_get(name)}")
 
 
 def record_config_error(job_dir: Path, meta: JobMeta, raw_config: dict, err: Exception) -> JobOutcome:
@@ -186,33 +184,24 @@ def _classify(failed: runner.StageFailed, job_dir: Path) -> tuple[str, str]:
 def _base_row(config: dict, meta: JobMeta, started: dt.datetime) -> dict[str, Any]:
     row: dict[str, Any] = {
         "run_id": meta.run_id, "sweep": meta.sweep, "job": meta.job, "status": "failed", "error": None,
-        "backend": _lookup(config, "backend.name"), "model": _lookup(config, "model.name"),
-        "precision": str(_lookup(config, "precision.name")), "overrides": " ".join(meta.overrides),
+        "backend": schema.lookup(config, "backend.name"), "model": schema.lookup(config, "model.name"),
+        "precision": str(schema.lookup(config, "precision.name")), "overrides": " ".join(meta.overrides),
         "config_hash": config_hash(config), "config": yaml.safe_dump(config, sort_keys=False),
         "started": started.isoformat(timespec="seconds"),
     }
     for key, column in COLUMNS.items():
-        value = _lookup(config, key)
+        value = schema.lookup(config, key)
         if value is not None:  # absent, not None: a null here would give the column a second type
             row[column] = value
     for override in meta.overrides:
         key = override.lstrip("+~").partition("=")[0]
         if key.split(".")[0] in _GROUPS or key in COLUMNS:
             continue
-        value = _lookup(config, key)
+        value = schema.lookup(config, key)
         if isinstance(value, (bool, int, float, str)):
             row.setdefault(key.replace(".", "_"), value)
     row.update({f"env_{k}": v for k, v in environment.capture().items()})
     return row
-
-
-def _lookup(config: dict, dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def _concat(existing: Any, rows: Any) -> Any:

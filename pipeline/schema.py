@@ -237,16 +237,20 @@ _RANGES = {
 }
 
 
-def _lookup(cfg: dict, dotted: str) -> Any:
+def lookup(config: dict, dotted: str) -> Any:
+    """config["a"]["b"] for "a.b"; None where a part is missing (a config that failed to compose)."""
+    node: Any = config
     for part in dotted.split("."):
-        cfg = cfg[part]
-    return cfg
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def check(cfg: dict) -> None:
     """Raise ConfigError for the first out-of-range or inconsistent value of a resolved config."""
     for key, (lo, hi) in _RANGES.items():
-        value = _lookup(cfg, key)
+        value = lookup(cfg, key)
         if value < lo or (hi is not None and value > hi):
             valid = f"{lo}..{hi}" if hi is not None else f">= {lo}"
             raise ConfigError(f"{key} = {value} is out of range; valid: {valid}")

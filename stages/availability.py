@@ -71,4 +71,6 @@ _HOW_TO_GET = {
 
 
 def how_to_get(backend: str) -> str:
-    return _HOW_TO_GET.get(backend, "")
+    """How to get `backend`, then which backends do run here: the end of every 'cannot run here' message."""
+    usable = [b for b in PREFERENCE if check(b) is None]
+    return f"{_HOW_TO_GET.get(backend, '')}Backends that run here: {', '.join(usable) or 'none'}"

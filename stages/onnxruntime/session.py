@@ -6,9 +6,9 @@ stages open that graph with exactly those settings, so what is measured is what 
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 
+from stages import host
 from stages.api import onnxruntime_version
 
 PROVIDER = "CPUExecutionProvider"
@@ -19,24 +19,9 @@ LEVELS = {0: "ORT_DISABLE_ALL", 1: "ORT_ENABLE_BASIC", 2: "ORT_ENABLE_EXTENDED",
           3: "ORT_ENABLE_ALL", 4: "ORT_ENABLE_ALL", 5: "ORT_ENABLE_ALL"}
 
 
-def cpu_identity() -> dict:
-    """ORT_ENABLE_ALL saves layout transforms specific to the CPU's instruction set: part of the cache key."""
-    model, flags = "", ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "model name" and not model:
-                model = value.strip()
-            elif key == "flags" and not flags:
-                flags = " ".join(sorted(f for f in value.split() if f.startswith(("avx", "fma", "amx", "sse4"))))
-    except OSError:  # not Linux: the machine name is the best we have
-        pass
-    return {"cpu": model or platform.machine(), "isa": flags}
-
-
 def environment() -> dict:
-    return {"onnxruntime": onnxruntime_version(), "provider": PROVIDER, **cpu_identity()}
+    # ORT_ENABLE_ALL saves layout transforms specific to the CPU's instruction set: part of the cache key
+    return {"onnxruntime": onnxruntime_version(), "provider": PROVIDER, **host.cpu_identity()}
 
 
 def options(settings: dict, *, level: str):

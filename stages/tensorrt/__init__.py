@@ -31,14 +31,9 @@ def import_trt():
 
 
 def not_installed_message(detail: str) -> str:
-    return f"TensorRT is not installed here ({detail}). {how_to_get_and_alternatives('tensorrt')}"
-
-
-def how_to_get_and_alternatives(backend: str) -> str:
     from stages import availability
 
-    usable = [b for b in availability.PREFERENCE if availability.check(b) is None]
-    return f"{availability.how_to_get(backend)}Backends that run here: {', '.join(usable) or 'none'}"
+    return f"TensorRT is not installed here ({detail}). {availability.how_to_get('tensorrt')}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -72,8 +67,7 @@ def environment() -> dict:
 
 def run_logged(cmd: list[str], log_file: Path, label: str, env: dict | None = None) -> tuple[int, str]:
     """Run `cmd`, writing its stdout and stderr to `log_file` and its lines to the debug log.
-    Returns the exit status and the last lines (for an error message). Crash-prone work (engine builds) runs
-    in a child process so a segfault becomes an ordinary error with its output, not a lost job."""
+    Returns the exit status and the last lines (for an error message); trtexec runs this way."""
     tail: collections.deque[str] = collections.deque(maxlen=30)
     with open(log_file, "w") as out, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                       text=True, errors="replace", env=env) as proc:

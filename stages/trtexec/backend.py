@@ -39,7 +39,7 @@ def locate(path: str = "trtexec") -> str:
         found = NGC_PATH
     if not found:
         raise Unsupported(f"trtexec.path = '{path}': no such executable (not on PATH, not at {NGC_PATH}). "
-                          f"{trt_env.how_to_get_and_alternatives('trtexec')}")
+                          f"{availability.how_to_get('trtexec')}")
     return found
 
 
