@@ -5,6 +5,7 @@ this machine, so the choice is printed, lands in the recorded overrides, and a r
 """
 from __future__ import annotations
 
+import os
 import sys
 
 _NO_RESOLVE = ("--help", "-h", "--hydra-help", "--info", "--shell-completion", "-sc")
@@ -26,9 +27,19 @@ def resolve_backend(argv: list[str]) -> list[str]:
 
 def main() -> None:
     sys.argv[1:] = resolve_backend(sys.argv[1:])
-    from pipeline import app
+    from pipeline import app, errors
 
-    app.hydra_main()
+    # Hydra reports a config it cannot compose in several lines, some with a traceback; with HYDRA_FULL_ERROR it
+    # raises instead, and the user gets one line here. A user who set HYDRA_FULL_ERROR=1 still gets the traceback.
+    wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        app.hydra_main()
+    except Exception as err:  # jobs never raise (they record a row): this is Hydra failing to compose or start
+        if wants_traceback:
+            raise
+        print(f"error: {errors.one_line(err)}", file=sys.stderr)
+        sys.exit(1)
     sys.exit(1 if app.FAILED else 0)
 
 

@@ -22,14 +22,28 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import schema
 
 schema.register()
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # absolute: works from any working directory
+
+
+def _conf_dir() -> str:
+    """The configs: inside the installed package (pipeline/conf), or conf/ beside pipeline/ in a checkout and
+    an editable install. Absolute, so the CLI works from any working directory."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise RuntimeError(f"the pipeline's configs are missing: neither {here / 'conf'} nor {here.parent / 'conf'} "
+                       f"holds config.yaml; reinstall the package")
+
+
+CONF_DIR = _conf_dir()
 log = logging.getLogger("pipeline")
 FAILED: list[str] = []  # run ids (or a sweep dir) that failed in this process
+STOPPED: list[str] = []  # why this process stopped running jobs (SIGTERM, Ctrl-C): the rest are marked not run
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
-    from pipeline import job, progress, summary
+    from pipeline import job, summary
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -46,23 +60,45 @@ def hydra_main(cfg: DictConfig) -> None:
     except Exception as err:  # an interpolation that does not resolve, or the check above
         outcome = job.record_config_error(out_dir, meta, OmegaConf.to_container(cfg, resolve=False), err)
     else:
-        kept = job.previous_ok(out_dir, config) if config["resume"] else None
-        if kept:
-            log.info("resume: job %s already ok with this config (run %s); kept", meta.job, kept.run_id)
-            return
-        if not multirun:
-            progress.begin()
-        progress.start_job(hc.job.num if multirun else 0, list(hc.overrides.task))
-        try:
-            outcome = job.run_job(config, out_dir, meta)
-            progress.current().job_finished(outcome.status, outcome.error)
-        finally:
-            if not multirun:
-                progress.end()
+        if STOPPED:  # the sweep was stopped: Hydra still hands over its remaining points; record, do not run
+            outcome = job.record_not_run(out_dir, meta, config, STOPPED[0])
+        else:
+            outcome = _run(config, out_dir, meta, multirun, hc.job.num if multirun else 0, list(hc.overrides.task))
+            if outcome is None:
+                return
     if outcome.status == "failed":
         FAILED.append(outcome.run_id)
     if not multirun:
         print(summary.job_summary(outcome, out_dir))
+
+
+def _run(config: dict, out_dir: Path, meta, multirun: bool, num: int, overrides: list[str]):
+    """One job with its progress display; None when resume keeps an earlier ok result."""
+    from pipeline import job, progress
+
+    kept = job.previous_ok(out_dir, config) if config["resume"] else None
+    if kept:
+        log.info("resume: job %s already ok with this config (run %s); kept", meta.job, kept.run_id)
+        return None
+    if not multirun:
+        progress.begin()
+    progress.start_job(num, overrides)
+    try:
+        outcome = job.run_job(config, out_dir, meta)
+        progress.current().job_finished(outcome.status, outcome.error)
+        return outcome
+    except (KeyboardInterrupt, job.Interrupted) as stop:  # run_job has recorded the row
+        why = f"{stop}" if str(stop) else "Ctrl-C"
+        STOPPED.append(why)
+        progress.current().job_finished("failed", f"interrupted ({why})")
+        print(f"interrupted ({why}) during {'job ' + str(meta.job) if multirun else 'the run'}: its row is "
+              f"recorded as failed" + ("; the points not run yet are recorded as not run, resume with "
+                                       f"resume=true hydra.sweep.dir={out_dir.parent}" if multirun else ""),
+              file=sys.stderr, flush=True)
+        return stop.outcome
+    finally:
+        if not multirun:
+            progress.end()
 
 
 def _on_sigterm(signum, frame):
@@ -76,8 +112,13 @@ def _require_writable(path: str, key: str) -> None:
     try:
         Path(path).mkdir(parents=True, exist_ok=True)
         probe = Path(path) / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        try:  # real bytes, synced: creating an empty file succeeds on a full disk
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 65536)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            probe.unlink(missing_ok=True)
     except OSError as err:
         print(f"error: {key} = '{path}': cannot write there ({err.strerror or err}); "
               f"choose a writable directory, e.g. {key}=outputs/...", file=sys.stderr)

@@ -16,8 +16,10 @@ Layout under ``root``::
 Crash safety: an entry is built in ``tmp/`` and published with a single
 ``os.rename`` after its manifest has been written and fsynced, so a process
 killed at any point leaves either nothing or a complete entry, never half of
-one.  Reads re-hash every file, so silent corruption or tampering is caught and
-the entry rebuilt instead of being trusted.
+one.  Published files are read-only. A read checks every file's size and mtime
+against the manifest and re-hashes a file that differs (``verify="full"``
+re-hashes everything), so corruption or tampering is caught and the entry
+rebuilt instead of being trusted, without hashing gigabytes on every hit.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ __all__ = [
 logger = logging.getLogger("pipeline.cache")
 
 MANIFEST = "manifest.json"
+READ_ONLY = 0o444  # published artifact files
+VERIFY_MODES = ("fast", "full")  # on a hit: size and mtime, re-hashing only what changed | re-hash everything
 _CHUNK = 1 << 20  # 1 MiB
 # Temp dirs of dead processes older than this are swept when a Cache is created.
 STALE_TMP_AGE_S = 3600.0
@@ -150,12 +154,15 @@ def _hash_and_sync(path: Path) -> tuple[str, int]:
 
 
 def _describe_files(directory: Path) -> dict[str, dict[str, Any]]:
+    """Each artifact's digest, size and mtime, after making it read-only: a published entry is never written
+    through (DVC does the same), and an untouched file keeps the size and mtime recorded here."""
     files = {}
     for rel, full in _walk_files(directory):
         if full.is_symlink() or not full.is_file():
             raise CacheError(f"{rel}: artifacts must be regular files (no symlinks or special files)")
         sha, size = _hash_and_sync(full)
-        files[rel] = {"sha256": sha, "size": size}
+        os.chmod(full, READ_ONLY)
+        files[rel] = {"sha256": sha, "size": size, "mtime_ns": full.stat().st_mtime_ns}
     return files
 
 
@@ -183,6 +190,7 @@ def _write_manifest(directory: Path, manifest: dict) -> dict:
         f.write(text + "\n")
         f.flush()
         os.fsync(f.fileno())
+    os.chmod(directory / MANIFEST, READ_ONLY)
     return json.loads(text)
 
 
@@ -225,10 +233,13 @@ def _rmtree_quiet(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def verify_entry(entry: Path, key: str) -> tuple[dict | None, list[str]]:
-    """Check an entry directory against its manifest (full re-hash).
+def verify_entry(entry: Path, key: str, full: bool = True) -> tuple[dict | None, list[str]]:
+    """Check an entry directory against its manifest.
 
-    Returns ``(manifest, problems)``; the entry is good iff ``problems`` is empty.
+    ``full``: re-hash every file. Otherwise a file whose size and mtime are those the manifest recorded is
+    taken as intact (nothing can have written it without changing its mtime short of resetting it on
+    purpose), and only a file that differs is re-hashed. Returns ``(manifest, problems)``; the entry is good
+    iff ``problems`` is empty.
     """
     mpath = entry / MANIFEST
     if not mpath.is_file():
@@ -247,25 +258,27 @@ def verify_entry(entry: Path, key: str) -> tuple[dict | None, list[str]]:
 
     problems = []
     for rel, meta in sorted(files.items()):
-        problems += _check_file(entry, rel, meta)
+        problems += _check_file(entry, rel, meta, full)
     on_disk = {rel for rel, _ in _walk_files(entry)}
     problems += [f"{rel}: unexpected file" for rel in sorted(on_disk - set(files))]
     return manifest, problems
 
 
-def _check_file(entry: Path, rel: str, meta: Any) -> list[str]:
+def _check_file(entry: Path, rel: str, meta: Any, full: bool = True) -> list[str]:
     parts = PurePath(rel).parts
     if PurePath(rel).is_absolute() or ".." in parts or not parts:
         return [f"{rel}: bad path in manifest"]
     if not isinstance(meta, dict) or "sha256" not in meta or "size" not in meta:
         return [f"{rel}: bad manifest record"]
-    full = entry / rel
-    if full.is_symlink() or not full.is_file():
-        return [f"{rel}: missing" if not full.exists() else f"{rel}: not a regular file"]
-    size = full.stat().st_size
-    if size != meta["size"]:
-        return [f"{rel}: size {size} != {meta['size']}"]
-    if file_sha256(full) != meta["sha256"]:
+    path = entry / rel
+    if path.is_symlink() or not path.is_file():
+        return [f"{rel}: missing" if not path.exists() else f"{rel}: not a regular file"]
+    stat = path.stat()
+    if stat.st_size != meta["size"]:
+        return [f"{rel}: size {stat.st_size} != {meta['size']}"]
+    if not full and stat.st_mtime_ns == meta.get("mtime_ns"):
+        return []
+    if file_sha256(path) != meta["sha256"]:
         return [f"{rel}: sha256 mismatch"]
     return []
 
@@ -289,14 +302,27 @@ class CacheResult:
 class Cache:
     """Content-addressed cache rooted at ``root``; see the module docstring."""
 
-    def __init__(self, root: str | os.PathLike[str], enabled: bool = True, log: Callable[[str], None] | None = None):
+    def __init__(self, root: str | os.PathLike[str], enabled: bool = True, log: Callable[[str], None] | None = None,
+                 verify: str = "fast"):
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"cache.verify = '{verify}': valid: {', '.join(VERIFY_MODES)}")
         self.root = Path(root)
         self.enabled = enabled
+        self.full_verify = verify == "full"
         self.log = log if log is not None else logger.warning
+        self.read_only = False
         if enabled:
-            for sub in ("entries", "tmp", "locks", "quarantine"):
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
-            self.sweep_stale_tmp()
+            try:
+                for sub in ("entries", "tmp", "locks", "quarantine"):
+                    (self.root / sub).mkdir(parents=True, exist_ok=True)
+            except OSError:
+                if not (self.root / "entries").is_dir():
+                    raise
+                # A complete cache on a read-only filesystem (a shared, published cache) still serves its
+                # verified entries; only a miss needs to write.
+                self.read_only = True
+            if not self.read_only:
+                self.sweep_stale_tmp()
 
     # ---- paths
 
@@ -327,10 +353,13 @@ class Cache:
 
         lock = self._lock(key)
         try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            logger.info("%s: waiting for another process building %s", label or "artifact", key[:12])
-            lock.acquire()
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                logger.info("%s: waiting for another process building %s", label or "artifact", key[:12])
+                lock.acquire()
+        except OSError as err:  # the lock file cannot be created: a read-only cache can still serve a hit
+            return self._read_only_lookup(key, label, err)
         # The lock makes "check, build, publish" atomic per key across processes: a
         # second process waits here and then finds the first one's entry as a hit.
         try:
@@ -343,11 +372,21 @@ class Cache:
 
     # ---- enabled path
 
+    def _read_only_lookup(self, key: str, label: str, err: OSError) -> CacheResult:
+        """Without the key's lock nobody can be publishing through us; a verified entry is safe to read."""
+        entry = self.entry_path(key)
+        manifest, problems = verify_entry(entry, key, self.full_verify) if entry.exists() else (None, ["no entry"])
+        if not problems:
+            return CacheResult(path=entry, outcome="hit", manifest=manifest)
+        raise CacheError(f"cache.dir = '{self.root}' cannot be written ({err.strerror or err}) and has no intact "
+                         f"entry for {label or 'this artifact'} ({'; '.join(problems[:3])}): point cache.dir at a "
+                         f"writable directory to build it")
+
     def _lookup(self, key: str, label: str) -> CacheResult | None:
         entry = self.entry_path(key)
         if not entry.exists():
             return None
-        manifest, problems = verify_entry(entry, key)
+        manifest, problems = verify_entry(entry, key, self.full_verify)
         if not problems:
             return CacheResult(path=entry, outcome="hit", manifest=manifest)
         dest = self._quarantine(entry, key)

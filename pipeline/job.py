@@ -17,13 +17,13 @@ from typing import Any
 import yaml
 
 from pipeline import environment, progress, results, runner, schema
-from pipeline.cache import Cache, digest
+from pipeline.cache import Cache, CacheError, digest
 from stages import api, availability
 from stages.api import StageInputError, Unsupported
 
 log = logging.getLogger("pipeline")
 
-CONFIG_FILE = "config.resolved.yaml"
+CONFIG_FILE = results.JOB_CONFIG
 # Keys that never change a result; left out of config_hash so a moved cache or a reproduction hashes the same.
 _HASH_EXCLUDED = ("cache", "resume", "isolation")
 # Config keys with a fixed column in `runs` (other overridden keys get a column named after their path).
@@ -81,21 +81,17 @@ def previous_ok(job_dir: Path, config: dict) -> JobOutcome | None:
     return JobOutcome(row["run_id"], "ok", None, row, {})
 
 
-def _set_aside(job_dir: Path) -> None:
-    """A job re-run into its old directory: the old tables are kept beside, never silently overwritten."""
-    old = job_dir / "tables"
-    if old.is_dir():
-        old.rename(job_dir / f"tables.replaced-{dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
-
-
 def run_job(config: dict, job_dir: Path, meta: JobMeta) -> JobOutcome:
     job_dir = Path(job_dir)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    _set_aside(job_dir)
-    (job_dir / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
     started, clock = dt.datetime.now(dt.timezone.utc), time.perf_counter()
     row = _base_row(config, meta, started)
     tables: dict[str, Any] = {}
+    try:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        results.set_aside(job_dir)  # a killed re-run must not leave the old ok tables for resume to keep
+        (job_dir / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+    except OSError as err:
+        return _finish(job_dir, meta, row, {}, "failed", f"cannot write the job directory: {os_reason(err)}", clock)
     status, error = "ok", None
 
     shown = progress.current()
@@ -126,14 +122,37 @@ def run_job(config: dict, job_dir: Path, meta: JobMeta) -> JobOutcome:
         status, error = "unsupported", str(err)
     except runner.StageFailed as failed:
         status, error = _classify(failed, job_dir)
-    except (KeyboardInterrupt, Interrupted) as stop:
+    except (KeyboardInterrupt, Interrupted) as stop:  # recorded, then the caller stops
         why = "interrupted" + (f" ({stop})" if str(stop) else "")
-        row.update(status="failed", error=why, job_seconds=time.perf_counter() - clock)
-        write_row_and_tables(job_dir, meta.run_id, row, tables)
+        stop.outcome = _finish(job_dir, meta, row, tables, "failed", why, clock)
         raise
+    return _finish(job_dir, meta, row, tables, status, error, clock)
+
+
+def _finish(job_dir: Path, meta: JobMeta, row: dict, tables: dict, status: str, error: str | None,
+            clock: float) -> JobOutcome:
+    """Record the outcome. If the tables cannot be written (a full disk, an I/O error, a vanished directory),
+    the runs row alone is tried, as failed and saying why; if even that fails, one line says so and the job
+    shows as lost in the sweep's summary. Either way the sweep goes on."""
     row.update(status=status, error=error, job_seconds=time.perf_counter() - clock)
-    write_row_and_tables(job_dir, meta.run_id, row, tables)
-    return JobOutcome(meta.run_id, status, error, row, tables)
+    try:
+        write_row_and_tables(job_dir, meta.run_id, row, tables)
+        return JobOutcome(meta.run_id, status, error, row, tables)
+    except OSError as err:
+        was = f"; the job itself was {status}" + (f": {error}" if error else "")
+        row.update(status="failed", error=f"its tables could not be written ({os_reason(err)}){was}")
+    try:
+        write_row_and_tables(job_dir, meta.run_id, row, {})
+    except OSError as err:
+        log.error("job %s: cannot write its results to %s (%s); it will show as lost", meta.run_id, job_dir,
+                  os_reason(err))
+    return JobOutcome(meta.run_id, "failed", row["error"], row, {})
+
+
+def os_reason(err: OSError) -> str:
+    """'No space left on device: outputs/runs/x/tables' from an OSError."""
+    where = f": {err.filename}" if err.filename else ""
+    return f"{err.strerror or err}{where}"
 
 
 def _require_backend(name: str, trtexec: str) -> None:
@@ -144,18 +163,22 @@ def _require_backend(name: str, trtexec: str) -> None:
 
 def record_config_error(job_dir: Path, meta: JobMeta, raw_config: dict, err: Exception) -> JobOutcome:
     """A config that cannot even be resolved still leaves its `runs` row."""
-    job_dir = Path(job_dir)
-    job_dir.mkdir(parents=True, exist_ok=True)
     row = _base_row(raw_config, meta, dt.datetime.now(dt.timezone.utc))
     message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    row.update(status="failed", error=f"config: {message}", job_seconds=0.0)
-    write_row_and_tables(job_dir, meta.run_id, row, {})
-    return JobOutcome(meta.run_id, "failed", row["error"], row, {})
+    return _finish(Path(job_dir), meta, row, {}, "failed", f"config: {message}", time.perf_counter())
+
+
+def record_not_run(job_dir: Path, meta: JobMeta, config: dict, why: str) -> JobOutcome:
+    """A sweep point left over after the sweep was stopped: a row that says so, so resume knows to run it."""
+    row = _base_row(config, meta, dt.datetime.now(dt.timezone.utc))
+    return _finish(Path(job_dir), meta, row, {}, "failed",
+                   f"not run: the sweep was stopped ({why}) before this point; rerun it with resume=true",
+                   time.perf_counter())
 
 
 def _open_cache(settings: dict) -> Cache:
     try:
-        return Cache(Path(settings["dir"]), enabled=settings["enabled"])
+        return Cache(Path(settings["dir"]), enabled=settings["enabled"], verify=settings["verify"])
     except OSError as err:
         raise schema.ConfigError(f"cache.dir = '{settings['dir']}': not writable ({err.strerror or err}); "
                                  f"choose a writable directory") from err
@@ -172,13 +195,17 @@ def _classify(failed: runner.StageFailed, job_dir: Path) -> tuple[str, str]:
     err = failed.error
     if isinstance(err, Unsupported):
         return "unsupported", f"{failed.node}: {err}"
-    if isinstance(err, (StageInputError, schema.ConfigError)):
+    if isinstance(err, (StageInputError, schema.ConfigError, CacheError)):
         return "failed", f"{failed.node}: {err}"
     # An unexpected error: one line in the table, the whole traceback beside the tables.
     trace = job_dir / "error.txt"
-    trace.write_text("".join(traceback.format_exception(err)))
     first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return "failed", f"{failed.node}: {type(err).__name__}: {first[:500]} (traceback: {trace.name})"
+    try:
+        trace.write_text("".join(traceback.format_exception(err)))
+        where = f" (traceback: {trace.name})"
+    except OSError:  # the disk that failed the stage may refuse this too: the one line is what matters
+        where = ""
+    return "failed", f"{failed.node}: {type(err).__name__}: {first[:500]}{where}"
 
 
 def _base_row(config: dict, meta: JobMeta, started: dt.datetime) -> dict[str, Any]:

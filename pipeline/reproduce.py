@@ -18,11 +18,9 @@ import pandas as pd
 import yaml
 
 from pipeline import job as jobmod
-from pipeline import results
+from pipeline import results, trust
 
-# A recorded config can name any callable in `_target_` (a model factory): running it runs that code.
-TRUSTED_PREFIXES = ("pipeline.", "stages.")
-TRUST_ENV = "PIPELINE_TRUSTED_TARGETS"  # comma-separated module prefixes the user trusts
+TRUST_ENV = "PIPELINE_TRUSTED_TARGETS"  # comma-separated modules (or executables) the user trusts
 
 _METRICS = (("latency", "median", "median latency ms"), ("throughput", "samples_per_s", "samples/s"))
 _ACCURACY = ("rel_l2_err", "top1_agreement", "max_abs_err")
@@ -46,36 +44,32 @@ class Untrusted(Exception):
     pass
 
 
-def untrusted_targets(config, allowed: tuple[str, ...], path: str = "") -> list[str]:
-    """`key = value` for every `_target_` in the config outside the project and the allow-list."""
-    found = []
-    if isinstance(config, dict):
-        for key, value in config.items():
-            here = f"{path}.{key}" if path else str(key)
-            if key == "_target_" and isinstance(value, str):
-                name = value.replace(":", ".")
-                if not any(name == p.rstrip(".") or name.startswith(p if p.endswith(".") else p + ".")
-                           for p in (*TRUSTED_PREFIXES, *allowed)):
-                    found.append(f"{here} = '{value}'")
-            else:
-                found += untrusted_targets(value, allowed, here)
-    elif isinstance(config, list):
-        for i, value in enumerate(config):
-            found += untrusted_targets(value, allowed, f"{path}[{i}]")
-    return found
+class BadRecord(Exception):
+    """A recorded config that cannot be read back."""
+
+
+def read_config(src: Path) -> dict:
+    path = src / jobmod.CONFIG_FILE
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise BadRecord(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    if not isinstance(config, dict):
+        raise BadRecord(f"{path}: expected a mapping of config keys, got {type(config).__name__}")
+    return config
 
 
 def check_trust(config: dict, src: Path, allowed: tuple[str, ...]) -> None:
-    bad = untrusted_targets(config, allowed)
+    bad = trust.untrusted(config, allowed)
     if bad:
-        raise Untrusted(f"{src / jobmod.CONFIG_FILE}: {'; '.join(bad)} would import and run code from outside this "
-                        f"project. If you trust whoever sent this config, pass --trust, or allow the module with "
-                        f"--allow MODULE (or {TRUST_ENV}=MODULE,...)")
+        raise Untrusted(f"{src / jobmod.CONFIG_FILE}: {'; '.join(bad)}: running it would run code from outside "
+                        f"this project. If you trust whoever sent this config, pass --trust, or allow the module "
+                        f"(or executable) with --allow NAME (or {TRUST_ENV}=NAME,...)")
 
 
-def reproduce_job(src: Path, out: Path, allowed: tuple[str, ...] = (), trust: bool = False) -> dict:
-    config = yaml.safe_load((src / jobmod.CONFIG_FILE).read_text())
-    if not trust:
+def reproduce_job(src: Path, out: Path, allowed: tuple[str, ...] = (), trusted: bool = False) -> dict:
+    config = read_config(src)
+    if not trusted:
         check_trust(config, src, allowed)
     original = results.load(src)
     row = original.runs.iloc[0].to_dict() if len(original.runs) else {}
@@ -156,15 +150,15 @@ def main(argv: list[str] | None = None) -> int:
         jobs = find_jobs(args.run_dir)
         if not args.trust:  # refuse before anything runs, not halfway through a sweep
             for src in jobs:
-                check_trust(yaml.safe_load((src / jobmod.CONFIG_FILE).read_text()), src, allowed)
-    except (FileNotFoundError, Untrusted) as err:
+                check_trust(read_config(src), src, allowed)
+    except (FileNotFoundError, Untrusted, BadRecord) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = args.out or Path("outputs/reproductions") / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     reports = []
     for src in jobs:
         dest = out if len(jobs) == 1 else out / src.name
-        report = reproduce_job(src, dest, allowed, trust=True)  # checked above
+        report = reproduce_job(src, dest, allowed, trusted=True)  # checked above
         reports.append(report)
         print(render(report), flush=True)
     out.mkdir(parents=True, exist_ok=True)

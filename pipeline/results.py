@@ -22,8 +22,11 @@ depend on whether some job happened to leave it null):
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 import os
+import shutil
+import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,7 +37,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from stages.atomic import atomic_file
 
 if TYPE_CHECKING:  # pandas is imported by load(), not by the writers: a job pays for it only when it reads
     import pandas as pd
@@ -42,6 +44,9 @@ if TYPE_CHECKING:  # pandas is imported by load(), not by the writers: a job pay
 log = logging.getLogger(__name__)
 
 TABLES = ("runs", "summary", "samples", "accuracy", "layers", "gpu")
+TABLES_DIR = "tables"  # <job_dir>/tables/<table>.parquet
+JOB_CONFIG = "config.resolved.yaml"  # what every job writes first: a directory holding it is a job
+INCOMPLETE = "no complete tables: the job was killed, or could not write them; rerun it with resume=true"
 
 _S, _I, _F = pa.string(), pa.int64(), pa.float64()
 
@@ -64,6 +69,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "layers": pa.schema([
         ("run_id", _S), ("layer", _S), ("layer_type", _S), ("dtype", _S), ("tactic", _S),
         ("stream", _I), ("time_ms", _F), ("share", _F), ("source", _S),
+        ("median_ms", _F),  # per inference, where the profiler reports one (trtexec's --exportProfile); else null
     ]),
     "gpu": pa.schema([
         ("run_id", _S), ("t_s", _F), ("sm_clock_mhz", _F), ("mem_clock_mhz", _F),
@@ -83,24 +89,55 @@ _SMALL_TABLES = {"runs", "summary", "accuracy"}
 
 
 def write_tables(job_dir: str | os.PathLike, tables: Mapping[str, object]) -> list[Path]:
-    """Write each non-empty table to ``<job_dir>/tables/<table>.parquet`` atomically.
+    """Write each non-empty table to ``<job_dir>/tables/<table>.parquet``, all of them as one unit.
 
     A table value is either a list of row dicts or a dict of column -> values
     (columnar, much faster for large tables such as ``samples``). Missing fixed
-    columns become null. Returns the paths written; writing again replaces them.
+    columns become null. Returns the paths written.
+
+    The files are written into a hidden temporary directory, fsynced, and the directory is renamed to
+    ``tables/`` last: a reader (load, resume) sees every table of the job or none, never a runs row without
+    the tables it describes. Tables already there are moved aside (``tables.replaced-<time>/``), never
+    overwritten. If anything fails, the temporary directory is removed and the error propagates.
     """
     unknown = set(tables) - set(TABLES)
     if unknown:
         raise ValueError(f"unknown table(s) {sorted(unknown)}; expected one of {TABLES}")
-    out_dir = Path(job_dir) / "tables"
-    written = []
-    for name in TABLES:
-        table = build_table(name, tables.get(name))
-        if table is None:
-            continue
-        out_dir.mkdir(parents=True, exist_ok=True)
-        written.append(_write_atomic(table, out_dir / f"{name}.parquet", _write_options(name)))
-    return written
+    built = {name: t for name in TABLES if (t := build_table(name, tables.get(name))) is not None}
+    job_dir = Path(job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    tmp = job_dir / f".tables.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    try:
+        tmp.mkdir()
+        for name, table in built.items():
+            with open(tmp / f"{name}.parquet", "wb") as f:
+                pq.write_table(table, f, **_write_options(name))
+                f.flush()
+                os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        final = job_dir / TABLES_DIR
+        aside = set_aside(job_dir)
+        try:
+            os.rename(tmp, final)
+        except BaseException:
+            if aside is not None:  # put the old tables back rather than leave the job with none
+                os.rename(aside, final)
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(job_dir)
+    return [final / f"{name}.parquet" for name in built]
+
+
+def set_aside(job_dir: str | os.PathLike) -> Path | None:
+    """Move a job's existing ``tables/`` to ``tables.replaced-<time>/`` (kept, never overwritten); its new path."""
+    old = Path(job_dir) / TABLES_DIR
+    if not old.is_dir():
+        return None
+    aside = old.with_name(f"{TABLES_DIR}.replaced-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
+    old.rename(aside)
+    return aside
 
 
 def build_table(name: str, data: object) -> pa.Table | None:
@@ -206,19 +243,6 @@ def _check_status(status: pa.Array) -> None:
         raise ValueError(f"table 'runs': status must be one of {RUN_STATUSES}, got {bad[0].as_py()!r}")
 
 
-def _write_atomic(table: pa.Table, final: Path, options: Mapping | None = None) -> Path:
-    """Write to a unique temp file beside ``final``, fsync, then rename over it.
-
-    Readers therefore see either the old file or the complete new one. If this
-    process fails, the temp file is removed and the error propagates; a hard
-    crash can leave a ``.tmp`` file, which load() never reads.
-    """
-    with atomic_file(final) as f:
-        pq.write_table(table, f, **(options or {}))
-    _fsync_dir(final.parent)
-    return final
-
-
 def _write_options(name: str) -> dict:
     """Parquet options that keep load() cheap; it reads thousands of tiny files.
 
@@ -300,7 +324,8 @@ def load(path: str | os.PathLike, tables: Iterable[str] = TABLES) -> Results:
     if unknown:
         raise ValueError(f"unknown table(s) {sorted(unknown)}; expected one of {TABLES}")
 
-    jobs = [(name, f) for name, paths in _find(root, wanted).items() for f in paths]
+    found, incomplete = _find(root, wanted)
+    jobs = [(name, f) for name, paths in found.items() for f in paths]
     parts: dict[str, list[pa.Table]] = {name: [] for name in TABLES}
     skipped = []
     for (name, f), (table, err) in zip(jobs, _read_all([f for _, f in jobs])):
@@ -309,33 +334,46 @@ def load(path: str | os.PathLike, tables: Iterable[str] = TABLES) -> Results:
         else:
             log.warning("skipping unreadable results file %s: %s", f, err)
             skipped.append((Path(f), err))
+    for job_dir in incomplete:
+        skipped.append((Path(job_dir), INCOMPLETE))
+    if incomplete:
+        log.warning("%d job(s) under %s have no complete tables (%s): %s", len(incomplete), root, INCOMPLETE,
+                    ", ".join(incomplete[:10]) + (" ..." if len(incomplete) > 10 else ""))
+    if not jobs and not incomplete:
+        log.warning("no results under %s: no %s/*.parquet below it", root, TABLES_DIR)
     frames = {name: _to_pandas(_concat(name, parts[name])) for name in TABLES}
     return Results(root, frames, skipped)
 
 
-def find_table_files(root: str | os.PathLike, tables: Iterable[str] = TABLES) -> dict[str, list[Path]]:
-    """Paths of ``tables/<table>.parquet`` below root, sorted; ``cache`` dirs are pruned."""
-    return {name: [Path(f) for f in paths] for name, paths in _find(Path(root), tuple(tables)).items()}
+def incomplete_jobs(root: str | os.PathLike) -> list[Path]:
+    """Job directories below `root` that a job started (they hold its config) but that have no complete tables."""
+    return [Path(d) for d in _find(Path(root), ("runs",))[1]]
 
 
-def _find(root: Path, tables: tuple[str, ...]) -> dict[str, list[str]]:
+def _find(root: Path, tables: tuple[str, ...]) -> tuple[dict[str, list[str]], list[str]]:
+    """The table files below root by table, sorted; and the job directories without a complete tables/."""
     # Plain strings: sorting thousands of Path objects costs more than reading the walk.
     names = {f"{t}.parquet": t for t in tables}
     found: dict[str, list[str]] = {t: [] for t in tables}
+    incomplete: list[str] = []
     if root.is_file():
         raise NotADirectoryError(f"results path is not a directory: {root}")
     # Symlinked directories are not followed: a "latest" link would load a job twice.
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d != "cache"]
-        if os.path.basename(dirpath) != "tables":
+        if os.path.basename(dirpath) == TABLES_DIR:
+            dirnames[:] = []  # a tables dir holds only table files
+            for fn in filenames:
+                if fn in names:
+                    found[names[fn]].append(os.path.join(dirpath, fn))
             continue
-        dirnames[:] = []  # a tables dir holds only table files
-        for fn in filenames:
-            if fn in names:  # exact names only: temp files (.x.pid.uuid.tmp) never match
-                found[names[fn]].append(os.path.join(dirpath, fn))
+        # not searched: the artifact cache, tables set aside, tables still being written (hidden .tmp dirs)
+        dirnames[:] = [d for d in dirnames if d != "cache" and not d.startswith((".", f"{TABLES_DIR}."))]
+        started = JOB_CONFIG in filenames or os.path.isdir(os.path.join(dirpath, ".hydra"))
+        if started and not os.path.isfile(os.path.join(dirpath, TABLES_DIR, "runs.parquet")):
+            incomplete.append(dirpath)
     for paths in found.values():
         paths.sort()
-    return found
+    return found, sorted(incomplete)
 
 
 def _read_all(paths: list[str]) -> list[tuple[pa.Table | None, str | None]]:

@@ -6,6 +6,7 @@ runs, with a message that names the key, the bad value and what is valid.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, List, Optional
@@ -184,10 +185,16 @@ class ValidateConfig:
     batches: int = 4
 
 
+class VerifyMode(str, Enum):
+    fast = "fast"  # size and mtime against the manifest; a file that differs is re-hashed
+    full = "full"  # re-hash every file of an entry on every hit
+
+
 @dataclass
 class CacheConfig:
     dir: str = "outputs/cache"
     enabled: bool = True
+    verify: VerifyMode = VerifyMode.fast
 
 
 @dataclass
@@ -222,7 +229,7 @@ _RANGES = {
     "export.opset": (13, None),
     "convert.calibration.samples": (1, None),
     "build.optimization_level": (0, 5),
-    "build.max_aux_streams": (0, None),
+    "build.max_aux_streams": (-1, None),  # -1: leave the choice to TensorRT's heuristic
     "build.intra_op_threads": (0, None),
     "build.inter_op_threads": (0, None),
     "benchmark.warmup_ms": (0, None),
@@ -237,6 +244,20 @@ _RANGES = {
 }
 
 
+def _floats(node: Any, path: str = ""):
+    """(dotted key, value) of every float in the config (OmegaConf takes 'nan' and 'inf' for a float key)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{path}.{key}" if path else str(key)
+            if here != "backend.dag":  # the DAG's params repeat the keys above: name those, not the copies
+                yield from _floats(value, here)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _floats(value, f"{path}[{i}]")
+    elif isinstance(node, float):
+        yield path, node
+
+
 def lookup(config: dict, dotted: str) -> Any:
     """config["a"]["b"] for "a.b"; None where a part is missing (a config that failed to compose)."""
     node: Any = config
@@ -249,6 +270,9 @@ def lookup(config: dict, dotted: str) -> Any:
 
 def check(cfg: dict) -> None:
     """Raise ConfigError for the first out-of-range or inconsistent value of a resolved config."""
+    for key, value in _floats(cfg):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} = {value}: must be a finite number")
     for key, (lo, hi) in _RANGES.items():
         value = lookup(cfg, key)
         if value < lo or (hi is not None and value > hi):

@@ -66,7 +66,8 @@ def sweep_summary(loaded, sweep_dir: Path) -> str:
 
 
 def lost_jobs(sweep_dir: Path) -> list[str]:
-    """Job directories Hydra started (they hold .hydra/) that never wrote a runs row: killed mid-job."""
-    return sorted((d.name for d in Path(sweep_dir).iterdir()
-                   if (d / ".hydra").is_dir() and not (d / "tables" / "runs.parquet").is_file()),
-                  key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else n))
+    """Jobs of the sweep that started but left no complete tables (killed mid-job, or unable to write)."""
+    from pipeline import results
+
+    names = [d.name for d in results.incomplete_jobs(sweep_dir) if d.parent == Path(sweep_dir)]
+    return sorted(names, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else n))

@@ -269,8 +269,13 @@ def test_sweep_stale_tmp_only_removes_old_dead_writers(tmp_path):
 # --------------------------------------------------------------------------- tamper detection
 
 
+def _writable(p: Path) -> Path:
+    p.chmod(0o644)  # published files are read-only: whoever corrupts one has to lift that first
+    return p
+
+
 def _corrupt_flip_byte(entry: Path) -> str:
-    p = entry / "model.onnx"
+    p = _writable(entry / "model.onnx")
     data = bytearray(p.read_bytes())
     data[len(data) // 2] ^= 0xFF
     p.write_bytes(bytes(data))
@@ -278,7 +283,7 @@ def _corrupt_flip_byte(entry: Path) -> str:
 
 
 def _corrupt_truncate(entry: Path) -> str:
-    p = entry / "model.onnx"
+    p = _writable(entry / "model.onnx")
     p.write_bytes(p.read_bytes()[:-7])
     return "model.onnx: size"
 
@@ -294,7 +299,7 @@ def _corrupt_delete_file(entry: Path) -> str:
 
 
 def _corrupt_garbage_manifest(entry: Path) -> str:
-    (entry / "manifest.json").write_text("{not json")
+    _writable(entry / "manifest.json").write_text("{not json")
     return "manifest.json unreadable"
 
 
@@ -452,3 +457,46 @@ def test_disabled_builds_every_time_and_stores_nothing(tmp_path):
     assert not (root / "entries").exists() or list((root / "entries").rglob("*")) == []
     with pytest.raises(ValueError):
         cache.get_or_create(SPEC, build)
+
+
+# --------------------------------------------------------------------------- read-only entries, cheap hits
+
+
+def test_published_files_are_read_only(tmp_path):
+    cache = Cache(tmp_path / "c")
+    res = cache.get_or_create({"k": 1}, CountingBuild(b"payload"))
+    modes = {p.name: p.stat().st_mode & 0o777 for p in res.path.iterdir() if p.is_file()}
+    assert modes == {"model.onnx": 0o444, "manifest.json": 0o444}
+    assert (res.path / "sub" / "meta.txt").stat().st_mode & 0o777 == 0o444
+
+
+def test_a_hit_on_an_untouched_entry_hashes_nothing(tmp_path, monkeypatch):
+    from pipeline import cache as cachemod
+
+    cache = Cache(tmp_path / "c")
+    cache.get_or_create({"k": 1}, CountingBuild(b"payload"))
+    hashed = []
+    monkeypatch.setattr(cachemod, "file_sha256", lambda p: hashed.append(p) or "x")
+    assert cache.get_or_create({"k": 1}, CountingBuild(b"payload")).outcome == "hit"
+    assert hashed == []
+
+
+def test_fast_verify_trusts_size_and_mtime_full_verify_rehashes(tmp_path):
+    cache = Cache(tmp_path / "c")
+    res = cache.get_or_create({"k": 1}, CountingBuild(b"payload"))
+    model = res.path / "model.onnx"
+    stat = model.stat()
+    _writable(model).write_bytes(b"PAYLOAD")             # same size...
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ...and the mtime put back on purpose
+    assert verify_entry(res.path, digest({"k": 1}), full=False)[1] == []  # the documented limit of fast
+    assert verify_entry(res.path, digest({"k": 1}))[1] == ["model.onnx: sha256 mismatch"]
+    rebuilt = Cache(tmp_path / "c", verify="full").get_or_create({"k": 1}, CountingBuild(b"payload"))
+    assert rebuilt.outcome == "miss" and (rebuilt.path / "model.onnx").read_bytes() == b"payload"
+
+
+def test_fast_verify_rehashes_a_file_whose_mtime_changed(tmp_path):
+    cache = Cache(tmp_path / "c")
+    res = cache.get_or_create({"k": 1}, CountingBuild(b"payload"))
+    _writable(res.path / "model.onnx").write_bytes(b"PAYLOAD")
+    again = cache.get_or_create({"k": 1}, CountingBuild(b"payload"))
+    assert again.outcome == "miss" and (again.path / "model.onnx").read_bytes() == b"payload"

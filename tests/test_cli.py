@@ -103,6 +103,8 @@ def test_compose_errors_are_one_clear_message(workdir, args, words):
 
 @pytest.mark.parametrize("setup, args, words", [
     (None, ["benchmark.min_iterations=-1"], ["benchmark.min_iterations = -1", ">= 1"]),
+    (None, ["benchmark.duration_s=nan"], ["benchmark.duration_s = nan", "finite"]),
+    (None, ["benchmark.warmup_ms=inf"], ["benchmark.warmup_ms = inf", "finite"]),
     (None, ["model=onnx", "model.path=missing.onnx"], ["model.path = 'missing.onnx'", "not found"]),
     ("corrupt", ["model=onnx", "model.path=bad.onnx"], ["model.path = 'bad.onnx'", "not a readable ONNX"]),
 ])
@@ -126,6 +128,23 @@ def test_bad_point_fails_alone_in_a_sweep(workdir):
     runs = results.load(workdir / "outputs").runs.set_index("min_iterations")
     assert runs.loc[5, "status"] == "ok" and runs.loc[-1, "status"] == "failed"
     assert "benchmark.min_iterations = -1" in runs.loc[-1, "error"]
+
+
+def test_a_yaml_tag_in_a_user_config_dir_is_one_line(workdir):
+    (workdir / "conf/model").mkdir(parents=True)
+    (workdir / "conf/model/evil.yaml").write_text(
+        "name: evil\nsource: builtin\nx: !!python/object/apply:os.system ['touch marker']\n")
+    proc = run_cli(["--config-dir", "conf", "model=evil", *FAST], workdir)
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
+    assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+    assert "could not determine a constructor" in proc.stderr and "evil.yaml" in proc.stderr
+    assert not (workdir / "marker").exists()
+
+
+def test_an_unknown_key_lists_the_valid_ones(workdir):
+    proc = run_cli(["benchmark.duration=1"], workdir)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "benchmark.duration" in proc.stderr and "valid keys there:" in proc.stderr and "duration_s" in proc.stderr
 
 
 def test_point_that_cannot_be_composed_fails_alone(workdir):

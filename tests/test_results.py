@@ -246,39 +246,65 @@ def test_leftover_tmp_file_ignored(tmp_path):
     assert len(res.runs) == 1 and res.skipped == []
 
 
-def test_failed_replace_leaves_no_file_and_no_residue(tmp_path, monkeypatch):
+def test_failed_rename_leaves_no_tables_and_no_residue(tmp_path, monkeypatch):
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(results.os, "replace", boom)
+    monkeypatch.setattr(results.os, "rename", boom)
     with pytest.raises(OSError, match="disk full"):
-        write_tables(tmp_path, {"summary": [{"run_id": "r", "metric": "m", "value": 1.0}]})
-    # decision: the error propagates, and the writer removes its own temp file
-    assert list((tmp_path / "tables").iterdir()) == []
+        write_tables(tmp_path, {"runs": [run_row("r")], "summary": [{"run_id": "r", "metric": "m", "value": 1.0}]})
+    # decision: the error propagates, and the writer removes its own temporary directory
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_failed_replace_keeps_previous_file(tmp_path, monkeypatch):
-    write_tables(tmp_path, {"summary": [{"run_id": "old", "metric": "m", "value": 1.0}]})
-    monkeypatch.setattr(results.os, "replace", lambda s, d: (_ for _ in ()).throw(OSError("nope")))
-    with pytest.raises(OSError):
-        write_tables(tmp_path, {"summary": [{"run_id": "new", "metric": "m", "value": 2.0}]})
-    assert [p.name for p in (tmp_path / "tables").iterdir()] == ["summary.parquet"]
-    assert load(tmp_path).summary["run_id"].tolist() == ["old"]
+def test_failed_rename_keeps_previous_tables(tmp_path, monkeypatch):
+    write_tables(tmp_path, {"runs": [run_row("old")]})
+    real = os.rename
 
-
-def test_temp_name_is_unique_and_hidden(tmp_path, monkeypatch):
-    seen = []
-    real = os.replace
-
-    def spy(src, dst):
-        seen.append(os.path.basename(src))
+    def fail_publishing(src, dst):  # setting the old tables aside works; publishing the new ones fails
+        if ".tmp" in os.path.basename(src):
+            raise OSError("nope")
         real(src, dst)
 
-    monkeypatch.setattr(results.os, "replace", spy)
-    write_tables(tmp_path, {"summary": [{"run_id": "r"}]})
-    write_tables(tmp_path, {"summary": [{"run_id": "r"}]})
-    assert len(set(seen)) == 2
-    assert all(s.startswith(f".summary.parquet.{os.getpid()}.") and s.endswith(".tmp") for s in seen)
+    monkeypatch.setattr(results.os, "rename", fail_publishing)
+    with pytest.raises(OSError):
+        write_tables(tmp_path, {"runs": [run_row("new")]})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tables"]
+    assert load(tmp_path).runs["run_id"].tolist() == ["old"]
+
+
+def test_tables_appear_together_and_old_ones_are_set_aside(tmp_path, monkeypatch):
+    seen = []
+    real = os.rename
+
+    def spy(src, dst):
+        seen.append((os.path.basename(src), os.path.basename(dst), sorted(os.listdir(src))))
+        real(src, dst)
+
+    write_tables(tmp_path, {"runs": [run_row("r1")]})
+    monkeypatch.setattr(results.os, "rename", spy)
+    write_tables(tmp_path, {"runs": [run_row("r2")], "summary": [{"run_id": "r2", "metric": "m", "value": 1.0}]})
+    (aside, aside_to, _), (tmp, final, files) = seen
+    assert aside == "tables" and aside_to.startswith("tables.replaced-")
+    assert tmp.startswith(f".tables.{os.getpid()}.") and tmp.endswith(".tmp") and final == "tables"
+    assert files == ["runs.parquet", "summary.parquet"]  # one rename publishes every table
+    assert load(tmp_path).runs["run_id"].tolist() == ["r2"]  # the set-aside tables are not loaded
+
+
+def test_a_job_without_complete_tables_is_named(tmp_path, caplog):
+    write_tables(tmp_path / "0", {"runs": [run_row("r0")]})
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / results.JOB_CONFIG).write_text("model: {}\n")  # started, never finished
+    (tmp_path / "1" / ".tables.1.x.tmp").mkdir()                      # killed while writing its tables
+    loaded = load(tmp_path)
+    assert loaded.runs["run_id"].tolist() == ["r0"]
+    assert [(p.name, why) for p, why in loaded.skipped] == [("1", results.INCOMPLETE)]
+    assert "have no complete tables" in caplog.text
+
+
+def test_loading_a_directory_without_results_warns(tmp_path, caplog):
+    assert load(tmp_path).runs.empty
+    assert "no results under" in caplog.text
 
 
 def test_metric_joins_summary_value(tmp_path):
