@@ -12,11 +12,12 @@ from pathlib import Path
 from stages import models
 from stages.api import StageInputError, StageResult, file_sha256, package_version
 
-VERSION = "1"
+VERSION = "2"  # 2: factory keys cover imported user code; opset recorded as written; fallback only on exporter errors
 OUTPUTS = ("onnx",)
 CACHED = True
 FILE = "model.onnx"
 _EXTERNAL_DATA_BYTES = 1536 << 20  # ONNX protobufs cap at 2 GiB; larger weights go to a side file
+_MIN_OPSET = 13  # the config's own lower bound (pipeline/schema.py), named in the error for too high a one
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,21 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     return StageResult(outputs={"onnx": FILE}, info=info)
 
 
-def _user_file_digest(path: str) -> str:
+def _user_file(path) -> Path:
+    """The user's ONNX file, or one line saying why it cannot be one (onnx.load reads an empty file as an empty
+    model, and a directory gives an OS error)."""
     file = Path(path)
+    if file.is_dir():
+        raise StageInputError(f"model.path = '{path}': is a directory; give the .onnx file itself")
     if not file.is_file():
         raise StageInputError(f"model.path = '{path}': file not found")
+    if file.stat().st_size == 0:
+        raise StageInputError(f"model.path = '{path}': the file is empty (0 bytes); expected an ONNX model")
+    return file
+
+
+def _user_file_digest(path: str) -> str:
+    file = _user_file(path)
     digest = file_sha256(file)
     for side in file.parent.glob(f"{file.name}.data"):  # external weights change the model too
         digest += file_sha256(side)
@@ -60,8 +72,7 @@ def _user_file_digest(path: str) -> str:
 def _take_onnx(src: Path, out: Path) -> dict:
     import onnx
 
-    if not src.is_file():
-        raise StageInputError(f"model.path = '{src}': file not found")
+    _user_file(src)
     try:
         proto = onnx.load(str(src))
     except Exception as err:
@@ -73,8 +84,10 @@ def _take_onnx(src: Path, out: Path) -> dict:
 def _export_torch(model_cfg: dict, seed: int, opset: int, out: Path) -> dict:
     import torch
 
+    _check_opset(opset)
     if model_cfg["source"] == "factory":
         model = models.load_factory(model_cfg["_target_"], model_cfg.get("kwargs") or {})
+        models.warn_unkeyed(model, model_cfg["_target_"])
         if not model_cfg.get("input_shape"):
             raise StageInputError("model.input_shape is not set; a factory model needs its per-sample input "
                                   "shape, e.g. model.input_shape=[3,224,224]")
@@ -88,16 +101,64 @@ def _export_torch(model_cfg: dict, seed: int, opset: int, out: Path) -> dict:
     try:
         _export_dynamo(model, example, opset, out, external=n_params * 4 > _EXTERNAL_DATA_BYTES)
     except Exception as err:  # some models only go through the TorchScript exporter
+        if not _exporter_cannot(err):
+            raise  # disk full, out of memory, a bug: a fallback would be cached as this model's export
         exporter, fallback_reason = "torchscript", f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
         log.warning("dynamo export failed (%s); falling back to the TorchScript exporter", fallback_reason)
         for stale in out.parent.glob(f"{out.name}*"):
             stale.unlink()
         _export_torchscript(model, example, opset, out)
-    info = {"exporter": exporter, "opset": opset, "parameters": n_params,
+    info = {"exporter": exporter, **_written_opset(out, opset), "parameters": n_params,
             "input_shape": "x".join(map(str, shape))}
     if fallback_reason:
         info["dynamo_error"] = fallback_reason
     return info
+
+
+def _exporter_cannot(err: BaseException) -> bool:
+    """True when the dynamo exporter says it cannot export this model: its own errors (torch.onnx's
+    OnnxExporterError: TorchExportError when torch.export cannot capture, ConversionError when a graph cannot
+    be translated) or torch.export's (dynamo's UserError, Unsupported). Not when anything in the chain of causes
+    is the environment (OSError: a full disk; MemoryError): that is transient, and it must not decide what is
+    cached under this model's key."""
+    import torch._dynamo.exc
+    import torch.onnx.errors
+
+    chain, seen = [], err
+    while seen is not None and len(chain) < 32:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    if any(isinstance(e, (OSError, MemoryError)) for e in chain):
+        return False
+    return isinstance(err, (torch.onnx.errors.OnnxExporterError, torch._dynamo.exc.TorchDynamoException))
+
+
+def _newest_opset() -> int:
+    """The newest opset the dynamo exporter writes: it builds the graph at torchlib's opset and converts it to the
+    requested one with onnx's version converter, which knows opsets up to the installed onnx's newest."""
+    import onnx.defs
+
+    return onnx.defs.onnx_opset_version()
+
+
+def _check_opset(opset: int) -> None:
+    newest = _newest_opset()
+    if opset > newest:  # the exporter would keep its own opset and write that instead
+        raise StageInputError(f"export.opset = {opset}: the installed exporter writes opsets up to {newest} "
+                              f"(onnx {package_version('onnx')}); valid range: {_MIN_OPSET}-{newest}")
+
+
+def _written_opset(out: Path, requested: int) -> dict:
+    """The opset the file has (the exporter keeps its own when it cannot convert a graph down), and the one asked
+    for when they differ: the row never claims an opset the file does not have."""
+    import onnx
+
+    written = _opset(onnx.load(str(out), load_external_data=False))
+    if written == requested:
+        return {"opset": written}
+    log.warning("export.opset = %s: the exporter wrote opset %s (it could not convert this model to %s)",
+                requested, written, requested)
+    return {"opset": written, "opset_requested": requested}
 
 
 def _export_dynamo(model, example, opset: int, out: Path, external: bool) -> None:
@@ -105,7 +166,9 @@ def _export_dynamo(model, example, opset: int, out: Path, external: bool) -> Non
 
     batch = torch.export.Dim("batch", min=1)
     chatter = io.StringIO()  # the exporter prints progress lines to stdout; keep them in the debug log
-    with contextlib.redirect_stdout(chatter), warnings.catch_warnings(), _quiet_logger("torch.onnx"):
+    # onnxscript logs a traceback when it cannot convert a graph to the requested opset; _written_opset says it
+    with contextlib.redirect_stdout(chatter), warnings.catch_warnings(), _quiet_logger("torch.onnx"), \
+            _quiet_logger("onnxscript"):
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(out), dynamo=True, opset_version=opset, verbose=False,
                           input_names=["input"], output_names=["output"],

@@ -107,4 +107,30 @@ def load_npz(path: str, specs: list[InputSpec], key: str) -> dict[str, np.ndarra
     missing = [s.name for s in specs if s.name not in arrays]
     if missing:
         raise StageInputError(f"{key} = '{path}' has arrays {sorted(arrays)}; the model needs {missing}")
+    for spec in specs:
+        _check_array(arrays[spec.name], spec, f"{key} = '{path}': array '{spec.name}'")
     return {s.name: arrays[s.name].astype(s.dtype, copy=False) for s in specs}
+
+
+def _check_array(array: np.ndarray, spec: InputSpec, where: str) -> None:
+    """The model's shape past the batch axis (a dynamic axis takes any size) and a dtype that converts without
+    losing meaning: otherwise the calibration fails deep inside ModelOpt, or float data is truncated to ints."""
+    dims = ["batch", *("any" if d is None else str(d) for d in spec.shape[1:])] if spec.shape else []
+    wanted = f"({', '.join(dims)})"
+    fits = array.ndim == len(spec.shape) and all(d is None or d == n for d, n in zip(spec.shape[1:], array.shape[1:]))
+    if not fits:
+        raise StageInputError(f"{where} has shape {array.shape}; the model's input needs {wanted}, batch first")
+    if not _dtype_fits(array.dtype, spec.dtype):
+        raise StageInputError(f"{where} has dtype {array.dtype}; the model's input takes {spec.dtype}")
+
+
+def _dtype_fits(data: np.dtype, wanted: np.dtype) -> bool:
+    def floating(d: np.dtype) -> bool:
+        return np.issubdtype(d, np.floating) or _is_ml_float(d)
+
+    integral = np.issubdtype(data, np.integer) or data == np.bool_
+    if floating(wanted):
+        return floating(data) or integral
+    if np.issubdtype(wanted, np.integer) or wanted == np.bool_:
+        return integral  # float data would be truncated silently
+    return data == wanted

@@ -242,11 +242,9 @@ def test_load_factory_non_module_return(factory_module):
 
 
 def test_factory_source_digest_follows_edits(factory_module):
-    import hashlib
-
     name, path = factory_module
     d1 = factory_source_digest(f"{name}.make")
-    assert d1 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert d1 is not None and d1 == factory_source_digest(f"{name}.make")
     assert factory_source_digest(f"{name}:Net") == d1
     path.write_text(FACTORY_SRC + "\n# edited\n")
     d2 = factory_source_digest(f"{name}.make")
@@ -257,6 +255,57 @@ def test_factory_source_digest_follows_edits(factory_module):
 
 def test_factory_source_digest_no_file():
     assert factory_source_digest("builtins.len") is None
+
+
+@pytest.fixture
+def user_package(tmp_path, monkeypatch):
+    """A user package: the factory's module imports a sibling at module level and another inside the function."""
+    pkg = f"user_pkg_{tmp_path.name.replace('-', '_')}"
+    root = tmp_path / pkg
+    root.mkdir()
+    files = {
+        "__init__.py": "",
+        "fac.py": "import torch\nfrom .parts import Net\n\ndef make():\n    from . import heads\n"
+                  "    return torch.nn.Sequential(Net(), heads.head())\n",
+        "parts.py": "import torch\n\nclass Net(torch.nn.Module):\n    def __init__(self):\n"
+                    "        super().__init__()\n        self.fc = torch.nn.Linear(8, 10)\n\n"
+                    "    def forward(self, x):\n        return self.fc(x)\n",
+        "heads.py": "import torch\n\ndef head():\n    return torch.nn.Linear(10, 2)\n",
+        "unused.py": "X = 1\n",
+    }
+    for file, text in files.items():
+        (root / file).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield pkg, root
+    for mod in [m for m in sys.modules if m == pkg or m.startswith(pkg + ".")]:
+        sys.modules.pop(mod)
+
+
+def test_factory_digest_covers_the_user_modules_it_imports(user_package):
+    pkg, root = user_package
+    target = f"{pkg}.fac.make"
+    files, dists = models._user_code(target)
+    assert sorted(files) == [pkg, f"{pkg}.fac", f"{pkg}.heads", f"{pkg}.parts"]  # not unused, not torch's files
+    assert dists == {"torch": torch.__version__}  # the installed code enters by version
+    before = factory_source_digest(target)
+    for edited in ("parts.py", "heads.py", "__init__.py"):  # module level, inside the factory, the package
+        (root / edited).write_text((root / edited).read_text() + "\n# edited\n")
+        after = factory_source_digest(target)
+        assert after != before, edited
+        before = after
+    (root / "unused.py").write_text("X = 2\n")
+    assert factory_source_digest(target) == before
+    assert models.warn_unkeyed(load_factory(target), target) == []
+
+
+def test_warn_unkeyed_names_a_class_module_the_source_never_imports(user_package, caplog):
+    pkg, root = user_package
+    (root / "hidden.py").write_text("import torch\n\nclass Hidden(torch.nn.Identity):\n    pass\n")
+    (root / "dyn.py").write_text("import importlib\n\ndef make():\n"
+                                 f"    return importlib.import_module('{pkg}.' + 'hidden').Hidden()\n")
+    target = f"{pkg}.dyn.make"
+    assert models.warn_unkeyed(load_factory(target), target) == [f"{pkg}.hidden"]
+    assert f"{pkg}.hidden" in caplog.text and "cache key" in caplog.text
 
 
 # --------------------------------------------------------------------------- ONNX export

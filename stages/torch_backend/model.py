@@ -9,7 +9,7 @@ from pathlib import Path
 from stages import models
 from stages.api import StageResult, Unsupported, package_version
 
-VERSION = "1"
+VERSION = "2"  # 2: a factory's key covers the user modules it imports (models.factory_source_digest)
 OUTPUTS = ("weights",)
 CACHED = True
 WEIGHTS, SPEC = "weights.pt", "spec.json"
@@ -45,6 +45,8 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
             "kwargs": model.get("kwargs") or {}, "num_classes": model.get("num_classes"),
             "seed": params["seed"], "input_shape": list(shape)}
     module = instantiate(spec)
+    if model["source"] == "factory":
+        models.warn_unkeyed(module, model["_target_"])
     torch.save(module.state_dict(), out_dir / WEIGHTS)
     (out_dir / SPEC).write_text(json.dumps(spec, indent=2))
     return StageResult(outputs={"weights": WEIGHTS},
