@@ -28,12 +28,15 @@ RUN python3 -c "import sys; assert sys.version_info >= (3, 11), f'Python {sys.ve
 RUN python3 -m venv --system-site-packages /opt/venv
 
 WORKDIR /workspace/trt-pipeline
-COPY pyproject.toml README.md ./
+# Everything the package is built from (tests/test_dockerfile.py checks that these are enough to build it and to
+# compose the default config), plus the tests and the example backend to run here.
+COPY pyproject.toml setup.py README.md ./
 COPY pipeline ./pipeline
 COPY stages ./stages
+COPY hydra_plugins ./hydra_plugins
 COPY conf ./conf
 COPY tests ./tests
-COPY docs ./docs
+COPY examples ./examples
 
 # cuda-bindings must match the container's CUDA major (13.x needs a CUDA 13 driver); torch comes from the
 # public index as a CUDA build. Then check that nothing shadowed the container's TensorRT.

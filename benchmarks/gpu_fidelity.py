@@ -68,7 +68,9 @@ def measure(model: str, batch: int, precision: str, mode: str, duration_s: float
     import torch
 
     from stages import inputs as model_inputs
-    from stages.torch_backend import benchmark, compile as compile_stage, compiled, model as model_stage, tensors
+    from stages.torch_backend import benchmark, compiled, tensors
+    from stages.torch_backend import compile as compile_stage
+    from stages.torch_backend import model as model_stage
 
     work = Path(tempfile.mkdtemp(prefix="fidelity-"))
     model_cfg = {"name": model, "source": "builtin", "num_classes": None, "input_shape": None, "_target_": None}
@@ -113,7 +115,7 @@ def _args_without_out(argv: list[str]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default="resnet50:64:fp16,vit_b16:32:bf16")
-    parser.add_argument("--mode", default="default", help="compile.mode: eager | default | max-autotune")
+    parser.add_argument("--mode", default="default", help="backend.compile: eager | default | max-autotune")
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--warmup-ms", type=float, default=200.0)
     parser.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/gpu_fidelity.json")

@@ -82,7 +82,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--dir", type=Path, help="directory to write the synthetic sweep into (default: a temp dir, removed afterwards)")
+    ap.add_argument("--dir", type=Path,
+                    help="directory to write the synthetic sweep into (default: a temp dir, removed afterwards)")
     ap.add_argument("--out", type=Path, help="append the figures as one JSON line to this file")
     args = ap.parse_args(argv)
 

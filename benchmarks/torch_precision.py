@@ -25,7 +25,7 @@ def main() -> int:
     parser.add_argument("--models", default="resnet50,vit_b16")
     parser.add_argument("--batches", default="1,128")
     parser.add_argument("--precisions", default="fp32,tf32,fp16,bf16")
-    parser.add_argument("--mode", default="eager", help="compile.mode")
+    parser.add_argument("--mode", default="eager", help="backend.compile")
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/torch_precision.json")
     args = parser.parse_args()
@@ -34,7 +34,7 @@ def main() -> int:
     sweep_root = ROOT / "outputs/sweeps/multirun"
     before = set(sweep_root.iterdir()) if sweep_root.exists() else set()
     command = ["-m", "backend=torch", f"model={args.models}", f"batch_size={args.batches}",
-               f"precision={args.precisions}", f"compile.mode={args.mode}", f"benchmark.duration_s={args.duration}",
+               f"precision={args.precisions}", f"backend.compile={args.mode}", f"benchmark.duration_s={args.duration}",
                "validate.batches=2"]
     print("python -m pipeline " + " ".join(command), flush=True)
     proc = subprocess.run([sys.executable, "-m", "pipeline", *command], cwd=ROOT,
@@ -44,7 +44,7 @@ def main() -> int:
     s = r.summary.set_index(["run_id", "metric", "stat"])["value"]
     rows = []
     for run in r.runs.sort_values(["model", "batch_size", "job"]).itertuples():
-        get = lambda metric, stat: s.get((run.run_id, metric, stat))  # noqa: E731
+        get = lambda metric, stat, run=run: s.get((run.run_id, metric, stat))  # noqa: E731
         rows.append({"model": run.model, "batch_size": int(run.batch_size), "precision": run.precision,
                      "status": run.status, "error": run.error,
                      "samples_per_s": get("throughput", "samples_per_s"),
@@ -77,7 +77,8 @@ def markdown(report: dict) -> str:
     f = lambda v, spec: "-" if v is None or v != v else format(v, spec)  # noqa: E731 (v != v: NaN)
     lines = [f"GPU {report['gpu']}, driver {report['driver']}, torch {report['torch']}", "",
              f"`{report['command']}`", "",
-             "| model | batch | precision | status | samples/s | median GPU compute ms | % dense peak | median SM MHz | throttled | verdict |",
+             "| model | batch | precision | status | samples/s | median GPU compute ms | % dense peak "
+             "| median SM MHz | throttled | verdict |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         lines.append(f"| {r['model']} | {r['batch_size']} | {r['precision']} | {r['status']} | "

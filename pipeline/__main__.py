@@ -17,9 +17,14 @@ def resolve_backend(argv: list[str]) -> list[str]:
     given = [a for a in argv if a.lstrip("+~").split("=", 1)[0] == "backend"]
     if given and given[-1].split("=", 1)[1] != "auto":
         return argv
-    from stages import availability
+    from pipeline import app, backends
+    from stages.api import Unsupported
 
-    name, passed = availability.best()
+    try:
+        name, passed = backends.best(app.CONF_DIR)
+    except Unsupported as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     why = f" (passed over: {'; '.join(passed)})" if passed else ""
     print(f"backend: auto -> {name}{why}", flush=True)
     return [a for a in argv if a not in given] + [f"backend={name}"]

@@ -36,7 +36,7 @@ def _conf_dir() -> str:
 
 
 CONF_DIR = _conf_dir()
-log = logging.getLogger("pipeline")
+log = logging.getLogger(__name__)
 FAILED: list[str] = []  # run ids (or a sweep dir) that failed in this process
 STOPPED: list[str] = []  # why this process stopped running jobs (SIGTERM, Ctrl-C): the rest are marked not run
 

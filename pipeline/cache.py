@@ -12,6 +12,7 @@ Layout under ``root``::
     tmp/<key>.<pid>.<uuid>/    entries being built
     locks/<key>.lock           one file lock per key
     quarantine/<key>-<utc>/    corrupt entries, moved aside (kept as evidence)
+    shared/<name>/             state stages keep across builds (stages.api.shared_dir), not entries
 
 Crash safety: an entry is built in ``tmp/`` and published with a single
 ``os.rename`` after its manifest has been written and fsynced, so a process
@@ -49,7 +50,7 @@ __all__ = [
     "file_sha256",
 ]
 
-logger = logging.getLogger("pipeline.cache")
+logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 READ_ONLY = 0o444  # published artifact files
@@ -309,6 +310,8 @@ class Cache:
         self.root = Path(root)
         self.enabled = enabled
         self.full_verify = verify == "full"
+        # state stages share across builds (stages.api.shared_dir: TensorRT's timing caches, compiler caches)
+        self.shared_root = self.root / "shared"
         self.log = log if log is not None else logger.warning
         self.read_only = False
         if enabled:

@@ -1,15 +1,18 @@
 """The stage graph: parse the YAML mapping of nodes, validate it, and order it.
 
-A node is `{stage: <registered stage>, inputs: {name: "<node>.<output>"}, params: {...}, enabled: true}`. Validation names
-the offending node and key: an unknown stage, an input that points at a missing node or output, a cycle.
+A node is `{stage: <module>, inputs: {name: "<node>.<output>"}, params: {...}, enabled: true}`, the stage named by its
+import path (stages/api.py says what such a module declares). Validation names the offending node and key: a stage
+that does not import or is no stage, a parameter it does not declare or refuses, an input that points at a missing
+node or output, a cycle.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from pipeline.schema import ConfigError
+from stages.api import ParamError, check_params
 
 
 class DagError(ConfigError):
@@ -42,17 +45,21 @@ def parse(dag: dict[str, dict], *, where: str = "backend.dag") -> dict[str, Node
     return nodes
 
 
-def order(nodes: dict[str, Node], known: Iterable[str], outputs_of: Callable[[str], tuple[str, ...]], *,
-          where: str = "backend.dag") -> list[Node]:
+def order(nodes: dict[str, Node], load: Callable[[str], Any], *, where: str = "backend.dag") -> list[Node]:
     """Validate the graph and return its nodes in an order where every input is produced before it is read.
 
-    `known` are the registered stage names; `outputs_of(stage)` gives a known stage's declared outputs.
+    `load(stage)` gives a stage's module (its OUTPUTS, PARAMS), or raises ValueError saying why it cannot.
     """
-    known = sorted(known)
+    modules = {}
     for node in nodes.values():
-        if node.stage not in known:
-            raise DagError(f"{where}.{node.name}.stage = '{node.stage}': unknown stage; "
-                           f"known stages: {', '.join(known)}")
+        try:
+            modules[node.name] = load(node.stage)
+        except ValueError as err:
+            raise DagError(f"{where}.{node.name}.stage = '{node.stage}': {err}") from None
+        try:
+            check_params(modules[node.name].PARAMS, node.params, f"{where}.{node.name}.params")
+        except ParamError as err:
+            raise DagError(str(err)) from None
     for node in nodes.values():
         for inp, (upstream, output) in node.inputs.items():
             ref = f"{where}.{node.name}.inputs.{inp} = '{upstream}.{output}'"
@@ -60,7 +67,7 @@ def order(nodes: dict[str, Node], known: Iterable[str], outputs_of: Callable[[st
                 raise DagError(f"{ref}: no node '{upstream}'; nodes: {', '.join(nodes)}")
             if node.enabled and not nodes[upstream].enabled:
                 raise DagError(f"{ref}: node '{upstream}' is disabled (enabled: false), so it produces nothing")
-            declared = outputs_of(nodes[upstream].stage)
+            declared = tuple(modules[upstream].OUTPUTS)
             if output not in declared:
                 raise DagError(f"{ref}: node '{upstream}' (stage {nodes[upstream].stage}) has no output "
                                f"'{output}'; it has: {', '.join(declared) or 'none'}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from stages import host
 from stages.api import onnxruntime_version, package_version
+from stages.gpu import session
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,29 +24,12 @@ def capture() -> dict[str, str | None]:
         "onnxruntime": onnxruntime_version(),
         "modelopt": package_version("nvidia-modelopt"),
         # the builder's bindings only: the lean runtime (a test extra) says nothing about building engines
-        "tensorrt": package_version("tensorrt", "tensorrt-cu13-bindings", "tensorrt-cu12-bindings", "tensorrt-cu13", "tensorrt-cu12"),
+        "tensorrt": package_version("tensorrt", "tensorrt-cu13-bindings", "tensorrt-cu12-bindings", "tensorrt-cu13",
+                                    "tensorrt-cu12"),
         "git_commit": _git_commit(),
     }
-    env.update(_gpu())
+    env.update(session.identity())  # the GPU the stages measure on, matched by CUDA UUID
     return env
-
-
-def _gpu() -> dict[str, str | None]:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:
-        return {"gpu": None, "driver": None, "cuda": None}
-    try:
-        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
-        return {"gpu": pynvml.nvmlDeviceGetName(handle), "driver": pynvml.nvmlSystemGetDriverVersion(),
-                "cuda": f"{cuda // 1000}.{cuda % 1000 // 10}"}
-    except Exception:
-        return {"gpu": None, "driver": None, "cuda": None}
-    finally:
-        pynvml.nvmlShutdown()
 
 
 def _git_commit() -> str | None:

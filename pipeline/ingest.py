@@ -6,7 +6,11 @@ LOG is what trtexec printed (stdout and stderr, e.g. `trtexec ... 2>&1 | tee run
 --layers are its --exportTimes, --exportProfile and --exportLayerInfo files. DIR gets `tables/*.parquet` like a
 job directory, so `pipeline.results.load(DIR)` (or a load of a parent directory) reads it with everything else:
 a `runs` row (backend=trtexec, the settings the log states), the summary trtexec printed, the per-query times
-as samples, and per-layer times joined with the layer information.
+as samples, and per-layer times joined with the layer information. A DIR that already holds tables keeps them,
+moved aside to `tables.replaced-<time>/` as a re-run job's are.
+
+A log whose performance summary is missing or cut short is a `failed` row. A complete summary without trtexec's
+final `&&&& PASSED` line (a pasted summary) is accepted, with a note in `benchmark_note`.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import job
+from pipeline import job, results
 from pipeline.cache import digest
 from pipeline.job import JobMeta
 from stages.trtexec import backend, parse
@@ -78,10 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"no such file: {', '.join(missing)}")
     row, tables = trtexec(args.log, args.times, args.profile, args.layers, args.batch_size)
+    aside = results.set_aside(args.out)  # the same as a job re-run into its directory: never overwritten
+    if aside is not None:
+        print(f"{args.out} already held tables: moved them aside to {aside}", file=sys.stderr)
     job.write_row_and_tables(args.out, row["run_id"], row, tables)
     if row["status"] != "ok":
         print(f"{row['status']}: {row['error']}", file=sys.stderr)
         return 1
+    for note in (row.get("benchmark_note"), row.get("benchmark_layers_note")):
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     print(f"ingested {args.log} -> {args.out}/tables ({len(tables['summary'])} summary rows, "
           f"{row['benchmark_iterations']} queries, verdict {row['benchmark_verdict']})")
     return 0

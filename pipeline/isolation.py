@@ -17,9 +17,12 @@ class StageCrashed(RuntimeError):
     """The child died (signal or exit) or outlived its time limit."""
 
 
-def _child(conn, module_name: str, inputs: dict, params: dict, out_dir: str) -> None:
+def _child(conn, module_name: str, inputs: dict, params: dict, out_dir: str, shared_root) -> None:
     import importlib
 
+    from stages import api
+
+    api.set_shared_root(shared_root)
     try:
         result = importlib.import_module(module_name).run(inputs, params, Path(out_dir))
         conn.send(("ok", result))
@@ -32,11 +35,12 @@ def _child(conn, module_name: str, inputs: dict, params: dict, out_dir: str) -> 
         conn.close()
 
 
-def run_isolated(module_name: str, inputs: dict, params: dict, out_dir: Path, timeout_s: float | None):
+def run_isolated(module_name: str, inputs: dict, params: dict, out_dir: Path, timeout_s: float | None,
+                 shared_root: Path | None = None):
     """module.run(inputs, params, out_dir) in a fresh ("spawn") process; its StageResult, or its exception."""
     ctx = mp.get_context("spawn")  # never fork a process that may hold a CUDA context
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, module_name, inputs, params, str(out_dir)), daemon=True)
+    proc = ctx.Process(target=_child, args=(child, module_name, inputs, params, str(out_dir), shared_root), daemon=True)
     proc.start()
     child.close()
     try:

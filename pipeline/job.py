@@ -16,21 +16,22 @@ from typing import Any
 
 import yaml
 
-from pipeline import environment, progress, results, runner, schema
+from pipeline import backends, environment, progress, results, runner, schema
 from pipeline.cache import Cache, CacheError, digest
-from stages import api, availability
+from stages import api
 from stages.api import StageInputError, Unsupported
 
-log = logging.getLogger("pipeline")
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = results.JOB_CONFIG
-# Keys that never change a result; left out of config_hash so a moved cache or a reproduction hashes the same.
-_HASH_EXCLUDED = ("cache", "resume", "isolation")
-# Config keys with a fixed column in `runs` (other overridden keys get a column named after their path).
+# The one notion of "never changes a result": these top-level keys, the backend options and stage params declared
+# keyed=False (stages.api.Param). All are left out of config_hash, as they are out of every cache key, so a moved
+# cache, other output dirs or isolation settings, or a reproduction hash the same.
+NEVER_CHANGES_RESULT = ("cache", "resume", "isolation", "report")
+# Config keys with a fixed column in `runs`; every scalar backend option gets a column named after its key
+# (`backend.optimization_level` -> optimization_level), other overridden keys one named after their path.
 COLUMNS = {
     "batch_size": "batch_size",
-    "build.optimization_level": "optimization_level",
-    "build.max_aux_streams": "max_aux_streams",
     "benchmark.warmup_ms": "warmup_ms",
     "benchmark.duration_s": "duration_s",
     "benchmark.min_iterations": "min_iterations",
@@ -50,7 +51,8 @@ class JobMeta:
     def __post_init__(self):
         if not self.run_id:
             stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-            self.run_id = f"{stamp}-{self.sweep or 'run'}-{self.job if self.job is not None else 0}-{uuid.uuid4().hex[:6]}"
+            job = self.job if self.job is not None else 0
+            self.run_id = f"{stamp}-{self.sweep or 'run'}-{job}-{uuid.uuid4().hex[:6]}"
 
 
 class Interrupted(BaseException):
@@ -67,7 +69,22 @@ class JobOutcome:
 
 
 def config_hash(config: dict) -> str:
-    return digest({k: v for k, v in config.items() if k not in _HASH_EXCLUDED})
+    """What decides a job's results: the config without what never changes one (see NEVER_CHANGES_RESULT)."""
+    kept = {k: v for k, v in config.items() if k not in NEVER_CHANGES_RESULT}
+    backend = kept.get("backend")
+    if isinstance(backend, dict) and backend.get("plugin"):
+        keyed = backends.keyed_options(backend)
+        kept["backend"] = {k: v for k, v in backend.items() if k in backends.RESERVED or k in keyed}
+        kept["backend"]["dag"] = runner.keyed_dag(backend.get("dag") or {})
+    return digest(kept)
+
+
+def column_of(key: str) -> str:
+    """The runs column a config key's value lands in."""
+    if key in COLUMNS:
+        return COLUMNS[key]
+    head, _, rest = key.partition(".")
+    return rest if head == "backend" and rest and "." not in rest else key.replace(".", "_")
 
 
 def previous_ok(job_dir: Path, config: dict) -> JobOutcome | None:
@@ -106,7 +123,7 @@ def run_job(config: dict, job_dir: Path, meta: JobMeta) -> JobOutcome:
 
     try:
         schema.check(config)
-        _require_backend(config["backend"]["name"], config["trtexec"]["path"])
+        backends.check(config["backend"])
         nodes = runner.plan(config["backend"]["dag"])
         cache = _open_cache(config["cache"])
         isolate = runner.Isolation(config["isolation"]["mode"], config["isolation"]["timeout_s"])
@@ -153,12 +170,6 @@ def os_reason(err: OSError) -> str:
     """'No space left on device: outputs/runs/x/tables' from an OSError."""
     where = f": {err.filename}" if err.filename else ""
     return f"{err.strerror or err}{where}"
-
-
-def _require_backend(name: str, trtexec: str) -> None:
-    reason = availability.check(name, trtexec)
-    if reason:
-        raise Unsupported(f"backend={name} cannot run here: {reason}. {availability.how_to_get(name)}")
 
 
 def record_config_error(job_dir: Path, meta: JobMeta, raw_config: dict, err: Exception) -> JobOutcome:
@@ -220,6 +231,10 @@ def _base_row(config: dict, meta: JobMeta, started: dt.datetime) -> dict[str, An
         value = schema.lookup(config, key)
         if value is not None:  # absent, not None: a null here would give the column a second type
             row[column] = value
+    backend = config.get("backend") if isinstance(config.get("backend"), dict) else {}
+    for key, value in backends.options(backend).items():
+        if isinstance(value, (bool, int, float, str)) and key not in row:
+            row[key] = value
     for override in meta.overrides:
         key = override.lstrip("+~").partition("=")[0]
         if key.split(".")[0] in _GROUPS or key in COLUMNS:

@@ -108,7 +108,8 @@ class RichProgress(Progress):
 
     def __init__(self, stream: TextIO, console=None):
         from rich.console import Console
-        from rich.progress import BarColumn, Progress as Bars, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bars
 
         self.console = console or Console(file=stream)
         # markup off: labels and errors hold brackets ("model.input_shape=[3,224,224]", "[ONNXRuntimeError]")
@@ -236,15 +237,6 @@ def end() -> None:
 
 
 # --------------------------------------------------------------------------- the size of a Hydra sweep
-
-
-def count_jobs(overrides: list[str]) -> int | None:
-    """How many jobs Hydra's basic sweeper makes of these overrides (the product of the sweeps' lengths);
-    None when a sweep cannot be enumerated without the config repository (glob, interval)."""
-    try:
-        return _product(_sweep_sizes(overrides))
-    except Exception:  # noqa: BLE001 - hydra's parser raises its own HydraException, and ValueError
-        return None
 
 
 def _sweep_sizes(overrides: list[str]) -> dict[str, int | None]:

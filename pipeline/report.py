@@ -23,6 +23,8 @@ IMAGES = ("latency.png", "accuracy.png", "distribution.png", "layers.png", "gpu.
 # axes whose values name themselves in a label ("int8", not "precision=int8")
 _NAMED = ("model", "backend", "precision")
 TOP_LAYERS = 12
+# runs columns saying a run's per-layer times overlap (auxiliary streams): the tensorrt profile stage's, trtexec's
+OVERLAP_COLUMNS = ("profile_layers_overlap", "benchmark_layers_overlap")
 BASELINE = "fp32"
 
 
@@ -196,6 +198,10 @@ def _layers(view: pd.DataFrame, swept: pd.DataFrame, layers: pd.DataFrame, out: 
         # (torch's module rows are inclusive ranges over its operator rows: one or the other, never mixed)
         panels.append((f"{heading}\n{rows['source'].iloc[0]}", rows.nlargest(TOP_LAYERS, "time_ms")))
     plots.top_layers(panels, out / IMAGES[3])
+    overlapping = [label for c in OVERLAP_COLUMNS if c in profiled for label in profiled["label"][profiled[c].eq(True)]]
+    if overlapping:
+        caption += (f"Per-layer times overlap across auxiliary streams in {', '.join(overlapping)}: layers ran at "
+                    "the same time, so their shares do not add up to the inference time. ")
     return Section(title, caption + f"The {TOP_LAYERS} slowest layers per inference, with their share of all "
                    "profiled layer time. Profiled in a session of its own with the profiler on: absolute times "
                    "run above the benchmark's, the shares are what to compare.", IMAGES[3])

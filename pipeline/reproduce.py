@@ -170,5 +170,6 @@ if __name__ == "__main__":
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("pipeline").setLevel(logging.INFO)
+    for name in ("pipeline", "stages"):
+        logging.getLogger(name).setLevel(logging.INFO)
     sys.exit(main())

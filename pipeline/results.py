@@ -30,13 +30,11 @@ import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
 
 if TYPE_CHECKING:  # pandas is imported by load(), not by the writers: a job pays for it only when it reads
     import pandas as pd
@@ -64,7 +62,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("run_id", _S), ("trial", _I), ("iteration", _I), ("metric", _S), ("value_ms", _F),
     ]),
     "accuracy": pa.schema([
-        ("run_id", _S), ("output", _S), ("metric", _S), ("value", _F), ("reference", _S),
+        ("run_id", _S), ("output", _S), ("metric", _S), ("value", _F), ("reference", _S), ("samples", _I),
     ]),
     "layers": pa.schema([
         ("run_id", _S), ("layer", _S), ("layer_type", _S), ("dtype", _S), ("tactic", _S),

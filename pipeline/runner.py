@@ -1,6 +1,6 @@
 """Run a validated DAG: each node through the artifact cache (or, for measurements, always), in order.
 
-The runner knows stages only through the registry and the contract in stages/api.py; it knows no backend.
+The runner knows stages only through the contract in stages/api.py; it knows no backend.
 """
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import stages
 from pipeline import dag as dagmod
 from pipeline import isolation
 from pipeline.cache import Cache, file_sha256
+from stages import api
 
-log = logging.getLogger("pipeline")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,15 +50,31 @@ class NodeOutcome:
 
 
 def plan(dag: dict[str, dict]) -> list[dagmod.Node]:
-    """Parse and validate a DAG mapping against the stage registry; return its enabled nodes in run order."""
+    """Parse and validate a DAG mapping (stages, their params, the edges); return its enabled nodes in run order."""
     nodes = dagmod.parse(dag)
-    ordered = dagmod.order(nodes, stages.REGISTRY, lambda stage: tuple(stages.load(stage).OUTPUTS))
+    ordered = dagmod.order(nodes, stages.load)
     return [node for node in ordered if node.enabled]
+
+
+def keyed_dag(dag: dict[str, dict]) -> dict[str, dict]:
+    """The DAG without the params its stages declare keyed=False (for config_hash); a stage that does not import
+    keeps all of its params."""
+    out = {}
+    for name, spec in dag.items():
+        spec = dict(spec) if isinstance(spec, dict) else spec
+        if isinstance(spec, dict) and isinstance(spec.get("params"), dict):
+            try:
+                spec["params"] = api.keyed(stages.load(str(spec.get("stage"))).PARAMS, spec["params"])
+            except ValueError:
+                pass
+        out[name] = spec
+    return out
 
 
 def run(nodes: list[dagmod.Node], *, cache: Cache, work_dir: Path, on_start=None, on_done=None,
         isolate: Isolation | None = None) -> list[NodeOutcome]:
     """Run nodes in order. A node's exception is re-raised as StageFailed (stages.api.Unsupported too)."""
+    api.set_shared_root(cache.shared_root)
     done: dict[str, NodeOutcome] = {}
     for node in nodes:
         if on_start:
@@ -90,23 +107,24 @@ def _run_node(node: dagmod.Node, done: dict[str, NodeOutcome], cache: Cache, wor
     key_spec = {
         "stage": node.stage,
         "version": module.VERSION,
-        "params": {k: v for k, v in node.params.items() if k not in getattr(module, "UNKEYED_PARAMS", ())},
+        "params": api.keyed(module.PARAMS, node.params),
         "inputs": {inp: done[up].digests[out] for inp, (up, out) in node.inputs.items()},
-        "environment": module.environment(node.params),
+        "environment": module.environment(node.params) if hasattr(module, "environment") else {},
         "files": module.key_files(node.params) if hasattr(module, "key_files") else {},
     }
-    tables: dict[str, Any] = {}
 
     def build(out_dir: Path) -> dict:
         if isolate.applies(module):
-            result = isolation.run_isolated(module.__name__, inputs, node.params, out_dir, isolate.timeout_s)
+            result = isolation.run_isolated(module.__name__, inputs, node.params, out_dir, isolate.timeout_s,
+                                            cache.shared_root)
         else:
             result = module.run(inputs, node.params, out_dir)
-        tables.update(result.tables)
-        return {"outputs": result.outputs, "info": result.info}
+        # the build's tables describe the artifact: kept with it, so a hit reports them too
+        return {"outputs": result.outputs, "info": result.info, "tables": result.tables}
 
     entry = cache.get_or_create(key_spec, build, scratch=work_dir / "artifacts", label=node.name)
     recorded = entry.manifest["info"]
     outputs = {name: entry.file(f) for name, f in recorded["outputs"].items()}
     digests = {name: entry.digest_of(f) for name, f in recorded["outputs"].items()}
-    return NodeOutcome(node.name, node.stage, 0.0, entry.outcome, outputs, digests, recorded["info"], tables)
+    return NodeOutcome(node.name, node.stage, 0.0, entry.outcome, outputs, digests, recorded["info"],
+                       recorded.get("tables") or {})

@@ -45,32 +45,15 @@ class CalibrationMethod(str, Enum):
     entropy = "entropy"
 
 
-class ExecutionMode(str, Enum):
-    sequential = "sequential"
-    parallel = "parallel"
-
-
 class SyncMode(str, Enum):
     spin = "spin"          # poll the event: lowest wake-up latency, one core busy (trtexec's --useSpinWait)
     blocking = "blocking"  # cudaEventBlockingSync: the thread sleeps until the GPU is done
-
-
-class CompileMode(str, Enum):
-    eager = "eager"
-    default = "default"            # torch.compile()
-    max_autotune = "max-autotune"  # torch.compile(mode="max-autotune-no-cudagraphs"): graphs are the harness's job
 
 
 class IsolationMode(str, Enum):
     auto = "auto"  # stages that declare themselves crash-prone (TensorRT builds)
     all = "all"    # every artifact stage
     none = "none"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cuda = "cuda"
-    cpu = "cpu"
 
 
 @dataclass
@@ -82,20 +65,6 @@ class ModelConfig:
     kwargs: Dict[str, Any] = field(default_factory=dict)
     input_shape: Optional[List[int]] = None  # per-sample shape, no batch axis; None = the model's default
     num_classes: Optional[int] = None
-
-
-@dataclass
-class NodeConfig:
-    stage: str = MISSING
-    inputs: Dict[str, str] = field(default_factory=dict)  # input name -> "node.output"
-    params: Dict[str, Any] = field(default_factory=dict)
-    enabled: bool = True  # false: the node is skipped (nothing may take an input from it)
-
-
-@dataclass
-class BackendConfig:
-    name: str = MISSING
-    dag: Dict[str, NodeConfig] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,19 +94,6 @@ class ConvertConfig:
 
 
 @dataclass
-class BuildConfig:
-    optimization_level: int = 3
-    max_aux_streams: int = 0
-    workspace_mb: int = 0      # TensorRT workspace pool limit; 0 = TensorRT's default (the whole GPU)
-    timing_cache: bool = True  # TensorRT: share a timing cache per (GPU, TensorRT, CUDA) across builds
-    min_batch: Optional[int] = None  # TensorRT optimization profile; None = batch_size
-    max_batch: Optional[int] = None
-    intra_op_threads: int = 0  # onnxruntime; 0 = its default
-    inter_op_threads: int = 0
-    execution_mode: ExecutionMode = ExecutionMode.sequential
-
-
-@dataclass
 class BenchmarkConfig:
     warmup_ms: float = 200.0
     duration_s: float = 3.0
@@ -148,13 +104,6 @@ class BenchmarkConfig:
     sync: SyncMode = SyncMode.spin
     data_transfers: bool = False  # H2D/D2H copies from pinned host buffers on their own streams
     streams: int = 1              # concurrent inference streams; >1 makes throughput the headline
-
-
-@dataclass
-class CompileConfig:  # torch backend
-    mode: CompileMode = CompileMode.eager
-    channels_last: bool = False
-    device: Device = Device.auto
 
 
 @dataclass
@@ -172,12 +121,6 @@ class ReportConfig:
 class IsolationConfig:
     mode: IsolationMode = IsolationMode.auto
     timeout_s: float = 3600.0  # a child stage still running after this is killed and the job fails
-
-
-@dataclass
-class TrtexecConfig:
-    path: str = "trtexec"
-    extra_args: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -200,19 +143,17 @@ class CacheConfig:
 @dataclass
 class Config:
     model: ModelConfig = MISSING
-    backend: BackendConfig = MISSING
+    # a backend's own config: name, plugin, dag and its options, typed by its plugin (pipeline/backends.py)
+    backend: Any = MISSING
     precision: PrecisionConfig = MISSING
     batch_size: int = 1
     seed: int = 0
     export: ExportConfig = field(default_factory=ExportConfig)
     convert: ConvertConfig = field(default_factory=ConvertConfig)
-    build: BuildConfig = field(default_factory=BuildConfig)
-    compile: CompileConfig = field(default_factory=CompileConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
-    trtexec: TrtexecConfig = field(default_factory=TrtexecConfig)
     isolation: IsolationConfig = field(default_factory=IsolationConfig)
     resume: bool = False  # a re-run into an existing sweep directory keeps its ok jobs with the same config
     cache: CacheConfig = field(default_factory=CacheConfig)
@@ -228,16 +169,11 @@ _RANGES = {
     "batch_size": (1, None),
     "export.opset": (13, None),
     "convert.calibration.samples": (1, None),
-    "build.optimization_level": (0, 5),
-    "build.max_aux_streams": (-1, None),  # -1: leave the choice to TensorRT's heuristic
-    "build.intra_op_threads": (0, None),
-    "build.inter_op_threads": (0, None),
     "benchmark.warmup_ms": (0, None),
     "benchmark.duration_s": (0, None),
     "benchmark.min_iterations": (1, None),
     "benchmark.trials": (1, None),
     "benchmark.streams": (1, None),
-    "build.workspace_mb": (0, None),
     "profile.iterations": (1, None),
     "isolation.timeout_s": (1, None),
     "validate.batches": (1, None),
@@ -283,11 +219,5 @@ def check(cfg: dict) -> None:
         raise ConfigError("model.path is not set; model=onnx needs model.path=/path/to/model.onnx")
     if model["source"] == "factory" and not model.get("_target_"):
         raise ConfigError("model._target_ is not set; model=factory needs model._target_=package.module.function")
-    build = cfg["build"]
-    lo, hi = build.get("min_batch"), build.get("max_batch")
-    if lo is not None and not 1 <= lo <= cfg["batch_size"]:
-        raise ConfigError(f"build.min_batch = {lo}: must be between 1 and batch_size ({cfg['batch_size']})")
-    if hi is not None and hi < cfg["batch_size"]:
-        raise ConfigError(f"build.max_batch = {hi}: must be >= batch_size ({cfg['batch_size']})")
     if model.get("input_shape") is not None and any(d < 1 for d in model["input_shape"]):
         raise ConfigError(f"model.input_shape = {model['input_shape']}: every dimension must be >= 1")

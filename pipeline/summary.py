@@ -1,9 +1,8 @@
 """The short tables printed at the end of a run or a sweep: median latency, throughput, accuracy, status."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import math
+from pathlib import Path
 
 _ACCURACY = ("rel_l2_err", "top1_agreement")
 
@@ -27,7 +26,8 @@ def job_summary(outcome, out_dir: Path) -> str:
                      f"throughput {_fmt(stats.get(('throughput', 'samples_per_s')), ',.1f')} samples/s   "
                      f"[{row.get('benchmark_verdict', '?')}, {row.get('benchmark_iterations', '?')} iterations]")
     if acc:
-        lines.append("  accuracy vs fp32: " + "   ".join(f"{k} {_fmt(acc.get(k), '.3g')}" for k in _ACCURACY if k in acc))
+        shown = "   ".join(f"{k} {_fmt(acc.get(k), '.3g')}" for k in _ACCURACY if k in acc)
+        lines.append(f"  accuracy vs fp32: {shown}")
     lines.append(f"  tables: {out_dir / 'tables'}")
     return "\n".join(lines)
 

@@ -1,8 +1,10 @@
 """Which values of a recorded config would run code, and whether that code is this project's.
 
-A config names code in two ways: a `_target_` (a callable that is imported and called: a model factory, a data
-loader, a metric) and an executable (`trtexec.path`). Running a config someone sent runs that code, so
-`python -m pipeline.reproduce` refuses what lies outside this project unless the user trusts it.
+A config names code in three ways: a `_target_` (a callable that is imported and called: a model factory, a data
+loader, a metric), a module (`backend.plugin`, each DAG node's `stage`), and an executable (a backend option its
+plugin declares `executable`, e.g. trtexec's `backend.path`). Running a config someone sent runs that code, so
+`python -m pipeline.reproduce` refuses what lies outside this project unless the user trusts it. An executable
+given as a bare name is looked up on the user's own PATH (their tools); one given as a path needs trust.
 
 Trust is decided on what a target resolves to, not on how it is spelled: `pipeline.app:os.system` starts with
 `pipeline.` but names `os.system`. A target is trusted when its module part is under a trusted package (checked
@@ -13,29 +15,40 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from typing import Any
 
-from pipeline.schema import lookup
-
 TRUSTED_PACKAGES = ("pipeline", "stages")
-# Config keys whose value is a program to execute; the default tool name, looked up on PATH, is trusted.
-EXECUTABLE_KEYS = {"trtexec.path": "trtexec"}
 
 
 def untrusted(config: Any, allowed: tuple[str, ...] = ()) -> list[str]:
     """`key = 'value' (why)` for every value of `config` that would run code from outside the project and
     `allowed` (module names, or executable paths)."""
     trusted = (*TRUSTED_PACKAGES, *(a.rstrip(".") for a in allowed))
-    found = []
-    for key, value in _targets(config):
-        why = target_problem(value, trusted)
-        if why:
-            found.append(f"{key} = '{value}' ({why})")
-    for key, default in EXECUTABLE_KEYS.items():
-        value = lookup(config, key)
-        if isinstance(value, str) and value != default and value not in allowed:
-            found.append(f"{key} = '{value}' (an executable that would be run)")
+    named = list(_targets(config))
+    backend = config.get("backend") if isinstance(config, dict) else None
+    if isinstance(backend, dict):
+        if isinstance(backend.get("plugin"), str):
+            named.append(("backend.plugin", backend["plugin"]))
+        for node, spec in (backend.get("dag") or {}).items():
+            if isinstance(spec, dict) and isinstance(spec.get("stage"), str):
+                named.append((f"backend.dag.{node}.stage", spec["stage"]))
+    found = [f"{key} = '{value}' ({why})" for key, value in named if (why := target_problem(value, trusted))]
+    plugin = backend.get("plugin") if isinstance(backend, dict) else None
+    if isinstance(plugin, str) and target_problem(plugin, trusted) is None:  # only a trusted plugin is asked
+        for key, value in _executables(backend):
+            if os.sep in value and value not in allowed:
+                found.append(f"backend.{key} = '{value}' (an executable that would be run)")
     return found
+
+
+def _executables(backend: dict) -> list[tuple[str, str]]:
+    """The options that the (trusted) plugin declares executable, with their values."""
+    try:
+        options = importlib.import_module(backend["plugin"]).OPTIONS
+    except Exception:  # noqa: BLE001 - no plugin to ask: nothing declared (the job itself will fail on it)
+        return []
+    return [(k, backend[k]) for k, p in options.items() if p.executable and isinstance(backend.get(k), str)]
 
 
 def target_problem(target: str, trusted: tuple[str, ...]) -> str | None:

@@ -1,30 +1,23 @@
-"""Stage implementations. The orchestrator finds them by name here and imports a module only when used."""
+"""Stage implementations: the shared ones here, one folder per backend (its plugin: stages, options, availability).
+
+A DAG node names its stage by import path; `load` imports it only when a job uses it, and checks that the module
+is a stage (stages/api.py).
+"""
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
 
-# stage name (as written in a DAG node's `stage:`) -> module implementing it (see stages/api.py)
-REGISTRY: dict[str, str] = {
-    "export": "stages.export",
-    "convert": "stages.convert",
-    "build_onnxruntime": "stages.onnxruntime.build",
-    "benchmark_onnxruntime": "stages.onnxruntime.benchmark",
-    "validate_onnxruntime": "stages.onnxruntime.validate",
-    "profile_onnxruntime": "stages.onnxruntime.profile",
-    "torch_model": "stages.torch_backend.model",
-    "torch_compile": "stages.torch_backend.compile",
-    "benchmark_torch": "stages.torch_backend.benchmark",
-    "validate_torch": "stages.torch_backend.validate",
-    "profile_torch": "stages.torch_backend.profile",
-    "build_tensorrt": "stages.tensorrt.build",
-    "benchmark_tensorrt": "stages.tensorrt.benchmark",
-    "profile_tensorrt": "stages.tensorrt.profile",
-    "validate_tensorrt": "stages.tensorrt.validate",
-    "build_trtexec": "stages.trtexec.build",
-    "benchmark_trtexec": "stages.trtexec.benchmark",
-}
+CONTRACT = ("VERSION", "OUTPUTS", "CACHED", "PARAMS", "run")
 
 
 def load(stage: str) -> ModuleType:
-    return importlib.import_module(REGISTRY[stage])
+    """The stage module `stage` (e.g. "stages.onnxruntime.build"); ValueError saying why it is not one."""
+    try:
+        module = importlib.import_module(stage)
+    except Exception as err:  # noqa: BLE001 - not found, or it fails to import: either way no stage
+        raise ValueError(f"cannot import it ({type(err).__name__}: {err})") from None
+    missing = [name for name in CONTRACT if not hasattr(module, name)]
+    if missing:
+        raise ValueError(f"module {stage} is not a stage: it lacks {', '.join(missing)} (see stages/api.py)")
+    return module

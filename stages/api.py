@@ -1,18 +1,24 @@
-"""What a stage hands back to the orchestrator, and the two ways it can decline to produce a result.
+"""The stage contract: what a stage declares, what it hands back, and the two ways it declines to give a result.
 
-A stage module exposes:
+A stage is a module, named in a DAG node by its import path (`stage: stages.onnxruntime.build`). It exposes:
     VERSION: str             bumped when the stage's output for the same inputs changes (part of the cache key)
     OUTPUTS: tuple[str, ...] names of the artifacts it writes (what downstream `inputs` may name)
     CACHED: bool             artifacts are cached by content; measurements (CACHED = False) always re-run
-    environment(params) -> dict   the part of the environment that changes its output (cache key)
-    key_files(params) -> dict     digests of user files it reads (cache key); optional
-    UNKEYED_PARAMS: tuple         params that change no output (a shared store's location); optional
-    CRASH_PRONE: bool             run in a child process under isolation.mode=auto (pipeline/isolation.py); optional
+    PARAMS: dict[str, Param] every parameter it takes, typed: a DAG node's params are checked against it
+                             before anything runs (a misspelled, missing or mistyped one names the node and key)
     run(inputs: dict[str, Path], params: dict, out_dir: Path) -> StageResult
-Stages never see Hydra: plain arguments in, files and records out.
+and optionally:
+    environment(params) -> dict   the part of the environment that changes its output (cache key)
+    key_files(params) -> dict     digests of user files it reads (cache key)
+    CRASH_PRONE: bool             run in a child process under isolation.mode=auto (pipeline/isolation.py)
+A cached stage's `tables` are stored with its artifact and given to every job that uses it, on a miss and on a
+hit alike: they describe the artifact (its build), not one run. Stages never see Hydra: plain arguments in,
+files and records out. A stage that keeps state across builds (TensorRT's timing cache) keeps it under
+`shared_dir(name)`, which the runner points into the artifact cache.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,78 @@ class Unsupported(Exception):
 
 class StageInputError(ValueError):
     """Bad user input (missing or corrupt file). The message names the config key or file."""
+
+
+class ParamError(StageInputError):
+    """A parameter (or backend option) that its declaration refuses; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """A declared parameter of a stage, or an option of a backend (`backend.<key>`)."""
+    type: type | tuple[type, ...]   # float accepts an int; bool is never taken for an int
+    optional: bool = False          # None is valid too, and so is leaving it out
+    choices: tuple = ()
+    min: float | None = None
+    max: float | None = None
+    keyed: bool = True              # False: it changes no result (a tool's location): not in cache keys or config_hash
+    executable: bool = False        # it names a program that is run: a recorded config needs trust to reproduce
+    doc: str = ""
+
+
+def check_params(spec: dict[str, Param], values: dict, where: str) -> None:
+    """Raise ParamError for the first key of `values` that `spec` does not declare, misses or refuses."""
+    unknown = sorted(set(values) - set(spec))
+    if unknown:
+        raise ParamError(f"{where}.{unknown[0]}: not a parameter here; valid: {', '.join(sorted(spec)) or 'none'}")
+    missing = sorted(k for k in set(spec) - set(values) if not spec[k].optional)  # an optional one may be left out
+    if missing:
+        raise ParamError(f"{where}.{missing[0]}: missing; this needs {', '.join(sorted(spec))}")
+    for key, param in spec.items():
+        problem = _problem(param, values.get(key))
+        if problem:
+            raise ParamError(f"{where}.{key} = {values[key]!r}: {problem}")
+
+
+def _problem(param: Param, value: Any) -> str | None:
+    if value is None:
+        return None if param.optional else "must be set"
+    types = param.type if isinstance(param.type, tuple) else (param.type,)
+    if float in types and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        return f"expected {' or '.join(t.__name__ for t in types)}, got {type(value).__name__}"
+    if param.choices and value not in param.choices:
+        return f"valid: {', '.join(map(str, param.choices))}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if param.min is not None and value < param.min or param.max is not None and value > param.max:
+        bounds = f"{param.min}..{param.max}" if param.min is not None and param.max is not None else (
+            f">= {param.min}" if param.min is not None else f"<= {param.max}")
+        return f"out of range; valid: {bounds}"
+    return None
+
+
+def keyed(spec: dict[str, Param], values: dict) -> dict:
+    """`values` without those its declaration marks as changing no result."""
+    return {k: v for k, v in values.items() if k not in spec or spec[k].keyed}
+
+
+_shared_root: Path | None = None  # set by the runner: where stages keep state shared across builds
+
+
+def set_shared_root(root: Path | None) -> None:
+    global _shared_root
+    _shared_root = root
+
+
+def shared_dir(name: str) -> Path:
+    """A directory for state a stage shares across builds and jobs (under the artifact cache's directory)."""
+    if _shared_root is None:
+        raise RuntimeError("no shared directory: this stage runs outside a job (set_shared_root was not called)")
+    path = _shared_root / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @dataclass

@@ -1,13 +1,57 @@
-"""Which backends can run on this machine, decided without importing heavy frameworks where possible."""
+"""Whether a backend can run on this machine, from what its plugin declares it needs (`REQUIRES`).
+
+Decided without importing heavy frameworks where possible: modules are looked up, not imported; the GPU is counted
+through NVML (no CUDA context); only a backend that needs torch's CUDA imports torch, and only where NVML sees a GPU.
+"""
 from __future__ import annotations
 
 import importlib.util
 import os
 import shutil
+from dataclasses import dataclass
 
-# Backends in order of preference for `backend=auto`.
-PREFERENCE = ("tensorrt", "torch", "onnxruntime")
-TRTEXEC_NGC_PATH = "/usr/src/tensorrt/bin/trtexec"  # where NVIDIA's TensorRT container keeps it
+
+@dataclass(frozen=True)
+class Requires:
+    """What a backend needs to run: Python modules, an NVIDIA GPU (of a compute capability), a program."""
+    modules: tuple[str, ...] = ()
+    gpu: bool = False                                   # an NVIDIA GPU that NVML sees
+    torch_cuda: bool = False                            # and a torch built with CUDA that reaches it
+    min_compute_capability: tuple[int, int] | None = None
+    executable: str | None = None                       # the option naming a program that must be found
+    fallbacks: tuple[str, ...] = ()                     # where to look for it beyond PATH
+
+
+def unmet(requires: Requires, options: dict | None = None) -> str | None:
+    """None when everything `requires` asks for is here, else what is missing (`options`: the backend's)."""
+    for module in requires.modules:
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed"
+    if requires.executable:
+        program = (options or {}).get(requires.executable)
+        if not locate(program, requires.fallbacks):
+            where = f" (nor is {', '.join(requires.fallbacks)})" if requires.fallbacks else ""
+            return f"backend.{requires.executable} = '{program}' is not an executable on PATH{where}"
+    if requires.gpu or requires.torch_cuda or requires.min_compute_capability:
+        if not gpu_count():
+            return "no NVIDIA GPU found (NVML)"
+    if requires.min_compute_capability:
+        have = compute_capability()
+        if have is not None and have < requires.min_compute_capability:
+            need = ".".join(map(str, requires.min_compute_capability))
+            return f"it needs a GPU of compute capability {need} or higher; this one has {have[0]}.{have[1]}"
+    if requires.torch_cuda:
+        import torch  # only reached on a machine with a GPU
+
+        if not torch.cuda.is_available():
+            return "torch was built without CUDA or cannot reach the GPU"
+    return None
+
+
+def locate(program: str | None, fallbacks: tuple[str, ...] = ()) -> str | None:
+    """The path of `program` (a name on PATH or a path), else the first executable of `fallbacks`; or None."""
+    found = shutil.which(program) if program else None
+    return found or next((f for f in fallbacks if os.access(f, os.X_OK)), None)
 
 
 def gpu_count() -> int:
@@ -24,53 +68,17 @@ def gpu_count() -> int:
         return 0
 
 
-def check(backend: str, trtexec: str = "trtexec") -> str | None:
-    """None when `backend` can run here, else the reason it cannot (`trtexec`: the configured trtexec.path)."""
-    if backend == "onnxruntime":
-        return None if importlib.util.find_spec("onnxruntime") else "onnxruntime is not installed"
-    if backend == "torch":  # runs on CPU too (host-timed); `auto` prefers it only on CUDA, see best()
-        return None if importlib.util.find_spec("torch") else "torch is not installed"
-    if backend == "tensorrt":
-        if importlib.util.find_spec("tensorrt") is None:
-            return "TensorRT is not installed"
-        return None if gpu_count() else "no NVIDIA GPU found (NVML)"
-    if backend == "trtexec":  # not in PREFERENCE: `auto` never picks it
-        if not (shutil.which(trtexec) or os.access(TRTEXEC_NGC_PATH, os.X_OK)):
-            return f"trtexec.path = '{trtexec}' is not an executable on PATH (nor is {TRTEXEC_NGC_PATH})"
-        return None if gpu_count() else "no NVIDIA GPU found (NVML)"
-    return f"unknown backend '{backend}'"
+def compute_capability() -> tuple[int, int] | None:
+    """(major, minor) of the GPU this process's CUDA device 0 is, through NVML; None when unknown."""
+    try:
+        import pynvml
 
+        from stages.gpu import identity
 
-def best() -> tuple[str, list[str]]:
-    """The preferred backend that can run here, and why each better one was passed over."""
-    passed = []
-    for backend in PREFERENCE:
-        reason = check(backend) or (_torch_cuda() if backend == "torch" else None)
-        if reason is None:
-            return backend, passed
-        passed.append(f"{backend}: {reason}")
-    raise RuntimeError("no backend can run here: " + "; ".join(passed))
-
-
-def _torch_cuda() -> str | None:
-    """Why torch is not the best choice here: on a CPU, ONNX Runtime is the better-measured path."""
-    if not gpu_count():
-        return "no NVIDIA GPU found (NVML)"
-    import torch  # only reached on a machine with a GPU
-
-    return None if torch.cuda.is_available() else "torch was built without CUDA or cannot reach the GPU"
-
-
-_HOW_TO_GET = {
-    "tensorrt": "TensorRT's builder comes from NVIDIA: the NGC container nvcr.io/nvidia/tensorrt, or "
-                "`pip install tensorrt --extra-index-url https://pypi.nvidia.com` on a machine with an NVIDIA GPU. ",
-    "torch": "The torch backend needs a CUDA build of torch and an NVIDIA GPU. ",
-    "trtexec": "trtexec ships with TensorRT: NVIDIA's container nvcr.io/nvidia/tensorrt has it at "
-               "/usr/src/tensorrt/bin/trtexec; put its directory on PATH. ",
-}
-
-
-def how_to_get(backend: str) -> str:
-    """How to get `backend`, then which backends do run here: the end of every 'cannot run here' message."""
-    usable = [b for b in PREFERENCE if check(b) is None]
-    return f"{_HOW_TO_GET.get(backend, '')}Backends that run here: {', '.join(usable) or 'none'}"
+        pynvml.nvmlInit()
+        try:
+            return tuple(pynvml.nvmlDeviceGetCudaComputeCapability(identity.nvml_handle(pynvml, 0)))
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return None

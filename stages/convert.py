@@ -16,11 +16,13 @@ import tempfile
 from pathlib import Path
 
 from stages import inputs as model_inputs
-from stages.api import StageInputError, StageResult, Unsupported, file_sha256, package_version
+from stages.api import Param, StageInputError, StageResult, Unsupported, file_sha256, package_version
 
 VERSION = "3"  # 3: a calibration .npz of the wrong shape or dtype is refused (entries built from one are not served)
 OUTPUTS = ("onnx",)
 CACHED = True
+PARAMS = {"precision": Param(dict), "calibration": Param(dict), "high_precision_dtype": Param(str),
+          "keep_io_types": Param(bool), "input_shape": Param(list, optional=True), "seed": Param(int)}
 FILE = "model.onnx"
 
 log = logging.getLogger(__name__)

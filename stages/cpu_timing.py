@@ -10,8 +10,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from stages import api, timing_tables
+from stages.api import Param
 
 METHOD = "host perf_counter around each call"
+# The benchmark.* keys a host-timed benchmark stage takes
+PARAMS = {"warmup_ms": Param(float, min=0), "duration_s": Param(float, min=0), "min_iterations": Param(int, min=1)}
 
 
 @dataclass

@@ -10,11 +10,12 @@ import warnings
 from pathlib import Path
 
 from stages import models
-from stages.api import StageInputError, StageResult, file_sha256, package_version
+from stages.api import Param, StageInputError, StageResult, file_sha256, package_version
 
 VERSION = "2"  # 2: factory keys cover imported user code; opset recorded as written; fallback only on exporter errors
 OUTPUTS = ("onnx",)
 CACHED = True
+PARAMS = {"model": Param(dict), "seed": Param(int), "opset": Param(int, min=13)}
 FILE = "model.onnx"
 _EXTERNAL_DATA_BYTES = 1536 << 20  # ONNX protobufs cap at 2 GiB; larger weights go to a side file
 _MIN_OPSET = 13  # the config's own lower bound (pipeline/schema.py), named in the error for too high a one

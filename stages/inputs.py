@@ -83,6 +83,12 @@ def random_inputs(specs: list[InputSpec], batch_size: int, seed: int) -> dict[st
     return feeds
 
 
+def validation_batches(specs: list[InputSpec], batch_size: int, seed: int, batches: int):
+    """The seeded batches every backend's validation feeds (the same values whatever the backend)."""
+    for batch in range(batches):
+        yield random_inputs(specs, batch_size, seed + SEED_VALIDATION + batch)
+
+
 def _is_ml_float(dtype: np.dtype) -> bool:
     """bfloat16 and the float8 types (ml_dtypes) are numpy 'void'-kind dtypes, not np.floating."""
     try:

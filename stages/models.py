@@ -358,7 +358,8 @@ def build_builtin(name: str, seed: int = 0, num_classes: int | None = None):
 
 def _split_target(target: Any) -> tuple[str, str]:
     if not isinstance(target, str) or not target.strip():
-        raise ValueError(f"model._target_: expected 'package.module.function' or 'package.module:function', got {target!r}")
+        raise ValueError(f"model._target_: expected 'package.module.function' or 'package.module:function', "
+                         f"got {target!r}")
     t = target.strip()
     if ":" in t:
         module_name, _, attr = t.partition(":")
@@ -395,12 +396,7 @@ def _plain_kwargs(kwargs: Any) -> dict:
     if kwargs is None:
         return {}
     if not isinstance(kwargs, dict):
-        # An OmegaConf DictConfig (from a Hydra config): turn it into plain containers.
-        om = sys.modules.get("omegaconf")
-        if om is not None and om.OmegaConf.is_config(kwargs):
-            kwargs = om.OmegaConf.to_container(kwargs, resolve=True)
-        else:
-            kwargs = dict(kwargs)
+        kwargs = dict(kwargs)
     if not all(isinstance(k, str) for k in kwargs):
         raise ValueError(f"model.kwargs: keys must be strings, got {list(kwargs)!r}")
     return dict(kwargs)

@@ -59,14 +59,6 @@ def base_config():
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
-@pytest.fixture
-def fake_registry(monkeypatch):
-    import stages
-
-    monkeypatch.setitem(stages.REGISTRY, "fake", "tests.fake_stages")
-    monkeypatch.setitem(stages.REGISTRY, "fake_measure", "tests.fake_measure")
-
-
 def config_with(base, tmp_path, **params):
     """`base` with a three-node DAG of fake stages: two cached (counting builds in a file), one measurement."""
     import copy
@@ -75,8 +67,10 @@ def config_with(base, tmp_path, **params):
     counter = tmp_path / "builds.txt"
     cfg["cache"]["dir"] = str(tmp_path / "cache")
     cfg["backend"]["dag"] = {
-        "first": {"stage": "fake", "params": {"text": "a", "counter": str(counter), **params}},
-        "second": {"stage": "fake", "inputs": {"data": "first.data"}, "params": {"text": "b", "counter": str(counter)}},
-        "measure": {"stage": "fake_measure", "inputs": {"data": "second.data"}},
+        "first": {"stage": "tests.fake_stages", "params": {"text": "a", "counter": str(counter), "fail": None,
+                                                           **params}},
+        "second": {"stage": "tests.fake_stages", "inputs": {"data": "first.data"},
+                   "params": {"text": "b", "counter": str(counter), "fail": None}},
+        "measure": {"stage": "tests.fake_measure", "inputs": {"data": "second.data"}},
     }
     return cfg, counter

@@ -4,11 +4,12 @@ import os
 import signal
 import time
 
-from stages.api import StageResult, Unsupported
+from stages.api import Param, StageResult, Unsupported
 
 VERSION = "1"
 CACHED = True
 OUTPUTS = ("data",)
+PARAMS = {"text": Param(str), "counter": Param(str), "fail": Param(str, optional=True)}
 
 
 def environment(params):

@@ -1,5 +1,6 @@
 """The real CLI end to end on this CPU machine: default run, precision sweep, warm re-run, reproduce, bad input."""
 import time
+
 import pytest
 
 from pipeline import results
@@ -91,7 +92,7 @@ def test_reproduce_needs_a_recorded_job(workdir):
     (["backend=foo"], ["backend", "onnxruntime", "tensorrt"]),
     (["benchmark.duration=1"], ["duration"]),
     (["benchmark.min_iterations=abc"], ["benchmark.min_iterations", "abc"]),
-    (["build.execution_mode=sideways"], ["execution_mode", "sequential", "parallel"]),
+    (["backend.execution_mod=parallel"], ["backend.execution_mod", "valid keys there:", "execution_mode"]),
 ])
 def test_compose_errors_are_one_clear_message(workdir, args, words):
     proc = run_cli(args, workdir)
@@ -188,7 +189,8 @@ def test_user_onnx_model_and_calibration_data(workdir):
     assert proc.returncode == 0, proc.stdout[-3000:]
     runs = results.load(workdir / "sweep").runs.set_index("precision")
     assert set(runs["status"]) == {"ok"} and set(runs["model"]) == {"mine"}
-    assert runs.loc["int8", "convert_calibration_source"] == "npz" and runs.loc["int8", "convert_calibration_samples"] == 16
+    assert runs.loc["int8", "convert_calibration_source"] == "npz"
+    assert runs.loc["int8", "convert_calibration_samples"] == 16
     assert runs.loc["int8", "convert_quantize_nodes"] > 0
     # the user's file is part of the cache key by content: same bytes hit, other bytes miss
     def export_cache():

@@ -1,19 +1,28 @@
+from types import SimpleNamespace
+
 import pytest
 
 from pipeline import dag, runner
 from pipeline.schema import ConfigError
+from stages.api import Param
 
 OUTPUTS = {"export": ("onnx",), "convert": ("onnx",), "build": ("model",), "bench": ()}
 
 
+def load(stage):
+    if stage not in OUTPUTS:
+        raise ValueError("cannot import it (ModuleNotFoundError)")
+    return SimpleNamespace(OUTPUTS=OUTPUTS[stage], PARAMS={"level": Param(int)} if stage == "build" else {})
+
+
 def order(spec):
-    return [n.name for n in dag.order(dag.parse(spec), OUTPUTS, lambda s: OUTPUTS[s])]
+    return [n.name for n in dag.order(dag.parse(spec), load)]
 
 
 def test_orders_nodes_so_inputs_come_first():
     spec = {
         "bench": {"stage": "bench", "inputs": {"model": "build.model"}},
-        "build": {"stage": "build", "inputs": {"onnx": "convert.onnx"}},
+        "build": {"stage": "build", "inputs": {"onnx": "convert.onnx"}, "params": {"level": 3}},
         "convert": {"stage": "convert", "inputs": {"onnx": "export.onnx"}},
         "export": {"stage": "export"},
     }
@@ -21,7 +30,10 @@ def test_orders_nodes_so_inputs_come_first():
 
 
 @pytest.mark.parametrize("spec, words", [
-    ({"a": {"stage": "nope"}}, ["backend.dag.a.stage", "'nope'", "known stages", "export"]),
+    ({"a": {"stage": "nope"}}, ["backend.dag.a.stage", "'nope'", "cannot import"]),
+    ({"a": {"stage": "build", "params": {"levle": 1}}}, ["backend.dag.a.params.levle", "valid: level"]),
+    ({"a": {"stage": "build", "params": {}}}, ["backend.dag.a.params.level", "missing"]),
+    ({"a": {"stage": "build", "params": {"level": "3"}}}, ["backend.dag.a.params.level = '3'", "expected int"]),
     ({"a": {"stage": "convert", "inputs": {"onnx": "ghost.onnx"}}}, ["backend.dag.a.inputs.onnx", "no node 'ghost'"]),
     ({"e": {"stage": "export"}, "a": {"stage": "convert", "inputs": {"onnx": "e.model"}}},
      ["backend.dag.a.inputs.onnx", "has no output 'model'", "it has: onnx"]),
@@ -44,19 +56,25 @@ def test_cycle_is_reported_with_its_nodes():
     assert "a" in str(err.value) and "b" in str(err.value)
 
 
-def test_plan_uses_the_real_stage_registry():
-    nodes = runner.plan({"export": {"stage": "export"},
-                         "convert": {"stage": "convert", "inputs": {"onnx": "export.onnx"}}})
-    assert [n.name for n in nodes] == ["export", "convert"]
+def test_plan_checks_real_stages_and_their_params():
+    export = {"stage": "stages.export", "params": {"model": {}, "seed": 0, "opset": 18}}
+    nodes = runner.plan({"export": export})
+    assert [n.name for n in nodes] == ["export"]
     with pytest.raises(ConfigError, match="has no output 'engine'"):
-        runner.plan({"export": {"stage": "export"},
-                     "convert": {"stage": "convert", "inputs": {"onnx": "export.engine"}}})
+        runner.plan({"export": export, "bench": {"stage": "stages.onnxruntime.profile",
+                                                 "inputs": {"model": "export.engine"},
+                                                 "params": {"batch_size": 1, "seed": 0, "iterations": 1}}})
+    with pytest.raises(ConfigError, match=r"backend.dag.export.params.opset = 7: out of range; valid: >= 13"):
+        runner.plan({"export": {**export, "params": {**export["params"], "opset": 7}}})
+    with pytest.raises(ConfigError, match="is not a stage"):
+        runner.plan({"x": {"stage": "stages.inputs"}})
 
 
 def test_disabled_nodes_are_skipped_and_cannot_feed_others():
     spec = {"export": {"stage": "export"},
             "convert": {"stage": "convert", "inputs": {"onnx": "export.onnx"}, "enabled": False}}
-    assert [n.name for n in runner.plan(spec)] == ["export"]
-    spec["build"] = {"stage": "build_onnxruntime", "inputs": {"onnx": "convert.onnx"}}
+    nodes = dag.order(dag.parse(spec), load)
+    assert [n.name for n in nodes if n.enabled] == ["export"]
+    spec["build"] = {"stage": "build", "inputs": {"onnx": "convert.onnx"}, "params": {"level": 3}}
     with pytest.raises(ConfigError, match="node 'convert' is disabled"):
-        runner.plan(spec)
+        dag.order(dag.parse(spec), load)

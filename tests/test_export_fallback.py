@@ -74,15 +74,15 @@ def test_model_the_dynamo_exporter_cannot_capture_falls_back(workdir):
 
 
 def test_only_exporter_errors_fall_back():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from torch.onnx._internal.exporter import _errors
 
     from stages.export import _exporter_cannot
 
     assert _exporter_cannot(_errors.TorchExportError("cannot capture"))
-    import torch._dynamo.exc
+    from torch._dynamo import exc as dynamo_exc
 
-    assert _exporter_cannot(torch._dynamo.exc.Unsupported("data-dependent"))
+    assert _exporter_cannot(dynamo_exc.Unsupported("data-dependent"))
     assert not _exporter_cannot(OSError(errno.ENOSPC, "No space left on device"))
     assert not _exporter_cannot(MemoryError())
     assert not _exporter_cannot(ValueError("a bug of ours"))

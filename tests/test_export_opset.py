@@ -19,7 +19,7 @@ def _exported_opsets(cache_dir) -> dict[int, int]:
     found = {}
     for manifest in (cache_dir / "entries").rglob("manifest.json"):
         spec = json.loads(manifest.read_text())["key_spec"]
-        if spec["stage"] == "export":
+        if spec["stage"] == "stages.export":
             found[spec["params"]["opset"]] = _file_opset(manifest.parent / "model.onnx")
     return found
 

@@ -1,6 +1,7 @@
 """CPU tests of the GPU helpers: peak table, FLOP counting, throttle reasons, the per-GPU lock."""
 import multiprocessing as mp
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -36,7 +37,8 @@ def test_efficiency_rows():
     rows = {(r["metric"], r["stat"]): r["value"] for r in flops.efficiency_rows(2_000_000_000_000, 10.0, 400.0, "s")}
     assert rows[("achieved", "tflops")] == pytest.approx(200.0)
     assert rows[("achieved", "pct_of_peak")] == pytest.approx(50.0)
-    assert ("achieved", "pct_of_peak") not in {(r["metric"], r["stat"]) for r in flops.efficiency_rows(1, 1.0, None, "")}
+    without_peak = {(r["metric"], r["stat"]) for r in flops.efficiency_rows(1, 1.0, None, "")}
+    assert ("achieved", "pct_of_peak") not in without_peak
 
 
 def test_throttle_reasons():
@@ -97,3 +99,155 @@ def test_harness_settings_from_benchmark_params():
     params = dict(warmup_ms=5, duration_s=1.5, min_iterations=7, trials=2, cuda_graph=False, sync="blocking",
                   data_transfers=True, streams=3, batch_size=4, seed=0)
     assert harness.Settings.from_params(params) == harness.Settings(5, 1.5, 7, 2, False, "blocking", True)
+
+
+# ------------------------------------------------------------------------------------------- CUDA graph capture
+
+ERR = "cudaErrorStreamCaptureInvalidated"
+
+
+class Handle:
+    """A cuda-python handle: int() gives its address (0 for a null handle)."""
+
+    def __init__(self, name, address=None):
+        self.name, self.address = name, address if address is not None else id(self)
+
+    def __int__(self):
+        return self.address
+
+    def __repr__(self):
+        return f"<{self.name}>"
+
+
+class FakeRuntime:
+    """cuda-python's runtime API as a recorder: every call succeeds with a fresh handle unless `results` says
+    otherwise (name -> a tuple, or a function of the call's arguments returning one)."""
+    cudaError_t = SimpleNamespace(cudaSuccess="cudaSuccess", cudaErrorNotReady="cudaErrorNotReady")
+    cudaStreamCaptureMode = SimpleNamespace(cudaStreamCaptureModeThreadLocal="thread-local")
+    cudaStreamCaptureStatus = SimpleNamespace(cudaStreamCaptureStatusNone="none",
+                                              cudaStreamCaptureStatusActive="active")
+    cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice="H2D", cudaMemcpyDeviceToHost="D2H")
+    cudaStreamNonBlocking, cudaEventDefault, cudaEventBlockingSync = 1, 0, 1
+
+    def __init__(self, **results):
+        self.results, self.calls = results, []
+
+    def __getattr__(self, name):
+        if not name.startswith("cuda"):
+            raise AttributeError(name)
+
+        def api(*args):
+            self.calls.append((name, args))
+            result = self.results.get(name)
+            if result is None:
+                return "cudaSuccess", Handle(name)
+            return result(*args) if callable(result) else result
+        return api
+
+    def called(self, name):
+        return [args for n, args in self.calls if n == name]
+
+
+def error(name=ERR):
+    return SimpleNamespace(name=name)
+
+
+@pytest.fixture
+def fake_rt(monkeypatch):
+    from stages.gpu import cuda, harness
+
+    def install(**results):
+        fake = FakeRuntime(**results)
+        monkeypatch.setattr(cuda, "rt", lambda: fake)    # what cuda.call uses
+        monkeypatch.setattr(harness, "rt", lambda: fake)  # the harness's own reference
+        return fake
+    return install
+
+
+def test_a_failed_enqueue_under_capture_keeps_its_error_and_frees_the_partial_graph(fake_rt):
+    from stages.gpu import harness
+
+    partial = Handle("partial graph")
+    fake = fake_rt(cudaStreamEndCapture=(error(), partial))  # EndCapture fails too, as an invalidated capture does
+
+    def enqueue(stream):
+        raise RuntimeError("execute_async_v3 refused the capture")
+    with pytest.raises(RuntimeError, match="execute_async_v3 refused the capture"):
+        harness.capture(Handle("stream"), enqueue)
+    assert fake.called("cudaGraphDestroy") == [(partial,)]
+    assert not fake.called("cudaGraphInstantiate")
+
+
+def test_a_failed_end_of_capture_is_the_error_and_its_graph_is_freed(fake_rt):
+    from stages.gpu import harness
+    from stages.gpu.cuda import CudaError
+
+    partial = Handle("partial graph")
+    fake = fake_rt(cudaStreamEndCapture=(error(), partial))
+    with pytest.raises(CudaError, match=f"cudaStreamEndCapture: {ERR}"):
+        harness.capture(Handle("stream"), lambda stream: None)
+    assert fake.called("cudaGraphDestroy") == [(partial,)]
+
+
+def test_a_captured_graph_is_destroyed_once_instantiated(fake_rt):
+    from stages.gpu import harness
+    from stages.gpu.cuda import CudaError
+
+    graph, exe = Handle("graph"), Handle("exec")
+    fake = fake_rt(cudaStreamEndCapture=("cudaSuccess", graph), cudaGraphInstantiate=("cudaSuccess", exe))
+    assert harness.capture(Handle("stream"), lambda stream: None) is exe
+    assert fake.called("cudaGraphInstantiate") == [(graph, 0)] and fake.called("cudaGraphDestroy") == [(graph,)]
+    # instantiation fails and so does the clean-up: the error raised is instantiation's
+    fake = fake_rt(cudaStreamEndCapture=("cudaSuccess", graph), cudaGraphInstantiate=(error("cudaErrorNotSupported"),),
+                   cudaGraphDestroy=(error("cudaErrorInvalidValue"),))
+    with pytest.raises(CudaError, match="cudaGraphInstantiate: cudaErrorNotSupported"):
+        harness.capture(Handle("stream"), lambda stream: None)
+    assert fake.called("cudaGraphDestroy") == [(graph,)]
+
+
+class FailsUnderCapture:
+    """A workload whose first enqueue works and whose enqueue inside the capture fails."""
+
+    def __init__(self):
+        self.enqueues = 0
+
+    def enqueue(self, stream):
+        self.enqueues += 1
+        if self.enqueues == 2:
+            raise RuntimeError("IExecutionContext.execute_async_v3 returned False")
+
+    def buffers(self):
+        return [], []
+
+
+def test_lane_note_names_the_original_capture_error(fake_rt):
+    from stages.gpu import harness
+
+    partial = Handle("partial graph")
+    fake = fake_rt(cudaStreamEndCapture=(error(), partial), cudaStreamIsCapturing=("cudaSuccess", "none"))
+    workload = FailsUnderCapture()
+    lane = harness._Lane(workload, harness.Settings(cuda_graph=True))
+    note = lane.prepare()
+    assert "execute_async_v3 returned False" in note and ERR not in note
+    assert note.startswith("CUDA graph capture failed, plain enqueue used: RuntimeError")
+    assert fake.called("cudaGraphDestroy") == [(partial,)]
+    assert lane.launch == workload.enqueue and lane.graph_exec is None
+    lane.close()
+
+
+def test_lane_ends_a_workloads_own_failed_capture_and_frees_its_graph(fake_rt):
+    from stages.gpu import harness
+
+    partial = Handle("partial graph")
+    fake = fake_rt(cudaStreamEndCapture=(error(), partial), cudaStreamIsCapturing=("cudaSuccess", "active"))
+
+    class OwnCapture(FailsUnderCapture):  # like torch: the workload captures the stream itself
+        def capture(self, stream):
+            harness.rt().cudaStreamBeginCapture(stream, "thread-local")
+            raise RuntimeError("torch.cuda.graph: operation not permitted when stream is capturing")
+    lane = harness._Lane(OwnCapture(), harness.Settings(cuda_graph=True))
+    note = lane.prepare()
+    assert "operation not permitted when stream is capturing" in note
+    assert len(fake.called("cudaStreamEndCapture")) == 1 and fake.called("cudaGraphDestroy") == [(partial,)]
+    assert fake.called("cudaGetLastError")  # the sticky capture error is cleared
+    lane.close()

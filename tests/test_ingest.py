@@ -2,6 +2,7 @@
 The fixtures in tests/data/trtexec/ are hand-written in trtexec's documented formats (README there)."""
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline import results
@@ -102,3 +103,58 @@ def test_ingested_runs_load_beside_each_other(tmp_path):
     r = results.load(tmp_path / "all")
     assert sorted(r.runs.env_tensorrt) == ["10.16.0", "11.1.0"] and r.runs.run_id.is_unique
     assert set(r.summary.run_id) == set(r.runs.run_id)
+
+
+def test_layers_with_an_auxiliary_stream_are_flagged_and_keep_their_median(trt11):
+    proc, r = trt11
+    row = r.runs.iloc[0]
+    assert bool(row.benchmark_layers_overlap) and "do not add up" in row.benchmark_layers_note
+    assert "note: per-layer times overlap" in proc.stderr
+    medians = r.layers.set_index("layer")["median_ms"]
+    assert medians["output_cast_to_fp32"] == 0.00016 and medians["node_Gemm_65"] == 0.000256
+
+
+def test_a_summary_cut_short_is_a_failed_row_naming_the_lines(tmp_path):
+    lines = (DATA / "trt11_run.log").read_text().splitlines(keepends=True)
+    cut = tmp_path / "cut.log"
+    cut.write_text("".join(lines[:next(i for i, line in enumerate(lines) if "] GPU Compute Time:" in line)]))
+    proc = ingest(tmp_path, cut, "--out", tmp_path / "cut")
+    assert proc.returncode == 1 and "incomplete" in proc.stderr
+    row = results.load(tmp_path / "cut").runs.iloc[0]
+    assert row.status == "failed" and str(cut) in row.error
+    for label in ("'GPU Compute Time:'", "'D2H Latency:'", "'Total Host Walltime:'", "'Total GPU Compute Time:'"):
+        assert label in row.error, row.error
+    assert "'Latency:'" not in row.error and "'Throughput:'" not in row.error  # those were there
+    assert results.load(tmp_path / "cut").summary.empty  # no partial statistics
+
+
+def test_a_pasted_summary_without_the_end_banner_is_ok_with_a_note(tmp_path):
+    text = (DATA / "trt11_run.log").read_text()
+    pasted = tmp_path / "pasted.log"
+    pasted.write_text(text[text.index("[11/21/2026-10:15:03] [I] === Performance summary ==="):text.index("&&&&", 10)])
+    proc = ingest(tmp_path, pasted, "--out", tmp_path / "pasted")
+    assert proc.returncode == 0, proc.stderr
+    row = results.load(tmp_path / "pasted").runs.iloc[0]
+    assert row.status == "ok" and "&&&& PASSED" in row.benchmark_note
+    assert "note: the log has no final '&&&& PASSED' line" in proc.stderr
+
+
+def test_ingesting_into_a_directory_that_holds_a_job_keeps_the_old_tables(tmp_path):
+    out = tmp_path / "job"
+    assert ingest(tmp_path, DATA / "trt10_build_and_run.log", "--out", out).returncode == 0
+    first = results.load(out).runs.run_id.tolist()
+    proc = ingest(tmp_path, DATA / "trt11_run.log", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    aside = sorted(out.glob("tables.replaced-*"))
+    assert len(aside) == 1 and f"moved them aside to {aside[0]}" in proc.stderr
+    assert results.load(out).runs.env_tensorrt.tolist() == ["11.1.0"]  # tables/ is the new run
+    kept = pq.read_table(aside[0] / "runs.parquet")  # the old run is intact beside it
+    assert kept.column("run_id").to_pylist() == first and kept.column("env_tensorrt").to_pylist() == ["10.16.0"]
+
+
+def test_aux_streams_left_to_tensorrt_are_recorded_as_minus_one(tmp_path):
+    text = (DATA / "trt10_build_and_run.log").read_text().replace("MaxAuxStreams: 0", "MaxAuxStreams: -1")
+    (tmp_path / "auto.log").write_text(text)
+    assert ingest(tmp_path, tmp_path / "auto.log", "--out", tmp_path / "auto").returncode == 0
+    runs = results.load(tmp_path / "auto").runs
+    assert runs.max_aux_streams.tolist() == [-1] and str(runs.max_aux_streams.dtype).lower() == "int64"

@@ -2,12 +2,13 @@
 import copy
 
 import pytest
+
 from pipeline import job, results
 from pipeline.schema import ConfigError
 from tests.conftest import config_with
 
 
-def test_ok_job_writes_row_and_tables_and_hits_cache_second_time(base_config, tmp_path, fake_registry):
+def test_ok_job_writes_row_and_tables_and_hits_cache_second_time(base_config, tmp_path):
     cfg, counter = config_with(base_config, tmp_path)
     first = job.run_job(cfg, tmp_path / "j1", job.JobMeta())
     second = job.run_job(cfg, tmp_path / "j2", job.JobMeta())
@@ -23,7 +24,7 @@ def test_ok_job_writes_row_and_tables_and_hits_cache_second_time(base_config, tm
     assert first.row["config_hash"] == second.row["config_hash"]
 
 
-def test_param_change_rebuilds_downstream(base_config, tmp_path, fake_registry):
+def test_param_change_rebuilds_downstream(base_config, tmp_path):
     cfg, counter = config_with(base_config, tmp_path)
     job.run_job(cfg, tmp_path / "j1", job.JobMeta())
     cfg2, _ = config_with(base_config, tmp_path)
@@ -33,7 +34,7 @@ def test_param_change_rebuilds_downstream(base_config, tmp_path, fake_registry):
     assert out.row["config_hash"] != job.config_hash(cfg)
 
 
-def test_unsupported_and_crash_become_rows(base_config, tmp_path, fake_registry):
+def test_unsupported_and_crash_become_rows(base_config, tmp_path):
     cfg, _ = config_with(base_config, tmp_path, fail="unsupported")
     out = job.run_job(cfg, tmp_path / "u", job.JobMeta())
     assert out.status == "unsupported" and out.error == "first: this combination cannot run here"
@@ -47,7 +48,8 @@ def test_unsupported_and_crash_become_rows(base_config, tmp_path, fake_registry)
 
 @pytest.mark.parametrize("key, value, words", [
     ("benchmark.min_iterations", -1, ["benchmark.min_iterations = -1", ">= 1"]),
-    ("build.optimization_level", 7, ["build.optimization_level = 7", "0..5"]),
+    ("backend.optimization_level", 7, ["backend.optimization_level = 7", "0..5"]),
+    ("backend.execution_mode", "sideways", ["backend.execution_mode = 'sideways'", "sequential, parallel"]),
     ("batch_size", 0, ["batch_size = 0"]),
 ])
 def test_out_of_range_values_fail_naming_the_key(base_config, tmp_path, key, value, words):
@@ -73,7 +75,9 @@ def test_model_source_needs_its_key(base_config, tmp_path):
 
 def test_unavailable_backend_is_unsupported_with_how_to_get_it(base_config, tmp_path):
     cfg = copy.deepcopy(base_config)
-    cfg["backend"] = {"name": "tensorrt", "dag": {}}
+    cfg["backend"] = {"name": "tensorrt", "plugin": "stages.tensorrt", "dag": {}, "optimization_level": 3,
+                      "max_aux_streams": 0, "workspace_mb": 0, "timing_cache": True, "min_batch": None,
+                      "max_batch": None}
     out = job.run_job(cfg, tmp_path, job.JobMeta())
     assert out.status == "unsupported"
     assert "backend=tensorrt cannot run here" in out.error and "onnxruntime" in out.error

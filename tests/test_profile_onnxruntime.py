@@ -6,13 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from pipeline import results, runner
 from stages.onnxruntime import build, profile
-from tests.conftest import ROOT
 
-BUILD = {"precision": "fp32", "tf32": False, "optimization_level": 3, "max_aux_streams": 0,
+BUILD = {"precision": "fp32", "tf32": False, "optimization_level": 3,
          "intra_op_threads": 1, "inter_op_threads": 1, "execution_mode": "sequential"}
 PROFILE = {"batch_size": 2, "input_shape": None, "seed": 0, "iterations": 4}
 
@@ -85,7 +83,6 @@ def test_layer_rows_skips_warmup_and_averages():
     assert b["dtype"] == "float16,int64"  # the first counted event describes the node, all its outputs
 
 
-def test_profile_runs_after_the_benchmark():
-    dag = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/backend/onnxruntime.yaml").dag, resolve=False)
-    order = [node.name for node in runner.plan(dag)]
+def test_profile_runs_after_the_benchmark(base_config):
+    order = [node.name for node in runner.plan(base_config["backend"]["dag"])]
     assert order.index("profile") > order.index("benchmark")

@@ -118,8 +118,11 @@ def test_live_display_renders_and_restores_logging():
     (["seed=0"], 1),
     (["model=glob(*)"], None),  # needs the config repository to enumerate
 ])
-def test_count_jobs(overrides, jobs):
-    assert progress.count_jobs(overrides) == jobs
+def test_the_size_of_a_sweep(overrides, jobs):
+    from omegaconf import OmegaConf
+
+    hydra_cfg = OmegaConf.create({"sweeper": {"params": None}, "overrides": {"task": overrides}})
+    assert progress.Sweep.from_hydra(hydra_cfg).jobs == jobs
 
 
 def test_sweep_merges_sweeper_params_with_the_command_line():

@@ -7,6 +7,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline import plots, report, results
@@ -234,3 +236,18 @@ def test_swept_values_from_overrides_and_axes(tmp_path):
     runs["overrides"] = None  # e.g. tables written by another tool: the fixed columns still tell
     runs.loc[1, "model"] = "resnet18"
     assert list(report.swept_values(runs).columns) == ["model", "precision"]
+
+
+@pytest.mark.parametrize("column", ["profile_layers_overlap", "benchmark_layers_overlap"])
+def test_layers_caption_says_when_layer_times_overlap(tmp_path, column):
+    layers = {f"conv{i}": (i + 1) / 10 for i in range(4)}
+    write_job(tmp_path, 0, "fp32", layers=layers)
+    write_job(tmp_path, 1, "int8", median=0.5, layers=layers)
+    plain = report.build_report(tmp_path, tmp_path / "plain").read_text()
+    assert "overlap across auxiliary streams" not in plain
+    runs = tmp_path / "1" / "tables" / "runs.parquet"  # the int8 run ran with auxiliary streams
+    table = pq.read_table(runs)
+    pq.write_table(table.append_column(column, pa.array([True])), runs)
+    page = report.build_report(tmp_path, tmp_path / "overlap").read_text()
+    assert "Per-layer times overlap across auxiliary streams in int8" in page
+    assert "do not add up to the inference time" in page

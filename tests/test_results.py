@@ -29,9 +29,9 @@ SAMPLE_ROWS = {
     "summary": [{"run_id": "r1", "metric": "latency", "stat": "median", "value": 2.0, "unit": "ms"}],
     "samples": [{"run_id": "r1", "trial": 0, "iteration": 1, "metric": "latency", "value_ms": 2.1}],
     "accuracy": [{"run_id": "r1", "output": "logits", "metric": "top1", "value": 0.76,
-                  "reference": "onnxruntime"}],
+                  "reference": "onnxruntime", "samples": 256}],
     "layers": [{"run_id": "r1", "layer": "conv1", "layer_type": "Convolution", "dtype": "fp16",
-                "tactic": "0x1f", "stream": 0, "time_ms": 0.05, "share": 0.1, "source": "trt"}],
+                "tactic": "0x1f", "stream": 0, "time_ms": 0.05, "share": 0.1, "source": "trt", "median_ms": 0.04}],
     "gpu": [{"run_id": "r1", "t_s": 0.5, "sm_clock_mhz": 1980.0, "mem_clock_mhz": 2619.0,
              "power_w": 300.0, "temp_c": 55.0, "util_pct": 99.0, "throttle": "none"}],
 }

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
     ("segfault", ["crashed with signal SIGSEGV"]),
     ("hang", ["timed out after 2 s", "isolation.timeout_s"]),
 ])
-def test_crash_in_an_isolated_stage_is_a_failed_row(base_config, tmp_path, fake_registry, fail, words):
+def test_crash_in_an_isolated_stage_is_a_failed_row(base_config, tmp_path, fail, words):
     cfg, _ = config_with(base_config, tmp_path, fail=fail)
     cfg["isolation"] = {"mode": "all", "timeout_s": 2}
     out = job.run_job(cfg, tmp_path / "j", job.JobMeta())
@@ -32,7 +32,7 @@ def test_crash_in_an_isolated_stage_is_a_failed_row(base_config, tmp_path, fake_
     assert results.load(tmp_path / "j").runs["status"].tolist() == ["failed"]
 
 
-def test_isolated_stage_passes_results_and_unsupported_through(base_config, tmp_path, fake_registry):
+def test_isolated_stage_passes_results_and_unsupported_through(base_config, tmp_path):
     cfg, counter = config_with(base_config, tmp_path)
     cfg["isolation"] = {"mode": "all", "timeout_s": 60}
     ok = job.run_job(cfg, tmp_path / "ok", job.JobMeta())
@@ -114,7 +114,8 @@ def test_a_full_disk_fails_its_point_and_the_sweep_goes_on(workdir):
     assert partial.returncode == 1 and "Traceback" not in partial.stdout + partial.stderr
     runs = results.load(workdir / "partial").runs.set_index("precision")
     assert runs.loc["int8", "status"] == "ok" and runs.loc["fp32", "status"] == "failed"
-    assert "No space left on device" in runs.loc["fp32", "error"] and "the job itself was ok" in runs.loc["fp32", "error"]
+    error = runs.loc["fp32", "error"]
+    assert "No space left on device" in error and "the job itself was ok" in error
     assert "sweep " in partial.stdout  # the end-of-sweep summary still prints
 
     args = ["-m", "precision=fp32,int8", "hydra.sweep.dir=nothing", *FAST]
@@ -186,7 +187,7 @@ def test_lost_job_is_reported_and_fails_the_sweep(workdir):
 def test_corrupted_artifact_is_detected_and_rebuilt(workdir):
     assert run_cli(FAST, workdir).returncode == 0
     entries = [e for e in (workdir / "outputs/cache/entries").glob("*/*")
-               if '"build_onnxruntime"' in (e / "manifest.json").read_text()]
+               if '"stages.onnxruntime.build"' in (e / "manifest.json").read_text()]
     model = entries[0] / "model.onnx"
     model.chmod(0o644)  # published artifacts are read-only
     data = bytearray(model.read_bytes())

@@ -43,7 +43,7 @@ def test_build_benchmark_profile_validate(workdir, precision):
 def test_timing_cache_is_shared_and_engines_are_cached(workdir):
     first = run(workdir).runs.iloc[0]
     assert first.build_cache == "miss" and first.build_timing_cache == "created"
-    again = run(workdir, "build.optimization_level=2").runs.sort_values("started").iloc[-1]
+    again = run(workdir, "backend.optimization_level=2").runs.sort_values("started").iloc[-1]
     assert again.build_cache == "miss" and again.build_timing_cache == "loaded"
     assert list((workdir / "outputs/cache/timing_caches").glob("*/timing.cache"))
     third = run(workdir).runs.sort_values("started").iloc[-1]
@@ -51,7 +51,7 @@ def test_timing_cache_is_shared_and_engines_are_cached(workdir):
 
 
 def test_aux_streams_and_several_inference_streams(workdir):
-    row = run(workdir, "build.max_aux_streams=2", "benchmark.streams=2", "batch_size=4").runs.iloc[0]
+    row = run(workdir, "backend.max_aux_streams=2", "benchmark.streams=2", "batch_size=4").runs.iloc[0]
     assert row.status == "ok", row.error
     assert 0 <= row.benchmark_aux_streams <= 2 and row.benchmark_streams == 2
     assert "latency-unreliable" in row.benchmark_verdict

@@ -24,7 +24,6 @@ def test_10x_schema():
     assert (conv.layer_type, conv.dtype, conv.stream, conv.profile) == ("CaskConvolution", "fp32", 0, 0)
     assert conv.tactic.startswith("sm80_xmma_fprop_implicit_gemm_f32f32")
     assert parsed[3].tactic == "0x0000000000000007"  # no TacticName: the tactic's value
-    assert inspector.io_tensors((DATA / "trt10_layer_info.json").read_text()) == ["input", "output"]
 
 
 def test_11x_schema():
@@ -33,7 +32,30 @@ def test_11x_schema():
     assert parsed["node_Conv_58 + node_relu_1"].stream == 1  # an auxiliary stream
     assert parsed["node_Gemm_65"].layer_type == "CaskGemmMatrixMultiply" and parsed["node_Gemm_65"].dtype == "fp16"
     assert parsed["output_cast_to_fp32"].dtype == "fp32"
-    assert inspector.io_tensors((DATA / "trt11_layer_info.json").read_text()) == ["input", "output"]
+
+
+def test_11x_fixture_spells_the_keys_as_nvidia_documents_them():
+    text = (DATA / "trt11_layer_info.json").read_text()
+    assert '"DataType"' in text and '"Datatype"' not in text and '"IOMode"' in text and '"I/O Tensors"' in text
+
+
+@pytest.mark.parametrize("tensor, dtype", [
+    ({"DataType": "FP16", "Format": "Row major linear"}, "fp16"),         # 11.x as NVIDIA documents it
+    ({"Datatype": "BF16", "Format": "Row major linear"}, "bf16"),         # the other spelling
+    ({"datatype": "Int8"}, "int8"), ({"DATATYPE": "FP8"}, "fp8"),          # any case
+    ({"format/datatype": "Row major linear FP32"}, "fp32"),               # 10.x's combined key, lower case
+    ({"Format": "Channel major FP16 format where channel % 8 == 0"}, "fp16"),  # no type key: the Format words
+    ({"Format": "Row major linear"}, None),                               # nothing names a type
+])
+def test_tensor_keys_are_read_case_insensitively_with_format_as_fallback(tensor, dtype):
+    layer = {"NAME": "a", "layertype": "Reformat", "Outputs": [{"Name": "t", **tensor}], "StreamID": 2}
+    got = inspector.parse({"layers": [layer]})[0]
+    assert (got.name, got.layer_type, got.dtype, got.stream) == ("a", "Reformat", dtype, 2)
+
+
+def test_a_type_key_wins_over_the_format_words():
+    tensor = {"Format": "Row major linear FP32 format", "DataType": "Half"}
+    assert inspector.parse([{"Name": "a", "Outputs": [tensor]}])[0].dtype == "fp16"
 
 
 def test_profile_suffixes_split_the_engine_by_optimization_profile():
@@ -46,7 +68,6 @@ def test_profile_suffixes_split_the_engine_by_optimization_profile():
     rows0 = inspector.rows({}, parsed, "x", profile=0)
     rows1 = inspector.rows({}, parsed, "x", profile=1)
     assert [r["dtype"] for r in rows0] == ["fp16", "fp32"] and [r["dtype"] for r in rows1] == ["int8", "fp32"]
-    assert inspector.io_tensors((DATA / "trt10_layer_info_2profiles.json").read_text())[2] == "input [profile 1]"
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -98,3 +119,19 @@ def test_rows_fit_the_layers_table():
     rows = inspector.rows({"node_mean": 0.25}, layers("trt10_layer_info.json"), "tensorrt-profiler")
     table = results.build_table("layers", [{"run_id": "r", **r} for r in rows])
     assert table.num_rows == 1 and table.column("dtype").to_pylist() == ["fp32"]
+    assert table.column("median_ms").to_pylist() == [None]  # IProfiler sums: no median
+
+
+def test_median_beside_the_mean_in_the_layers_table():
+    rows = inspector.rows({"a": 0.3, "b [profile 1]": 9.0, "c": 0.1}, [], "trtexec-profile",
+                          median_ms={"a": 0.25, "b [profile 1]": 8.0, "c": None})
+    assert [(r["layer"], r["time_ms"], r["median_ms"]) for r in rows] == [("a", 0.3, 0.25), ("c", 0.1, None)]
+    assert results.SCHEMAS["layers"].field("median_ms").type == "double"
+    table = results.build_table("layers", [{"run_id": "r", **r} for r in rows])
+    assert table.column("median_ms").to_pylist() == [0.25, None]
+
+
+def test_a_layer_on_an_auxiliary_stream_means_overlapping_times():
+    assert inspector.uses_aux_streams(layers("trt11_layer_info.json"))  # node_Conv_58 runs on stream 1
+    assert not inspector.uses_aux_streams(layers("trt10_layer_info.json"))
+    assert not inspector.uses_aux_streams(layers("layer_info_names_only.json"))  # no stream is known

@@ -44,7 +44,8 @@ REQUIRED = {
     ("module", "IProfiler"), ("module", "TensorIOMode.INPUT"), ("module", "LayerInformationFormat.JSON"),
     ("module", "Runtime"), ("module", "Logger.WARNING"), ("module", "MemoryPoolType.WORKSPACE"),
     ("module", "ProfilingVerbosity.DETAILED"), ("EngineInspector", "execution_context"),
-    ("EngineInspector", "get_engine_information"),
+    ("EngineInspector", "get_engine_information"), ("ICudaEngine", "get_tensor_location"),
+    ("module", "TensorLocation.HOST"),
 }
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-import struct
 import random
+import struct
 
 import numpy as np
 import pytest

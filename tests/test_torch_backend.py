@@ -8,7 +8,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_torch_cpu_sweep(workdir):
-    proc = run_cli(["-m", "backend=torch", "precision=fp32,bf16,tf32,int8", "compile.device=cpu", *FAST], workdir)
+    proc = run_cli(["-m", "backend=torch", "precision=fp32,bf16,tf32,int8", "backend.device=cpu", *FAST], workdir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = results.load(workdir / "outputs").runs.set_index("precision")
     assert list(runs.loc[["fp32", "bf16"], "status"]) == ["ok", "ok"]
@@ -30,7 +30,7 @@ def test_torch_needs_a_torch_model(workdir):
 
 
 def test_torch_profile_rows(workdir):
-    proc = run_cli(["backend=torch", "model=resnet18", "compile.device=cpu", "profile.iterations=2", *FAST], workdir)
+    proc = run_cli(["backend=torch", "model=resnet18", "backend.device=cpu", "profile.iterations=2", *FAST], workdir)
     assert proc.returncode == 0, proc.stdout[-3000:]
     layers = results.load(workdir / "outputs").layers
     ops, modules = layers[layers.layer_type == "operator"], layers[layers.layer_type == "module"]

@@ -3,6 +3,8 @@
 The fixtures in tests/data/trtexec/ are hand-written in the formats documented by NVIDIA/TensorRT's
 samples/common (10.16 and 11.1); see the README there. Flag sets below come from sampleOptions.cpp of the same tags.
 """
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +149,50 @@ def test_exported_profile():
     assert prof.mean_ms["node_Conv_55 + node_relu"] == 0.0172729 and prof.mean_ms["node_Reshape_64"] == 0
 
 
+def test_exported_profile_keeps_the_median():
+    prof = parse.parse_profile((DATA / "trt11_profile.json").read_text())
+    assert prof.median_ms["output_cast_to_fp32"] == 0.00016 and prof.mean_ms["output_cast_to_fp32"] == 0.000165333
+
+
+def test_names_with_quotes_and_backslashes_parse():
+    """trtexec writes names as they are; a name with a quote or backslash is not JSON until repaired."""
+    name = 'Reformat "a\\b" to x\\'
+    text = ('[\n  { "count" : 2 }\n'
+            f', {{ "name" : "{name}", "timeMs" : 0.5, "averageMs" : 0.25, "medianMs" : 0.2, "percentage" : 100 }}\n'
+            ', { "name" : "inf nan", "timeMs" : 0, "averageMs" : nan, "medianMs" : -nan, "percentage" : inf }\n]\n')
+    with pytest.raises(ValueError):  # the name alone breaks it: with a plain name it is JSON once nan/inf are fixed
+        json.loads(parse._bare_numbers(text))
+    json.loads(parse._bare_numbers(text.replace(name, "x")))
+    prof = parse.parse_profile(text)
+    assert list(prof.mean_ms) == [name, "inf nan"]  # a name is kept as written, even one that reads like a number
+    assert prof.mean_ms[name] == 0.25 and prof.median_ms == {name: 0.2, "inf nan": None}
+
+
+def test_output_names_with_quotes_parse():
+    text = '[\n  { "name" : "out"put\\"\n  , "dimensions" : "2"\n  , "values" : [ 1, 2 ]\n  }\n]\n'
+    assert list(parse.parse_outputs(text)) == ['out"put\\']
+
+
+def test_aux_stream_warning_is_read():
+    warning = ('[11/21/2026-10:15:03] [W] The engine uses 2 auxiliary streams, so the "Total" latency may not be '
+               'accurate because some layers may have run in parallel!\n')
+    assert parse.parse_log(warning).aux_streams == 2 and log("trt11_run.log").aux_streams is None
+
+
+def test_layers_that_overlap_are_flagged():
+    text = (DATA / "trt11_run.log").read_text()
+    profile, layers = (DATA / "trt11_profile.json").read_text(), (DATA / "trt11_layer_info.json").read_text()
+    tables, info, _ = backend.ingest(text, profile_text=profile, layers_text=layers)
+    assert info["layers_overlap"] is True and "do not add up" in info["layers_note"]  # a layer on stream 1
+    single = layers.replace('"StreamId": 1', '"StreamId": 0')
+    assert backend.ingest(text, profile_text=profile, layers_text=single)[1]["layers_overlap"] is False
+    warned = text.replace("[I] Starting inference", "[W] The engine uses 1 auxiliary streams, so ...")
+    assert backend.ingest(warned, profile_text=profile, layers_text=single)[1]["layers_overlap"] is True
+    assert backend.ingest(text)[1]["layers_overlap"] is None  # no layers ingested: nothing to say
+    medians = {r["layer"]: r["median_ms"] for r in tables["layers"]}
+    assert medians["output_cast_to_fp32"] == 0.00016
+
+
 def test_exports_with_bare_inf_and_nan():
     """trtexec prints a zero-time run's percentage as nan and writes it as is, which is not JSON."""
     prof = parse.parse_profile('[\n  { "count" : 0 }\n, { "name" : "a", "timeMs" : 0, "averageMs" : nan, '
@@ -236,8 +282,7 @@ def test_missing_trtexec_is_unsupported_with_how_to_get_it():
     with pytest.raises(Unsupported) as err:
         backend.locate("no-such-trtexec-here")
     message = str(err.value)
-    assert "trtexec.path = 'no-such-trtexec-here'" in message and "nvcr.io/nvidia/tensorrt" in message
-    assert "Backends that run here:" in message
+    assert "backend.path = 'no-such-trtexec-here'" in message and "nvcr.io/nvidia/tensorrt" in message
     from stages.trtexec import build
 
     with pytest.raises(Unsupported, match="no such executable"):
@@ -256,4 +301,84 @@ def test_minus_one_means_tensorrts_default():
     text = text.replace("MaxAuxStreams: 0", "MaxAuxStreams: -1").replace("BuilderOptimizationLevel: 3",
                                                                          "BuilderOptimizationLevel: -1")
     settings = parse.settings(parse.parse_log(text))
-    assert (settings["optimization_level"], settings["max_aux_streams"]) == (3, 0)
+    # the level left to TensorRT is its default, 3; the streams left to its heuristic stay -1 ("auto"), not 0,
+    # which would mean "forced to one stream"
+    assert (settings["optimization_level"], settings["max_aux_streams"]) == (3, -1)
+    assert parse.settings(log("trt10_build_and_run.log"))["max_aux_streams"] == 0  # a 0 that was given stays 0
+
+
+def test_minus_one_aux_streams_is_not_passed_to_trtexec():
+    plan = BuildPlan(tf32=True, optimization_level=3, max_aux_streams=-1, workspace_bytes=None, shapes={})
+    cmd = backend.build_command("trtexec", Path("m.onnx"), Path("m.engine"), plan, major=11)
+    assert not any(a.startswith("--maxAuxStreams") for a in cmd)
+    zero = backend.build_command("trtexec", Path("m.onnx"), Path("m.engine"), replace(plan, max_aux_streams=0),
+                                 major=11)
+    assert "--maxAuxStreams=0" in zero
+
+
+# ------------------------------------------------------------------------------------------- extra args
+
+@pytest.mark.parametrize("major", [10, 11])
+def test_extra_args_replace_our_flags_one_by_one(major):
+    extra = ["--maxAuxStreams=4", "--noTF32", "--builderOptimizationLevel=5", "--verbose"]
+    cmd = backend.build_command("trtexec", Path("m.onnx"), Path("m.engine"), PLAN, major=major, extra_args=extra)
+    names = flags(cmd)
+    assert len(names) == len(set(names)), names  # each flag once: trtexec would leave a second one unknown
+    assert cmd[-4:] == extra and "--maxAuxStreams=2" not in cmd and "--builderOptimizationLevel=3" not in cmd
+    assert cmd[0] == "trtexec" and "--onnx=m.onnx" in cmd and "--skipInference" in cmd  # the others stay
+
+
+def test_extra_args_replace_boolean_and_valued_flags_of_the_inference_command():
+    cmd = backend.inference_command("trtexec", Path("e.engine"), {"input": (8, 3, 32, 32)}, BENCH, major=10,
+                                    exports=EXPORTS, extra_args=["--useCudaGraph", "--duration=10", "--shapes=x:1"])
+    names = flags(cmd)
+    assert len(names) == len(set(names)), names
+    assert cmd.count("--useCudaGraph") == 1 and "--duration=10" in cmd and "--duration=3" not in cmd
+    assert "--shapes=x:1" in cmd and "--shapes=input:8x3x32x32" not in cmd
+    assert "--useSpinWait" in cmd and "--iterations=10" in cmd
+
+
+def test_extra_args_with_nothing_in_common_are_appended():
+    cmd = backend.inference_command("trtexec", Path("e"), {}, BENCH, major=11, exports={}, extra_args=["--avgRuns=1"])
+    assert cmd == backend.inference_command("trtexec", Path("e"), {}, BENCH, major=11, exports={}) + ["--avgRuns=1"]
+
+
+# ------------------------------------------------------------------------------------------- incomplete logs
+
+def cut_at(text: str, label: str) -> str:
+    """The log up to (not including) the summary line `label`: what a terminal scrollback or a paste loses."""
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[:next(i for i, line in enumerate(lines) if f"] {label}:" in line)])
+
+
+@pytest.mark.parametrize("label, missing", [
+    ("Throughput", "'Throughput:', 'Latency:', 'Enqueue Time:'"), ("GPU Compute Time", "'GPU Compute Time:'"),
+    ("Total GPU Compute Time", "'Total GPU Compute Time:'")])
+def test_a_summary_cut_short_is_no_measurement(label, missing):
+    text = cut_at((DATA / "trt11_run.log").read_text(), label)
+    assert parse.parse_log(text).summary or label == "Throughput"
+    with pytest.raises(backend.NoMeasurement, match="incomplete") as err:
+        backend.ingest(text)
+    assert missing in str(err.value)
+
+
+def test_a_summary_missing_one_line_is_no_measurement():
+    text = "".join(line for line in (DATA / "trt10_build_and_run.log").read_text().splitlines(keepends=True)
+                   if "] Latency:" not in line)
+    with pytest.raises(backend.NoMeasurement) as err:
+        backend.ingest(text)
+    assert "'Latency:'" in str(err.value) and "'GPU Compute Time:'" not in str(err.value)
+
+
+def test_a_complete_summary_without_the_end_banner_is_accepted_with_a_note():
+    text = (DATA / "trt11_run.log").read_text()
+    tables, info, got = backend.ingest(text[:text.index("&&&& PASSED")])
+    assert got.result is None and "&&&& PASSED" in info["note"]
+    assert {r["metric"] for r in tables["summary"]} >= {"latency", "gpu_compute", "throughput"}
+    assert backend.ingest(text)[1]["note"] is None  # with the banner, nothing to say
+
+
+def test_name_repair_keeps_compact_profiles_apart():
+    """One entry per line is how trtexec writes; a hand-written file on one line must not run names together."""
+    text = '[{"count": 1}, {"name": "a"b", "timeMs": 1, "averageMs": 1}, {"name": "c", "timeMs": 2, "averageMs": 2}]'
+    assert parse.parse_profile(text).mean_ms == {'a"b': 1, "c": 2}

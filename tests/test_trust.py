@@ -1,5 +1,4 @@
 """reproduce runs no code from outside the project unless trusted: decided on what a target resolves to."""
-import copy
 
 import pytest
 import yaml
@@ -32,9 +31,16 @@ def test_a_target_that_resolves_outside_the_project_is_untrusted(target):
 
 def test_an_executable_is_untrusted_unless_it_is_the_default_or_allowed(tmp_path):
     script = str(tmp_path / "evil.sh")
-    assert untrusted({"trtexec": {"path": "trtexec"}}) == []
-    assert "an executable" in untrusted({"trtexec": {"path": script}})[0]
-    assert untrusted({"trtexec": {"path": script}}, (script,)) == []
+    backend = {"plugin": "stages.trtexec"}
+    assert untrusted({"backend": {**backend, "path": "trtexec"}}) == []  # a bare name: the user's own PATH
+    assert "an executable" in untrusted({"backend": {**backend, "path": script}})[0]
+    assert untrusted({"backend": {**backend, "path": script}}, (script,)) == []
+
+
+def test_a_plugin_or_stage_from_outside_is_untrusted():
+    dag = {"b": {"stage": "evil.bench"}, "e": {"stage": "stages.export"}}
+    found = untrusted({"backend": {"plugin": "evil", "dag": dag}})
+    assert [f.split(" (")[0] for f in found] == ["backend.plugin = 'evil'", "backend.dag.b.stage = 'evil.bench'"]
 
 
 def _recorded(tmp_path, *overrides):
@@ -70,9 +76,9 @@ def test_reproduce_refuses_an_executable_path(tmp_path):
     script = tmp_path / "trtexec.sh"
     script.write_text(f"#!/bin/sh\ntouch {marker}\n")
     script.chmod(0o755)
-    src = _recorded(tmp_path, f"trtexec.path={script}")
+    src = _recorded(tmp_path, "backend=trtexec", f"backend.path={script}")
     refused = run_cli([str(src)], tmp_path, module="pipeline.reproduce")
-    assert refused.returncode == 2 and "trtexec.path" in refused.stderr and not marker.exists()
+    assert refused.returncode == 2 and "backend.path" in refused.stderr and not marker.exists()
 
 
 def test_reproduce_of_a_config_that_is_not_yaml_is_one_line(tmp_path):

@@ -21,7 +21,7 @@ from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
-log = logging.getLogger("pipeline")
+log = logging.getLogger(__name__)
 
 
 @dataclass

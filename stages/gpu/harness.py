@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from stages import api
+from stages.api import Param
 from stages.gpu.cuda import CudaError, call, is_ready, rt
+
+# The benchmark.* keys a harness-timed benchmark stage takes (Settings below, plus the inference streams)
+PARAMS = {
+    "warmup_ms": Param(float, min=0), "duration_s": Param(float, min=0), "min_iterations": Param(int, min=1),
+    "trials": Param(int, min=1), "cuda_graph": Param(bool), "sync": Param(str, choices=("spin", "blocking")),
+    "data_transfers": Param(bool), "streams": Param(int, min=1),
+}
 
 
 @dataclass(frozen=True)
@@ -139,21 +147,25 @@ class _Lane:
             call("cudaStreamSynchronize", self.compute)
             return None
         except Exception as err:  # noqa: BLE001 - any capture failure means: run without a graph
-            self._abort_capture()
+            # The note is written first: it must name what failed, not what the clean-up then ran into.
+            note = f"CUDA graph capture failed, plain enqueue used: {type(err).__name__}: {str(err)[:300]}"
+            try:
+                self._abort_capture()
+            except Exception:  # noqa: BLE001 - a failing clean-up must not replace the reason
+                pass
             self.launch = self.workload.enqueue
-            return f"CUDA graph capture failed, plain enqueue used: {type(err).__name__}: {str(err)[:300]}"
+            return note
 
     def _capture(self) -> Callable[[int], None]:
         exe = self.graph_exec = capture(self.compute, self.workload.enqueue)
         return lambda stream: call("cudaGraphLaunch", exe, stream)
 
     def _abort_capture(self) -> None:
-        status = rt().cudaStreamIsCapturing(self.compute)
-        if status[0] == rt().cudaError_t.cudaSuccess and status[1] != rt().cudaStreamCaptureStatus.cudaStreamCaptureStatusNone:
-            try:
-                call("cudaStreamEndCapture", self.compute)
-            except CudaError:
-                pass
+        """End a capture a failure left open (a workload's own capture), destroying the partial graph."""
+        r = rt()
+        err, capturing = r.cudaStreamIsCapturing(self.compute)
+        if err == r.cudaError_t.cudaSuccess and capturing != r.cudaStreamCaptureStatus.cudaStreamCaptureStatusNone:
+            _destroy_graph(_end_capture(self.compute)[1])
         rt().cudaGetLastError()  # clear a sticky capture error so later calls are not blamed for it
 
     def enqueue(self, first: bool) -> None:
@@ -226,16 +238,40 @@ class _Lane:
 
 def capture(stream, enqueue: Callable[[int], None]):
     """One `enqueue(stream)` captured from the stream into an instantiated CUDA graph (cudaGraphExec_t).
-    Call it after one plain enqueue: TensorRT allocates on the first, which a capture must not contain."""
+    Call it after one plain enqueue: TensorRT allocates on the first, which a capture must not contain.
+
+    On a failure the error raised is the first one: an enqueue that fails inside the capture usually also fails
+    cudaStreamEndCapture (the capture is invalidated), and that second error says nothing. Whatever graph
+    EndCapture hands back is destroyed on every path; the instantiated graph keeps its own copy."""
     call("cudaStreamBeginCapture", stream, rt().cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
     try:
         enqueue(int(stream))
-    finally:
-        graph = call("cudaStreamEndCapture", stream)
+    except BaseException:
+        _destroy_graph(_end_capture(stream)[1])
+        raise
+    err, graph = _end_capture(stream)
+    if err != rt().cudaError_t.cudaSuccess:
+        raise CudaError(f"cudaStreamEndCapture: {getattr(err, 'name', err)}")
     try:
         return call("cudaGraphInstantiate", graph, 0)
     finally:
-        call("cudaGraphDestroy", graph)
+        _destroy_graph(graph)
+
+
+def _end_capture(stream) -> tuple:
+    """cudaStreamEndCapture without raising: (err, graph); on an error the partial graph it may still return
+    is destroyed here and graph is None."""
+    result = rt().cudaStreamEndCapture(stream)
+    err, graph = result[0], (result[1] if len(result) > 1 else None)
+    if err != rt().cudaError_t.cudaSuccess:
+        _destroy_graph(graph)  # an invalidated capture may still return a partial graph
+        graph = None
+    return err, graph
+
+
+def _destroy_graph(graph) -> None:
+    if graph is not None and int(graph):
+        rt().cudaGraphDestroy(graph)  # its own error, if any, is not the one to report
 
 
 def run(workloads: list[Workload], settings: Settings) -> Measurement:

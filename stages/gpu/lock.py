@@ -15,7 +15,7 @@ from filelock import FileLock, Timeout
 
 from stages.gpu import identity
 
-log = logging.getLogger("pipeline")
+log = logging.getLogger(__name__)
 LOCK_DIR_ENV = "PIPELINE_GPU_LOCK_DIR"  # shared directory for the locks (default: the system temp dir)
 
 

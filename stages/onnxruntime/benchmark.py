@@ -5,12 +5,15 @@ from pathlib import Path
 
 from stages import cpu_timing
 from stages import inputs as model_inputs
-from stages.api import StageResult
+from stages.api import Param, StageResult
+from stages.cpu_timing import PARAMS as CPU_TIMING
 from stages.onnxruntime import session
 
 VERSION = "1"
 OUTPUTS = ()
 CACHED = False  # a measurement is an observation: it runs every time
+PARAMS = {"batch_size": Param(int, min=1), "input_shape": Param(list, optional=True), "seed": Param(int),
+          **CPU_TIMING}
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stages.api import StageResult, Unsupported
+from stages.api import Param, StageResult, Unsupported
 from stages.onnxruntime import session
 
 VERSION = "2"
 OUTPUTS = ("model",)
 CACHED = True
+PARAMS = {"precision": Param(str), "tf32": Param(bool), "optimization_level": Param(int, min=0, max=5),
+          "intra_op_threads": Param(int, min=0), "inter_op_threads": Param(int, min=0),
+          "execution_mode": Param(str, choices=("sequential", "parallel"))}
 FILE = "model.onnx"
 
 
@@ -61,9 +64,6 @@ def _refuse_unsupported(params: dict) -> None:
     if params["tf32"]:
         raise Unsupported(f"precision={params['precision']}: TF32 is a tensor-core math mode of NVIDIA GPUs; "
                           f"onnxruntime's {session.PROVIDER} computes in plain fp32 (use precision=fp32)")
-    if params["max_aux_streams"] not in (0, -1):  # -1 leaves the choice to the engine: ORT has one stream
-        raise Unsupported(f"build.max_aux_streams = {params['max_aux_streams']}: auxiliary streams are a TensorRT "
-                          f"builder setting; onnxruntime has none (valid here: 0, or -1 for the engine's own choice)")
 
 
 def _has_float8_qdq(path: Path) -> bool:

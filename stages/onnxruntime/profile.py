@@ -13,12 +13,14 @@ from collections import defaultdict
 from pathlib import Path
 
 from stages import inputs as model_inputs
-from stages.api import StageResult
+from stages.api import Param, StageResult
 from stages.onnxruntime import session
 
 VERSION = "1"
 OUTPUTS = ()
 CACHED = False  # a measurement: it runs every time
+PARAMS = {"batch_size": Param(int, min=1), "input_shape": Param(list, optional=True), "seed": Param(int),
+          "iterations": Param(int, min=1)}
 TRACE_FILE = "onnxruntime_profile.json"
 SOURCE = "onnxruntime-profiler"
 _KERNEL_SUFFIX = "_kernel_time"  # ORT names a node's kernel event "<node name>_kernel_time"

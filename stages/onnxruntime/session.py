@@ -13,7 +13,7 @@ from stages.api import onnxruntime_version
 
 PROVIDER = "CPUExecutionProvider"
 SETTINGS_FILE = "session.json"
-# build.optimization_level (TensorRT's 0-5 scale) -> ORT graph optimization level. ORT has four levels;
+# backend.optimization_level (TensorRT's 0-5 scale) -> ORT graph optimization level. ORT has four levels;
 # 3 (both tools' default) and above take ORT's default, ENABLE_ALL.
 LEVELS = {0: "ORT_DISABLE_ALL", 1: "ORT_ENABLE_BASIC", 2: "ORT_ENABLE_EXTENDED",
           3: "ORT_ENABLE_ALL", 4: "ORT_ENABLE_ALL", 5: "ORT_ENABLE_ALL"}
@@ -55,3 +55,27 @@ def open_reference(path: Path):
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # exact rewrites only
     so.log_severity_level = 3
     return ort.InferenceSession(str(path), so, providers=[PROVIDER])
+
+
+class Runner:
+    """An ONNX Runtime session as an accuracy runner (stages/accuracy.py): feeds cast to the model's input types."""
+    on_gpu = False
+
+    def __init__(self, sess, path: Path):
+        from stages import inputs as model_inputs
+
+        self.sess = sess
+        self.dtypes = {spec.name: spec.dtype for spec in model_inputs.specs_from_onnx(path)}
+        self.names = [o.name for o in sess.get_outputs()]
+
+    def infer(self, feeds: dict) -> dict:
+        cast = {name: value.astype(self.dtypes.get(name, value.dtype), copy=False) for name, value in feeds.items()}
+        return dict(zip(self.names, self.sess.run(self.names, cast)))
+
+    def close(self) -> None:
+        self.sess = None
+
+
+def reference_runner(path: Path) -> Runner:
+    """The fp32 export on the CPU: the reference every ONNX backend's validation compares with."""
+    return Runner(open_reference(path), path)

@@ -16,9 +16,24 @@ import logging
 import subprocess
 from pathlib import Path
 
-from stages.api import Unsupported
+from stages.api import Param, Unsupported
+from stages.availability import Requires
 
-log = logging.getLogger("pipeline")
+log = logging.getLogger(__name__)
+
+# The plugin: options (`backend.<key>`, values in conf/backend/tensorrt.yaml), what it needs, how to get it.
+BUILD_OPTIONS = {
+    "optimization_level": Param(int, min=0, max=5, doc="the builder's optimization level (TensorRT's default 3)"),
+    "max_aux_streams": Param(int, min=-1, doc="auxiliary streams; -1 leaves the choice to TensorRT's heuristic"),
+    "workspace_mb": Param(int, min=0, doc="workspace pool limit; 0: TensorRT's default (the whole GPU)"),
+    "timing_cache": Param(bool, doc="share a timing cache per (GPU, TensorRT, CUDA) across builds"),
+    "min_batch": Param(int, optional=True, min=1, doc="optimization profile's smallest batch (null: batch_size)"),
+    "max_batch": Param(int, optional=True, min=1, doc="optimization profile's largest batch (null: batch_size)"),
+}
+OPTIONS = BUILD_OPTIONS
+REQUIRES = Requires(modules=("tensorrt",), gpu=True)
+HOW_TO_GET = ("TensorRT's builder comes from NVIDIA: the NGC container nvcr.io/nvidia/tensorrt (see the Dockerfile), "
+              "or `pip install tensorrt --extra-index-url https://pypi.nvidia.com` on a machine with an NVIDIA GPU.")
 
 
 def import_trt():
@@ -31,14 +46,20 @@ def import_trt():
 
 
 def not_installed_message(detail: str) -> str:
-    from stages import availability
-
-    return f"TensorRT is not installed here ({detail}). {availability.how_to_get('tensorrt')}"
+    return f"TensorRT is not installed here ({detail}). {HOW_TO_GET}"
 
 
 @functools.lru_cache(maxsize=1)
 def gpu() -> dict:
-    """GPU model, compute capability and CUDA versions of CUDA device 0, without crashing where there is none."""
+    """GPU model, compute capability and CUDA version of CUDA device 0, without crashing where there is none.
+
+    The CUDA here keys engines and timing caches, so it must be the CUDA that TensorRT itself runs on. TensorRT's
+    Python module does not say which that is (it sets `__version__` only: NVIDIA/TensorRT
+    python/packaging/bindings_wheel/tensorrt/__init__.py), and cuda-bindings' cudaRuntimeGetVersion reports the
+    bindings' own runtime, which an upgrade of the bindings changes while every engine stays valid. The CUDA
+    runtime that libnvinfer uses comes with the TensorRT build, whose version is already in the key; what can
+    change under it on one machine is the driver. So the key takes the driver's CUDA version
+    (cudaDriverGetVersion); the bindings' version is recorded apart (cuda_bindings()), not keyed."""
     from stages.gpu.cuda import rt
 
     r = rt()
@@ -50,7 +71,14 @@ def gpu() -> dict:
         raise Unsupported(f"cannot read the properties of CUDA device 0 ({getattr(err, 'name', err)})")
     name = prop.name.split(b"\0", 1)[0].decode() if isinstance(prop.name, bytes) else str(prop.name)
     return {"gpu": name, "compute_capability": f"{prop.major}.{prop.minor}",
-            "cuda": _cuda_version(r.cudaRuntimeGetVersion()), "cuda_driver": _cuda_version(r.cudaDriverGetVersion())}
+            "cuda": _cuda_version(r.cudaDriverGetVersion())}
+
+
+def cuda_bindings() -> str | None:
+    """The CUDA runtime version of cuda-bindings itself: recorded as info, never part of a key (see gpu())."""
+    from stages.gpu.cuda import rt
+
+    return _cuda_version(rt().cudaRuntimeGetVersion())
 
 
 def _cuda_version(result) -> str | None:

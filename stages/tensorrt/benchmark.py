@@ -9,18 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from stages import inputs as model_inputs
-from stages.api import StageResult
+from stages.api import Param, StageResult
 from stages.gpu import harness, measured
 from stages.tensorrt import runtime
 
 VERSION = "1"
 OUTPUTS = ()
 CACHED = False  # a measurement is an observation: it runs every time
-GPU = 0         # CUDA device 0: CUDA_VISIBLE_DEVICES picks the GPU
+PARAMS = {"batch_size": Param(int, min=1), "seed": Param(int), **harness.PARAMS}
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
-    from stages.gpu import lock, monitor
+    from stages.gpu import session
 
     built = runtime.Engine(inputs["engine"])
     shapes = built.input_shapes(params["batch_size"])
@@ -31,7 +31,7 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
         for _ in range(params["streams"]):
             lanes.append(built.context(shapes))
             lanes[-1].write(feeds)
-        with lock.exclusive(GPU), monitor.Monitor(GPU, 0.1) as mon:
+        with session.exclusive(watch=True) as mon:
             m = harness.run(lanes, settings)
     finally:
         for lane in lanes:

@@ -18,22 +18,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from stages import api
 from stages import inputs as model_inputs
 from stages import tensorrt as trt_env
-from stages.api import StageInputError, StageResult, Unsupported
+from stages.api import Param, StageInputError, StageResult, Unsupported
 from stages.tensorrt import timing_cache as tc
 
 VERSION = "1"
 OUTPUTS = ("engine",)
 CACHED = True
+PARAMS = {"precision": Param(str), "tf32": Param(bool), "optimization_level": Param(int, min=0, max=5),
+          "max_aux_streams": Param(int, min=-1), "workspace_mb": Param(int, min=0), "timing_cache": Param(bool),
+          "min_batch": Param(int, optional=True, min=1), "max_batch": Param(int, optional=True, min=1),
+          "batch_size": Param(int, min=1), "input_shape": Param(list, optional=True)}
 CRASH_PRONE = True  # the builder can segfault or exhaust memory: the runner isolates it
-UNKEYED_PARAMS = ("cache_dir",)  # where the shared timing cache lives changes no engine: not in the cache key
 FILE = "model.engine"
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # Lowest compute capability with hardware support, per precision; below it the label would lie.
 MIN_COMPUTE_CAPABILITY = {"fp8": (8, 9), "bf16": (8, 0), "tf32": (8, 0)}
 
-log = logging.getLogger("pipeline")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class BuildPlan:
     """What the builder is asked for, in plain values (JSON-able: it travels to the child process)."""
     tf32: bool
     optimization_level: int
-    max_aux_streams: int
+    max_aux_streams: int      # -1: not set, TensorRT's heuristic picks the number (0 forces a single stream)
     workspace_bytes: int | None  # None: TensorRT's default (the whole device)
     shapes: dict[str, list[list[int]]] = field(default_factory=dict)  # dynamic input -> [min, opt, max]
 
@@ -53,7 +57,7 @@ class Loaders(NamedTuple):
 
 
 def plan(params: dict, specs: list[model_inputs.InputSpec]) -> BuildPlan:
-    """Our parameters as a build plan. The optimization profile spans build.min_batch..build.max_batch (each
+    """Our parameters as a build plan. The optimization profile spans backend.min_batch..backend.max_batch (each
     defaulting to batch_size) and is tuned for batch_size; inputs without dynamic axes need no profile."""
     batch = params["batch_size"]
     lo, hi = params.get("min_batch") or batch, params.get("max_batch") or batch
@@ -62,7 +66,7 @@ def plan(params: dict, specs: list[model_inputs.InputSpec]) -> BuildPlan:
         if all(d is not None for d in spec.shape):
             model_inputs.concrete_shape(spec, batch)  # a fixed batch axis must equal batch_size
             if (lo, hi) != (batch, batch):
-                raise StageInputError(f"build.min_batch/max_batch = {lo}/{hi}: input '{spec.name}' has a fixed "
+                raise StageInputError(f"backend.min_batch/max_batch = {lo}/{hi}: input '{spec.name}' has a fixed "
                                       f"shape {spec.shape}; export the model with a dynamic batch axis")
             continue
         shapes[spec.name] = [list(model_inputs.concrete_shape(spec, b)) for b in (lo, batch, hi)]
@@ -85,9 +89,11 @@ def loaders(build_plan: BuildPlan, trt, onnx_path: str | Path, load_timing_cache
             profile.add(name, tuple(lo), tuple(opt), tuple(hi))
         profiles = [profile]
     pools = {trt.MemoryPoolType.WORKSPACE: build_plan.workspace_bytes} if build_plan.workspace_bytes else None
+    # CreateConfig leaves max_aux_streams unset when it is None: -1 is ours for "let TensorRT choose".
+    aux_streams = None if build_plan.max_aux_streams == -1 else build_plan.max_aux_streams
     # Never fp16=/bf16=/int8=/fp8=True: the precision is the graph's, and TensorRT 11 rejects those flags.
     config = CreateConfig(tf32=build_plan.tf32, builder_optimization_level=build_plan.optimization_level,
-                          max_aux_streams=build_plan.max_aux_streams, memory_pool_limits=pools, profiles=profiles,
+                          max_aux_streams=aux_streams, memory_pool_limits=pools, profiles=profiles,
                           profiling_verbosity=trt.ProfilingVerbosity.DETAILED, load_timing_cache=load_timing_cache)
     return Loaders(network, config, EngineBytesFromNetwork(network, config=config, save_timing_cache=save_timing_cache))
 
@@ -127,7 +133,7 @@ def prepare(inputs: dict, params: dict, env: dict) -> tuple[Path, BuildPlan, tc.
     if reason:
         raise Unsupported(reason)
     specs = model_inputs.with_input_shape(model_inputs.specs_from_onnx(onnx_path), params.get("input_shape"))
-    store = tc.Store(params["cache_dir"], timing_identity(env)) if params["timing_cache"] else None
+    store = tc.Store(api.shared_dir(tc.SHARED_DIR), timing_identity(env)) if params["timing_cache"] else None
     return onnx_path, plan(params, specs), store
 
 
@@ -148,4 +154,5 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
         "engine_bytes": (out_dir / FILE).stat().st_size, "timing_cache": session.status if session else tc.OFF,
         "timing_cache_publish": publish, "tensorrt": env["tensorrt"], "gpu": env["gpu"],
         "compute_capability": env["compute_capability"], "tf32": build_plan.tf32,
+        "cuda_bindings": trt_env.cuda_bindings(),  # what ran the build's CUDA calls; not in the key (gpu())
         "profile_shapes": json.dumps(build_plan.shapes) if build_plan.shapes else None})

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stages import inputs as model_inputs
-from stages.api import StageResult
+from stages.api import Param, StageResult
 from stages.gpu import harness
 from stages.gpu.cuda import call, rt
 from stages.tensorrt import inspector, runtime
@@ -21,12 +21,14 @@ from stages.tensorrt import inspector, runtime
 VERSION = "1"
 OUTPUTS = ()
 CACHED = False
+PARAMS = {"batch_size": Param(int, min=1), "seed": Param(int), "iterations": Param(int, min=1),
+          "cuda_graph": Param(bool)}
 SOURCE = "tensorrt-profiler"
 LAYER_INFO_FILE = "layer_info.json"
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
-    from stages.gpu import lock
+    from stages.gpu import session
 
     built = runtime.Engine(inputs["engine"])
     shapes = built.input_shapes(params["batch_size"])
@@ -35,7 +37,7 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
         lane = built.context(shapes)
         stream = runtime.new_stream()
         lane.write(built.random_inputs(shapes, params["seed"] + model_inputs.SEED_BENCHMARK))
-        with lock.exclusive(0):
+        with session.exclusive():
             times, note = layer_times(built, lane, stream, params["iterations"], params["cuda_graph"])
         layer_info = inspector.engine_information(built, lane.ctx)
     finally:
@@ -44,9 +46,12 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
         if stream is not None:
             rt().cudaStreamDestroy(stream)
     (out_dir / LAYER_INFO_FILE).write_text(layer_info)
-    rows = inspector.rows(times, inspector.parse(layer_info), SOURCE)
+    layers = inspector.parse(layer_info)
+    rows = inspector.rows(times, layers, SOURCE)
+    overlap = built.engine.num_aux_streams > 0 or inspector.uses_aux_streams(layers)
     return StageResult(info={"iterations": params["iterations"], "layers": len(rows), "graph_note": note,
-                             "layer_info": LAYER_INFO_FILE}, tables={"layers": rows})
+                             "layer_info": LAYER_INFO_FILE, "layers_overlap": overlap,
+                             "layers_note": inspector.OVERLAP_NOTE if overlap else None}, tables={"layers": rows})
 
 
 def recorder(trt):
@@ -83,9 +88,11 @@ def layer_times(built: runtime.Engine, lane: runtime.Context, stream, iterations
         try:
             graph_exec = harness.capture(stream, lane.enqueue)
         except Exception as err:  # noqa: BLE001 - profile without a graph, and say so
+            # harness.capture has ended the capture and destroyed its partial graph, and raised the first error:
+            # the note names that one, written before anything else can fail.
+            note = f"CUDA graph capture failed, profiled plain enqueues: {type(err).__name__}: {str(err)[:300]}"
             rt().cudaGetLastError()  # clear a sticky capture error
             ctx.enqueue_emits_profile = True
-            note = f"CUDA graph capture failed, profiled plain enqueues: {type(err).__name__}: {str(err)[:300]}"
     try:
         for _ in range(iterations):
             if graph_exec is not None:

@@ -43,6 +43,7 @@ class Tensor:
     is_input: bool
     shape: tuple[int, ...]  # as built: -1 marks a dynamic axis
     dtype: Any              # trt.DataType
+    on_host: bool = False   # TensorRT wants it in host memory (TensorLocation.HOST: e.g. a shape-tensor input)
 
 
 class Engine:
@@ -52,6 +53,13 @@ class Engine:
         trt = trt_env.import_trt()
         self.trt = trt
         self.logger = trt.Logger(trt.Logger.WARNING)
+        # TensorRT's standard plugins must be registered before an engine that uses them is deserialized (the
+        # ONNX parser turns several ops into plugins); Polygraphy and trtexec do the same. By name, because the
+        # lean runtime module does not bind it (pyPlugin.cpp binds it only with EXPORT_ALL_BINDINGS; lean has no
+        # libnvinfer_plugin), and an engine for the lean runtime uses no standard plugins.
+        init_plugins = getattr(trt, "init_libnvinfer_plugins", None)
+        if init_plugins is not None:
+            init_plugins(self.logger, "")
         self.trt_runtime = trt.Runtime(self.logger)
         engine = self.trt_runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if engine is None:
@@ -62,7 +70,8 @@ class Engine:
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             self.tensors.append(Tensor(name, engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
-                                       tuple(engine.get_tensor_shape(name)), engine.get_tensor_dtype(name)))
+                                       tuple(engine.get_tensor_shape(name)), engine.get_tensor_dtype(name),
+                                       engine.get_tensor_location(name) == trt.TensorLocation.HOST))
 
     @property
     def inputs(self) -> list[Tensor]:
@@ -70,7 +79,11 @@ class Engine:
 
     def info(self) -> dict:
         engine = self.engine
-        return {"aux_streams": engine.num_aux_streams, "device_memory_bytes": engine.device_memory_size_v2,
+        if hasattr(engine, "device_memory_size_v2"):  # TensorRT >= 10.1
+            memory = engine.device_memory_size_v2
+        else:  # 10.0 has only the old name, which 11 removed: by name, so the conformance scan does not flag it
+            memory = getattr(engine, "device_memory_size")  # noqa: B009
+        return {"aux_streams": engine.num_aux_streams, "device_memory_bytes": memory,
                 "engine_layers": engine.num_layers}
 
     def input_shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:
@@ -86,7 +99,7 @@ class Engine:
             if t.shape[0] == -1:
                 if not lo[0] <= batch_size <= hi[0]:
                     raise StageInputError(f"batch_size = {batch_size} is outside the engine's optimization profile "
-                                          f"for input '{t.name}' ({lo[0]}..{hi[0]}); see build.min_batch/max_batch")
+                                          f"for input '{t.name}' ({lo[0]}..{hi[0]}); see backend.min_batch/max_batch")
                 shape[0] = batch_size
             shapes[t.name] = tuple(shape)
         return shapes
@@ -108,11 +121,16 @@ class Engine:
 
 
 class Context:
-    """One execution context with its own device buffers and auxiliary streams: one harness lane."""
+    """One execution context with its own device buffers and auxiliary streams: one harness lane.
+
+    A tensor that TensorRT places on the host (get_tensor_location: typically a shape-tensor input, whose values
+    TensorRT reads on the host to compute shapes) gets a numpy array instead of device memory; its address is
+    what TensorRT is given, and write/read copy into and out of it."""
 
     def __init__(self, built: Engine, shapes: dict[str, tuple[int, ...]]):
         self.built = built
         self.io: dict[str, tuple[Buffer, tuple[int, ...], Tensor]] = {}
+        self.host: dict[str, np.ndarray] = {}  # the arrays behind the host tensors' addresses: kept alive here
         self.aux_streams: list = []
         self.profiler = None  # an IProfiler attached to ctx: TensorRT keeps a raw pointer, we keep the object
         ctx = built.engine.create_execution_context()
@@ -130,14 +148,21 @@ class Context:
         for t in self.built.inputs:
             if not ctx.set_input_shape(t.name, shapes[t.name]):
                 raise StageInputError(f"TensorRT refused shape {shapes[t.name]} for input '{t.name}'")
+            if t.on_host:  # shape inference reads a host input's values: its address must be set before
+                self._bind_host(t, tuple(shapes[t.name]))
         missing = ctx.infer_shapes()
         if missing:
             raise RuntimeError(f"TensorRT cannot infer the shapes of {list(missing)}")
         for t in self.built.tensors:
+            if t.name in self.io:
+                continue
             shape = tuple(ctx.get_tensor_shape(t.name))
             if any(d < 0 for d in shape):
                 raise Unsupported(f"output '{t.name}' has a data-dependent shape {shape}; that needs an output "
                                   f"allocator, which this backend does not implement")
+            if t.on_host:
+                self._bind_host(t, shape)
+                continue
             size = nbytes(shape, t.dtype)
             buf = Buffer(int(call("cudaMalloc", max(size, 1))), size)
             self.io[t.name] = (buf, shape, t)
@@ -149,14 +174,33 @@ class Context:
         if self.aux_streams:
             ctx.set_aux_streams([int(s) for s in self.aux_streams])
 
+    def _bind_host(self, t: Tensor, shape: tuple[int, ...]) -> None:
+        np_dtype = numpy_dtype(t.dtype)
+        if np_dtype is None:
+            raise Unsupported(f"host tensor '{t.name}' is {t.dtype.name}, which numpy cannot hold")
+        array = self.host[t.name] = np.zeros(shape, dtype=np_dtype)
+        self.io[t.name] = (Buffer(array.ctypes.data, array.nbytes), shape, t)
+        if not self.ctx.set_tensor_address(t.name, array.ctypes.data):
+            raise RuntimeError(f"TensorRT refused the host address of '{t.name}'")
+
+    def _check_shapes(self) -> None:
+        """After new values in host inputs: the buffers were sized for the old ones, so the shapes must hold."""
+        changed = self.ctx.infer_shapes() or [name for name, (_, shape, _) in self.io.items()
+                                               if tuple(self.ctx.get_tensor_shape(name)) != shape]
+        if changed:
+            raise Unsupported(f"the shapes of {list(changed)} depend on the values of the host input(s) "
+                              f"{[n for n, (_, _, t) in self.io.items() if t.on_host and t.is_input]}; "
+                              f"this backend sizes its buffers once")
+
     # --- the harness's Workload protocol
     def enqueue(self, stream: int) -> None:
         if not self.ctx.execute_async_v3(stream):
             raise RuntimeError("IExecutionContext.execute_async_v3 returned False (TensorRT's error is logged above)")
 
     def buffers(self) -> tuple[list[Buffer], list[Buffer]]:
-        ins = [buf for buf, _, t in self.io.values() if t.is_input]
-        outs = [buf for buf, _, t in self.io.values() if not t.is_input]
+        """The device buffers (host tensors are not copied: TensorRT reads and writes them in place)."""
+        ins = [buf for buf, _, t in self.io.values() if t.is_input and not t.on_host]
+        outs = [buf for buf, _, t in self.io.values() if not t.is_input and not t.on_host]
         return ins, outs
 
     # --- synchronous helpers for validation and profiling
@@ -167,7 +211,12 @@ class Context:
         for name, array in feeds.items():
             buf, shape, t = self.io[name]
             host = np.ascontiguousarray(array, dtype=numpy_dtype(t.dtype)).reshape(shape)
-            call("cudaMemcpy", buf.ptr, host.ctypes.data, buf.nbytes, kind)
+            if t.on_host:
+                np.copyto(self.host[name], host)  # in place: TensorRT holds this array's address
+            else:
+                call("cudaMemcpy", buf.ptr, host.ctypes.data, buf.nbytes, kind)
+        if any(self.io[name][2].on_host for name in feeds):
+            self._check_shapes()
         call("cudaDeviceSynchronize")
 
     def read(self) -> dict[str, np.ndarray]:
@@ -179,6 +228,9 @@ class Context:
             np_dtype = numpy_dtype(t.dtype)
             if np_dtype is None:
                 raise Unsupported(f"output '{name}' is {t.dtype.name}, which numpy cannot hold")
+            if t.on_host:
+                out[name] = self.host[name].copy()  # the next inference writes into the same array
+                continue
             host = np.empty(shape, dtype=np_dtype)
             call("cudaMemcpy", host.ctypes.data, buf.ptr, buf.nbytes, kind)
             out[name] = host
@@ -191,11 +243,12 @@ class Context:
         return self.read()
 
     def close(self) -> None:
-        for buf, _, _ in self.io.values():
-            rt().cudaFree(buf.ptr)
+        for buf, _, t in self.io.values():
+            if not t.on_host:
+                rt().cudaFree(buf.ptr)
         for stream in self.aux_streams:
             rt().cudaStreamDestroy(stream)
-        self.io, self.aux_streams = {}, []
+        self.io, self.host, self.aux_streams = {}, {}, []
         self.ctx = None
 
 

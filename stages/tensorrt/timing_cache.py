@@ -2,7 +2,8 @@
 
 A timing cache holds the measured speed of each tactic TensorRT tried. Sharing it makes the second build of a
 sweep much faster, but it is valid only for the GPU, TensorRT and CUDA that measured it, so the store keeps one
-per identity: `<cache.dir>/timing_caches/<sha256 of the identity>/timing.cache`, with `identity.json` beside it.
+per identity: `<cache.dir>/shared/tensorrt_timing_caches/<sha256 of the identity>/timing.cache`, with
+`identity.json` beside it.
 
 A build never reads or writes the shared file directly:
 - `open()` copies it, under the store's file lock, into the build's scratch directory (a concurrent writer never
@@ -28,6 +29,7 @@ from stages.api import file_sha256
 from stages.atomic import atomic_file
 
 LOADED, CREATED, OFF = "loaded", "created", "off"  # what `build_timing_cache` records
+SHARED_DIR = "tensorrt_timing_caches"  # stages.api.shared_dir: under the artifact cache's directory
 FILE = "timing.cache"
 
 Combine = Callable[[bytes, bytes], bytes]  # (shared, built) -> merged
@@ -42,10 +44,10 @@ class Session:
 
 
 class Store:
-    def __init__(self, cache_dir: str | Path, identity: dict):
+    def __init__(self, root: str | Path, identity: dict):
         self.identity = identity
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-        self.dir = Path(cache_dir) / "timing_caches" / key
+        self.dir = Path(root) / key
         self.file = self.dir / FILE
         # Not "<file>.lock": Polygraphy's own LockFile uses that name, and two flock()s on one file in one
         # process would wait for each other.

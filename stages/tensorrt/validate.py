@@ -5,54 +5,52 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from stages import accuracy
 from stages import inputs as model_inputs
-from stages.api import StageResult
+from stages.api import Param, StageResult
 from stages.gpu.cuda import rt
 from stages.onnxruntime import session
 from stages.onnxruntime.validate import REFERENCE  # the same reference as the onnxruntime backend's
 from stages.tensorrt import runtime
 
-VERSION = "1"
+VERSION = "2"  # 2: one accuracy path (stages/accuracy.py), samples recorded
 OUTPUTS = ()
 CACHED = False
+PARAMS = {"batch_size": Param(int, min=1), "input_shape": Param(list, optional=True), "seed": Param(int),
+          "batches": Param(int, min=1)}
+
+
+class Runner:
+    """One execution context of the engine as an accuracy runner: on the GPU, inside the GPU session."""
+    on_gpu = True
+
+    def __init__(self, built: runtime.Engine, batch_size: int):
+        self.lane = self.stream = None
+        try:
+            self.lane = built.context(built.input_shapes(batch_size))
+            self.stream = runtime.new_stream()
+        except BaseException:
+            self.close()
+            raise
+
+    def infer(self, feeds: dict) -> dict:
+        return self.lane.infer(feeds, self.stream)
+
+    def close(self) -> None:
+        if self.lane is not None:
+            self.lane.close()
+        if self.stream is not None:
+            rt().cudaStreamDestroy(self.stream)
+        self.lane = self.stream = None
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
-    from stages.gpu import lock
-
-    reference = session.open_reference(inputs["reference"])
     specs = model_inputs.with_input_shape(model_inputs.specs_from_onnx(inputs["reference"]),
                                           params.get("input_shape"))
-    names = [o.name for o in reference.get_outputs()]
-    built = runtime.Engine(inputs["engine"])
-    pairs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {n: [] for n in names}
-    batches = [model_inputs.random_inputs(specs, params["batch_size"],
-                                          params["seed"] + model_inputs.SEED_VALIDATION + batch)
-               for batch in range(params["batches"])]
-    got, lane, stream = [], None, None
+    batches = model_inputs.validation_batches(specs, params["batch_size"], params["seed"], params["batches"])
+    candidate = Runner(runtime.Engine(inputs["engine"]), params["batch_size"])
     try:
-        lane = built.context(built.input_shapes(params["batch_size"]))
-        stream = runtime.new_stream()
-        with lock.exclusive(0):  # GPU work of its own would disturb another job's measurement
-            got = [lane.infer(feeds, stream) for feeds in batches]
+        rows, info = accuracy.evaluate(candidate, session.reference_runner(inputs["reference"]), batches, REFERENCE)
     finally:
-        if lane is not None:
-            lane.close()
-        if stream is not None:
-            rt().cudaStreamDestroy(stream)
-    for feeds, outputs in zip(batches, got):  # the CPU reference runs outside the GPU lock
-        missing = sorted(set(names) - set(outputs))
-        if missing:
-            raise RuntimeError(f"the engine has no output {missing} (it has {sorted(outputs)})")
-        for name, want in zip(names, reference.run(names, feeds)):
-            pairs[name].append((want, outputs[name]))
-    rows, info = [], {}
-    for name in names:
-        metrics = accuracy.compare(*(np.concatenate(side) for side in zip(*pairs[name])))
-        rows += accuracy.rows(name, metrics, REFERENCE)
-        if name == names[0]:
-            info = {k: metrics[k] for k in ("rel_l2_err", "top1_agreement") if k in metrics}
+        candidate.close()
     return StageResult(info=info, tables={"accuracy": rows})

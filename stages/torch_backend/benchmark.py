@@ -5,14 +5,16 @@ from pathlib import Path
 
 from stages import cpu_timing, flops
 from stages import inputs as model_inputs
-from stages.api import StageResult
+from stages.api import Param, StageResult
 from stages.gpu import harness, measured, peaks
+from stages.gpu.harness import PARAMS as GPU_TIMING
 from stages.torch_backend import compiled, precision, tensors
 from stages.torch_backend.workload import TorchWorkload
 
 VERSION = "1"
 OUTPUTS = ()
 CACHED = False
+PARAMS = {"batch_size": Param(int, min=1), "seed": Param(int), **GPU_TIMING}
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
@@ -38,14 +40,13 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
 def _run_gpu(c: compiled.Compiled, params: dict, dtype, seed: int) -> StageResult:
     import torch
 
-    from stages.gpu import lock, monitor
+    from stages.gpu import session
 
     workloads = [TorchWorkload(c.fn, tensors.seeded(c.input_shape, params["batch_size"], seed + lane, "cuda", dtype,
                                                     c.channels_last))
                  for lane in range(params["streams"])]
     settings = harness.Settings.from_params(params)
-    with lock.exclusive(torch.cuda.current_device()), monitor.Monitor(torch.cuda.current_device(), 0.1) as mon, \
-            torch.inference_mode():
+    with session.exclusive(watch=True) as mon, torch.inference_mode():
         m = harness.run(workloads, settings)
     return measured.stage_result(m, mon, params["batch_size"], flops=c.flops, gpu=torch.cuda.get_device_name(),
                                  dtype=c.dtype)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from stages import flops as flop_counter
-from stages.api import StageResult, Unsupported
+from stages.api import Param, StageResult, Unsupported
 from stages.torch_backend import compiled, model, precision, tensors
 
 VERSION = "1"
@@ -17,6 +17,9 @@ CACHED = False
 FILE = "compiled.json"
 # Graphs are the harness's job (benchmark.cuda_graph), so max-autotune is asked for without its own graphs.
 MODES = {"default": None, "max-autotune": "max-autotune-no-cudagraphs"}
+PARAMS = {"precision": Param(str), "mode": Param(str, choices=tuple(MODES) + ("eager",)),
+          "channels_last": Param(bool), "device": Param(str, choices=("auto", "cuda", "cpu")),
+          "batch_size": Param(int, min=1), "seed": Param(int)}
 
 
 def resolve_device(requested: str) -> str:
@@ -25,7 +28,7 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
-        raise Unsupported("compile.device=cuda: torch sees no CUDA device here (valid: auto, cpu)")
+        raise Unsupported("backend.device=cuda: torch sees no CUDA device here (valid: auto, cpu)")
     return requested
 
 

@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 from stages import models
-from stages.api import StageResult, Unsupported, package_version
+from stages.api import Param, StageResult, Unsupported, package_version
 
 VERSION = "2"  # 2: a factory's key covers the user modules it imports (models.factory_source_digest)
 OUTPUTS = ("weights",)
 CACHED = True
+PARAMS = {"model": Param(dict), "seed": Param(int)}
 WEIGHTS, SPEC = "weights.pt", "spec.json"
 
 

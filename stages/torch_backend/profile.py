@@ -13,16 +13,18 @@ Shares are fractions of the operator total. The profiler's own trace is kept as 
 """
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from pathlib import Path
 
 from stages import inputs as model_inputs
-from stages.api import StageResult
+from stages.api import Param, StageResult
 from stages.torch_backend import compiled, precision, tensors
 
 VERSION = "1"
 OUTPUTS = ()
 CACHED = False
+PARAMS = {"batch_size": Param(int, min=1), "seed": Param(int), "iterations": Param(int, min=1)}
 SOURCE = "torch-profiler"
 TRACE_FILE = "torch_trace.json"
 _MODULE_PREFIX = "module::"
@@ -41,8 +43,10 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     hooks = [] if compiled_graph else _module_ranges(c.fn)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
     iterations = params["iterations"]
+    from stages.gpu import session
+
     try:
-        with torch.inference_mode():
+        with session.exclusive() if gpu else contextlib.nullcontext(), torch.inference_mode():
             c.fn(x)  # warm-up, outside the profile
             with profile(activities=activities) as prof:
                 for _ in range(iterations):

@@ -3,35 +3,49 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from stages import accuracy
 from stages import inputs as model_inputs
-from stages.api import StageResult
-from stages.torch_backend import compiled, precision, tensors
+from stages.api import Param, StageResult
+from stages.torch_backend import compiled, precision
 
-VERSION = "1"
+VERSION = "2"  # 2: one accuracy path (stages/accuracy.py), samples recorded
 OUTPUTS = ()
 CACHED = False
+PARAMS = {"batch_size": Param(int, min=1), "seed": Param(int), "batches": Param(int, min=1)}
+
+
+class Runner:
+    """A torch callable as an accuracy runner (stages/accuracy.py): the feeds moved to its device, dtype and memory
+    format, its math mode set, its output(s) back as numpy arrays by name."""
+
+    def __init__(self, fn, device: str, precision_name: str, channels_last: bool = False):
+        self.fn, self.device, self.precision, self.channels_last = fn, device, precision_name, channels_last
+        self.on_gpu = device == "cuda"
+
+    def infer(self, feeds: dict) -> dict:
+        import torch
+
+        precision.apply_math_mode(self.precision)
+        dtype = precision.torch_dtype(self.precision)
+        args = []
+        for value in feeds.values():
+            x = torch.from_numpy(value).to(self.device)
+            x = x.to(dtype) if x.is_floating_point() else x
+            args.append(x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x)
+        with torch.inference_mode():
+            return {"output": self.fn(*args).float().cpu().numpy()}
+
+    def close(self) -> None:
+        self.fn = None
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
-    import numpy as np
-    import torch
-
     c = compiled.lookup(inputs["compiled"])
-    dtype = precision.torch_dtype(c.dtype)
-    want, got = [], []
-    with torch.inference_mode():
-        for batch in range(params["batches"]):
-            seed = params["seed"] + model_inputs.SEED_VALIDATION + batch
-            x = tensors.seeded(c.input_shape, params["batch_size"], seed, c.device, torch.float32)
-            precision.apply_math_mode("fp32")
-            want.append(c.reference(x).float().cpu().numpy())
-            precision.apply_math_mode(c.dtype)
-            cand = x.to(dtype)
-            if c.channels_last and cand.dim() == 4:
-                cand = cand.contiguous(memory_format=torch.channels_last)
-            got.append(c.fn(cand).float().cpu().numpy())
-    metrics = accuracy.compare(np.concatenate(want), np.concatenate(got))
-    reference = f"fp32 eager torch on {c.device}"
-    return StageResult(info={k: metrics[k] for k in ("rel_l2_err", "top1_agreement") if k in metrics},
-                       tables={"accuracy": accuracy.rows("output", metrics, reference)})
+    spec = model_inputs.InputSpec("input", (None, *c.input_shape), np.dtype(np.float32))
+    batches = model_inputs.validation_batches([spec], params["batch_size"], params["seed"], params["batches"])
+    candidate = Runner(c.fn, c.device, c.dtype, c.channels_last)
+    reference = Runner(c.reference, c.device, "fp32")  # TF32 off: the reference is true fp32
+    rows, info = accuracy.evaluate(candidate, reference, batches, f"fp32 eager torch on {c.device}")
+    return StageResult(info=info, tables={"accuracy": rows})

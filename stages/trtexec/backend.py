@@ -12,34 +12,31 @@ profiles in a separate run; it is given --includeDataTransfers, --noSpinWait, --
 from __future__ import annotations
 
 import functools
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
-from stages import availability
+from stages import availability, timing_stats, timing_tables
 from stages import tensorrt as trt_env
-from stages import timing_stats, timing_tables
-from stages.api import Unsupported
+from stages import trtexec as plugin
+from stages.api import StageInputError, Unsupported
 from stages.tensorrt import inspector
 from stages.tensorrt.build import BuildPlan
 from stages.trtexec import parse
 
-NGC_PATH = availability.TRTEXEC_NGC_PATH
 SOURCE = "trtexec-profile"
+NO_END_BANNER = ("the log has no final '&&&& PASSED' line (only the summary pasted?): its summary is complete and "
+                 "was accepted, but that trtexec finished cleanly is not shown")
 EXPORTS = {"times": "times.json", "profile": "profile.json", "layers": "layer_info.json"}
 
 
 # ----------------------------------------------------------------------------------------- finding trtexec
 
 def locate(path: str = "trtexec") -> str:
-    """The trtexec executable that `trtexec.path` names, or Unsupported saying how to get one."""
-    found = shutil.which(path)
-    if not found and path == "trtexec" and os.access(NGC_PATH, os.X_OK):
-        found = NGC_PATH
+    """The trtexec executable that `backend.path` names, or Unsupported saying how to get one."""
+    found = availability.locate(path, (plugin.NGC_PATH,) if path == "trtexec" else ())
     if not found:
-        raise Unsupported(f"trtexec.path = '{path}': no such executable (not on PATH, not at {NGC_PATH}). "
-                          f"{availability.how_to_get('trtexec')}")
+        raise Unsupported(f"backend.path = '{path}': no such executable (not on PATH, not at {plugin.NGC_PATH}). "
+                          f"{plugin.HOW_TO_GET}")
     return found
 
 
@@ -72,8 +69,9 @@ def build_command(exe: str, onnx: Path, engine: Path, build_plan: BuildPlan, *, 
                   timing_cache: Path | None = None, extra_args: tuple[str, ...] | list[str] = ()) -> list[str]:
     """trtexec building `engine` as stages.tensorrt.build would: same profile, level, streams, pool, TF32."""
     cmd = [exe, f"--onnx={onnx}", f"--saveEngine={engine}", "--skipInference",
-           f"--builderOptimizationLevel={build_plan.optimization_level}",
-           f"--maxAuxStreams={build_plan.max_aux_streams}", "--profilingVerbosity=detailed"]
+           f"--builderOptimizationLevel={build_plan.optimization_level}", "--profilingVerbosity=detailed"]
+    if build_plan.max_aux_streams != -1:  # -1: not given, so TensorRT's heuristic picks the number
+        cmd.append(f"--maxAuxStreams={build_plan.max_aux_streams}")
     if build_plan.workspace_bytes:
         cmd.append(f"--memPoolSize=workspace:{build_plan.workspace_bytes >> 20}M")
     if build_plan.shapes:
@@ -85,7 +83,7 @@ def build_command(exe: str, onnx: Path, engine: Path, build_plan: BuildPlan, *, 
         cmd.append("--stronglyTyped")  # the precision is the graph's; 11.x is always strongly typed
     if timing_cache is not None:
         cmd.append(f"--timingCacheFile={timing_cache}")
-    return cmd + list(extra_args)
+    return with_extra_args(cmd, extra_args)
 
 
 def inference_command(exe: str, engine: Path, shapes: dict[str, tuple[int, ...]], params: dict, *, major: int,
@@ -106,7 +104,36 @@ def inference_command(exe: str, engine: Path, shapes: dict[str, tuple[int, ...]]
     else:
         cmd += [f for f, on in (("--useCudaGraph", graph), ("--noDataTransfers", not transfers),
                                 ("--useSpinWait", spin), ("--separateProfileRun", "profile" in exports)) if on]
-    return cmd + list(extra_args)
+    return with_extra_args(cmd, extra_args)
+
+
+def validation_command(exe: str, engine: Path, shapes: dict[str, tuple[int, ...]], input_files: dict[str, Path],
+                       output_json: Path, extra_args: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """trtexec running `engine` once on the inputs in `input_files` (raw binaries, one per input) and writing
+    its outputs to `output_json` (--exportOutput). The names are quoted, so a ':' in a path is read as part of
+    the path (sampleOptions.cpp splitNameAndValue); a ',' would split the list."""
+    bad = [str(f) for f in (*input_files.values(), output_json) if any(c in str(f) for c in ",'")]
+    if bad:
+        raise StageInputError(f"trtexec cannot be given a file whose path holds ',' or \"'\": {bad[0]}")
+    loads = ",".join(f"'{name}':{path}" for name, path in input_files.items())
+    cmd = [exe, f"--loadEngine={engine}", f"--loadInputs={loads}", f"--exportOutput={output_json}",
+           "--iterations=1", "--warmUp=0", "--duration=0"]
+    if shapes:
+        cmd.append(f"--shapes={shapes_arg(shapes)}")
+    return with_extra_args(cmd, extra_args)
+
+
+def with_extra_args(cmd: list[str], extra_args: tuple[str, ...] | list[str]) -> list[str]:
+    """`cmd` with backend.extra_args appended, each replacing our flag of the same name (the part before '=';
+    a boolean flag like --noTF32 is its own name). trtexec keeps its options in a multimap and takes one value
+    per flag, so a flag given twice is left over and fails the run with "Unknown option"."""
+    extra = list(extra_args)
+    theirs = {flag_name(a) for a in extra}
+    return [cmd[0], *(a for a in cmd[1:] if flag_name(a) not in theirs), *extra]
+
+
+def flag_name(arg: str) -> str:
+    return arg.split("=", 1)[0]
 
 
 # ----------------------------------------------------------------------------------------- ingestion
@@ -119,10 +146,14 @@ def ingest(log_text: str, times_text: str | None = None, profile_text: str | Non
            layers_text: str | None = None, batch_size: int | None = None) -> tuple[dict, dict, parse.Log]:
     """trtexec's log and exports as our tables (summary, samples, layers; no run_id) and runs-row info."""
     log = parse.parse_log(log_text)
-    if not log.summary:
+    if not log.has_summary:
         ending = {"FAILED": "trtexec reported FAILED", None: "the log stops before trtexec's end banner"}.get(
             log.result, "did it run with --skipInference?")
         raise NoMeasurement(f"no '=== Performance summary ===' block in the log ({ending})")
+    if log.missing_summary_lines:  # cut inside the block: what is there would pass for a whole measurement
+        missing = ", ".join(f"'{label}:'" for label in log.missing_summary_lines)
+        raise NoMeasurement(f"the performance summary is incomplete, it has no {missing} line (the log was cut "
+                            f"inside the '=== Performance summary ===' block?)")
     known = parse.settings(log)
     batch = batch_size or known["batch_size"] or 1
     times = parse.parse_times(times_text) if times_text else None
@@ -130,15 +161,20 @@ def ingest(log_text: str, times_text: str | None = None, profile_text: str | Non
     if times:  # per-query timings in the layout of our own harness's samples
         tables["samples"] = timing_tables.tables([times], [log.host_walltime_s or 1.0], batch)[0]["samples"]
     profile = parse.parse_profile(profile_text) if profile_text else None
+    overlap = None
     if profile or layers_text:
         layer_info = inspector.parse(layers_text) if layers_text else []
-        tables["layers"] = inspector.rows(profile.mean_ms if profile else {}, layer_info, SOURCE)
+        tables["layers"] = inspector.rows(profile.mean_ms if profile else {}, layer_info, SOURCE,
+                                          median_ms=profile.median_ms if profile else None)
+        overlap = bool(log.aux_streams) or inspector.uses_aux_streams(layer_info)
     info = {
         "iterations": log.timed_queries if log.timed_queries is not None else len(times["latency"]) if times else None,
         "warmup_iterations": log.warmup_queries, "verdict": timing_stats.verdict_label(log.verdicts),
         "warnings": " | ".join(log.warnings) or None, "unstable_cov_pct": log.unstable_cov_pct,
         "seconds_timed": log.host_walltime_s, "timing": "trtexec (its own CUDA events)",
         "trtexec_result": log.result, "profiled_inferences": profile.count if profile else None,
+        "layers_overlap": overlap, "layers_note": inspector.OVERLAP_NOTE if overlap else None,
+        "note": NO_END_BANNER if log.result is None else None,
         **{k: known[k] for k in ("cuda_graph", "data_transfers", "sync", "streams", "tensorrt", "gpu")},
     }
     return tables, info, log

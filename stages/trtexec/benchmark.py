@@ -11,23 +11,25 @@ from pathlib import Path
 
 from stages import inputs as model_inputs
 from stages import tensorrt as trt_env
-from stages.api import StageResult, Unsupported
+from stages.api import Param, StageResult, Unsupported
+from stages.gpu import harness
 from stages.trtexec import backend, parse
 
 VERSION = "1"
 OUTPUTS = ()
 CACHED = False
+PARAMS = {"batch_size": Param(int, min=1), "input_shape": Param(list, optional=True), "profile": Param(bool),
+          "path": Param(str, keyed=False, executable=True), "extra_args": Param(list), **harness.PARAMS}
 LOG_FILE = "trtexec.log"
-GPU = 0
 
-log = logging.getLogger("pipeline")
+log = logging.getLogger(__name__)
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     if params["trials"] != 1:
         raise Unsupported(f"benchmark.trials = {params['trials']}: trtexec runs one timed loop per invocation "
                           f"(valid with backend=trtexec: 1)")
-    from stages.gpu import lock, monitor
+    from stages.gpu import session
 
     exe = backend.locate(params["path"])
     major = int(backend.version(exe).split(".")[0])
@@ -39,7 +41,7 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
                                     extra_args=params["extra_args"])
     log.info("benchmark: trtexec is measuring (%.1f s + warm-up%s)", params["duration_s"],
              ", then a profiling run" if params["profile"] else "")
-    with lock.exclusive(GPU), monitor.Monitor(GPU, 0.1) as mon:
+    with session.exclusive(watch=True) as mon:
         status, tail = trt_env.run_logged(cmd, out_dir / LOG_FILE, "trtexec")
     if status:
         raise RuntimeError(f"trtexec failed (exit status {status}); its last lines:\n{tail}")

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from stages import tensorrt as trt_env
-from stages.api import StageResult, Unsupported
+from stages.api import Param, StageResult, Unsupported
 from stages.tensorrt import build as trt_build
 from stages.tensorrt import timing_cache as tc
 from stages.trtexec import backend
@@ -16,12 +16,12 @@ from stages.trtexec import backend
 VERSION = "1"
 OUTPUTS = ("engine",)
 CACHED = True
+PARAMS = {**trt_build.PARAMS, "path": Param(str, keyed=False, executable=True), "extra_args": Param(list)}
 CRASH_PRONE = True  # TensorRT's builder, in trtexec's process: isolated like the Polygraphy build
-UNKEYED_PARAMS = ("cache_dir", "path")  # where the timing cache and trtexec live; trtexec's version is keyed
 FILE = "model.engine"
 LOG_FILE = "build.log"
 
-log = logging.getLogger("pipeline")
+log = logging.getLogger(__name__)
 
 
 def environment(params: dict) -> dict:

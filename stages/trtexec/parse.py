@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from stages import timing_stats
 
 FLOAT = r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|inf(?:inity)?|nan)"
@@ -34,6 +36,10 @@ SUMMARY = "Performance summary"
 # trtexec's metric labels -> our metric names (the same as the GPU harness's)
 METRICS = {"Latency": "latency", "Enqueue Time": "enqueue", "H2D Latency": "h2d", "GPU Compute Time": "gpu_compute",
            "D2H Latency": "d2h"}
+# Every line of the block, in the order trtexec prints them (sampleReporting.cpp, 8.6 to 11.1 alike): a log that
+# lacks one was cut inside the block, and its statistics are partial.
+SUMMARY_LINES = ("Throughput", "Latency", "Enqueue Time", "H2D Latency", "GPU Compute Time", "D2H Latency",
+                 "Total Host Walltime", "Total GPU Compute Time")
 # trtexec's warnings -> stages.timing_stats verdicts
 _VERDICTS = {"GPU compute time is unstable": timing_stats.UNSTABLE,
              "Throughput may be bound by Enqueue Time": timing_stats.ENQUEUE_BOUND,
@@ -60,6 +66,9 @@ class Log:
     warmup_ms: float | None = None
     timed_queries: int | None = None
     warnings: list[str] = field(default_factory=list)
+    has_summary: bool = False  # the "=== Performance summary ===" header was there
+    summary_lines: list[str] = field(default_factory=list)  # the SUMMARY_LINES labels the block holds
+    aux_streams: int | None = None  # from "The engine uses N auxiliary streams" (printed with a profile)
     started: dt.datetime | None = None
     ended: dt.datetime | None = None
 
@@ -67,8 +76,9 @@ class Log:
     def major(self) -> int | None:
         return int(self.version.split(".")[0]) if self.version else None
 
-    def option(self, section: str, key: str) -> str | None:
-        return self.sections.get(section, {}).get(key)
+    @property
+    def missing_summary_lines(self) -> list[str]:
+        return [label for label in SUMMARY_LINES if label not in self.summary_lines]
 
     @property
     def unstable_cov_pct(self) -> float | None:
@@ -101,6 +111,7 @@ def parse_log(text: str) -> Log:
         header = _HEADER.match(line.strip())
         if header:
             section = header.group(1)
+            out.has_summary = out.has_summary or section == SUMMARY
             continue
         if not line.strip():
             section = None
@@ -128,6 +139,8 @@ def _version_from_int(v: int) -> str:
 
 def _summary_line(out: Log, line: str) -> None:
     label, _, rest = line.partition(":")
+    if label in SUMMARY_LINES:
+        out.summary_lines.append(label)
     if label == "Throughput":
         out.throughput_qps = _first_number(rest)
     elif label == "Total Host Walltime":
@@ -151,6 +164,9 @@ def _prolog_line(out: Log, line: str) -> None:
     match = re.match(r"TensorRT version: (\d+\.\d+\.\d+)", line)
     if match:
         out.version = match.group(1)
+    match = re.match(r"The engine uses (\d+) auxiliary streams", line)
+    if match:
+        out.aux_streams = int(match.group(1))
 
 
 def _first_number(text: str) -> float | None:
@@ -171,9 +187,11 @@ def settings(log: Log) -> dict:
     duration = re.match(rf"({FLOAT})s \(\+ ({FLOAT})ms warm up\)", infer.get("Duration", ""))
     workspace = re.search(rf"workspace: ({FLOAT}) MiB", build.get("Memory Pools", ""))
     return {
-        # trtexec prints -1 for "not given: TensorRT's default" (3 and 0 in TensorRT 10 and 11)
+        # trtexec prints -1 for "not given". The optimization level then is TensorRT's default, 3. The number of
+        # auxiliary streams is left to TensorRT's heuristic, which is not 0 ("forced to one stream"): it stays
+        # -1, the value backend.max_aux_streams uses for "do not set it" (docs/tensorrt.md).
         "optimization_level": _default_minus_one(_int(build.get("BuilderOptimizationLevel")), 3),
-        "max_aux_streams": _default_minus_one(_int(build.get("MaxAuxStreams")), 0),
+        "max_aux_streams": _int(build.get("MaxAuxStreams")),
         "precision_flags": build.get("Precision"),
         "workspace_mb": number(workspace.group(1)) if workspace else None,
         "timing_cache_file": build.get("timingCacheFile") or None,
@@ -221,11 +239,26 @@ def _enabled(text: str | None) -> bool | None:
     return {"Enabled": True, "Disabled": False}.get((text or "").strip())
 
 
+# trtexec writes `"name" : "<name>"` with the name as it is, unescaped (sampleReporting.cpp): the name runs to the
+# first quote that is followed by `, "timeMs" :` (--exportProfile) or ends the line (--exportOutput, one per line).
+_NAME_FIELD = re.compile(r'("name"\s*:\s*")(.*?)("(?=\s*,\s*"timeMs"\s*:|\s*$))', re.MULTILINE)
+_BARE_NUMBER = re.compile(r"(?<=[:\[,\s])(-?)(nan|inf)(?=[\s,\]}])")
+
+
 def load_json(text: str) -> object:
-    """JSON as trtexec writes it: C++ streams print inf and nan bare, which JSON has no words for."""
-    fixed = re.sub(r"(?<=[:\[,\s])(-?)(nan|inf)(?=[\s,\]}])",
-                   lambda m: "NaN" if m.group(2) == "nan" else f"{m.group(1)}Infinity", text)
-    return json.loads(fixed)
+    """JSON as trtexec writes it. C++ streams print inf and nan bare, which JSON has no words for, and names are
+    written unescaped, so a `"` or `\\` in a layer or tensor name would end the string or start an escape. Each
+    name is re-escaped (it is taken as written: trtexec never escapes), and the numbers outside names are fixed."""
+    parts, at = [], 0
+    for match in _NAME_FIELD.finditer(text):
+        parts += [_bare_numbers(text[at:match.start(2)]), json.dumps(match.group(2))[1:-1]]
+        at = match.end(2)
+    parts.append(_bare_numbers(text[at:]))
+    return json.loads("".join(parts))
+
+
+def _bare_numbers(text: str) -> str:
+    return _BARE_NUMBER.sub(lambda m: "NaN" if m.group(2) == "nan" else f"{m.group(1)}Infinity", text)
 
 
 def parse_times(text: str) -> dict[str, list[float]]:
@@ -248,18 +281,36 @@ def parse_times(text: str) -> dict[str, list[float]]:
 class Profile:
     count: int                # profiled inferences
     mean_ms: dict[str, float]  # layer -> average time per inference, in engine order
+    median_ms: dict[str, float | None] = field(default_factory=dict)  # layer -> median (None: not written)
 
 
 def parse_profile(text: str) -> Profile:
     """--exportProfile: `[{"count": N}, {"name", "timeMs", "averageMs", "medianMs", "percentage"}, ...]`."""
     entries = load_json(text)
     count = next((int(e["count"]) for e in entries if "count" in e), 0)
-    layers = {}
+    layers, medians = {}, {}
     for e in entries:
         if "name" in e:
-            avg = e.get("averageMs")
+            avg, median = e.get("averageMs"), e.get("medianMs")
             layers[e["name"]] = avg if avg is not None and math.isfinite(avg) else e["timeMs"] / max(count, 1)
-    return Profile(count, layers)
+            medians[e["name"]] = median if median is not None and math.isfinite(median) else None
+    return Profile(count, layers, medians)
+
+
+def parse_outputs(text: str, source: str = "--exportOutput") -> dict[str, np.ndarray]:
+    """--exportOutput: `[{"name", "dimensions": "8x100", "values": [...]}, ...]`, one entry per output tensor
+    (sampleReporting.cpp exportJSONOutput). The values are in logical row-major order, printed by C++ streams
+    with 6 significant digits: a relative rounding of up to 5e-6 per value, the floor of any error measured this
+    way (far below fp16's or int8's; an fp32 engine's rel_l2_err shows it)."""
+    out = {}
+    for entry in load_json(text):
+        name, dims = entry["name"], str(entry.get("dimensions", "")).strip()
+        shape = tuple(int(d) for d in dims.split("x")) if dims else ()
+        values = np.asarray(entry["values"], dtype=np.float64)
+        if values.size != math.prod(shape):
+            raise ValueError(f"{source}: output '{name}' has {values.size} values for dimensions '{dims}'")
+        out[name] = values.reshape(shape)
+    return out
 
 
 def read(path: str | Path | None) -> str | None:

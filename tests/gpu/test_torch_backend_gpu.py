@@ -11,7 +11,7 @@ pytestmark = pytest.mark.gpu
 
 @pytest.mark.parametrize("precision, mode", [("fp16", "eager"), ("tf32", "eager"), ("bf16", "default")])
 def test_torch_backend_on_gpu(workdir, precision, mode):
-    proc = run_cli(["backend=torch", f"precision={precision}", f"compile.mode={mode}", "batch_size=8",
+    proc = run_cli(["backend=torch", f"precision={precision}", f"backend.compile={mode}", "batch_size=8",
                     "benchmark.duration_s=0.5", *FAST[1:]], workdir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r = results.load(workdir / "outputs")

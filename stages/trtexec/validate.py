@@ -1,0 +1,102 @@
+"""Validate stage for the trtexec backend: the engine's outputs against the fp32 export run by ONNX Runtime on the
+CPU, on the same seeded inputs as every other backend's validate stage (stages.inputs, seed + SEED_VALIDATION +
+batch), batch by batch.
+
+trtexec is given each batch as raw binaries (`--loadInputs='name':file.bin`, the bytes of the engine's input type:
+the converted graph's, so an fp16-input engine gets the reference's values rounded to fp16), runs it once
+(`--iterations=1 --warmUp=0 --duration=0`) and writes its outputs with `--exportOutput` (parse.parse_outputs).
+The values come back as text with 6 significant digits, a rounding far below any precision's error but fp32's.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from stages import accuracy
+from stages import inputs as model_inputs
+from stages import tensorrt as trt_env
+from stages.api import Param, StageInputError, StageResult
+from stages.onnxruntime import session
+from stages.onnxruntime.validate import REFERENCE  # the same reference as the other backends'
+from stages.trtexec import backend, parse
+
+VERSION = "2"  # 2: one accuracy path (stages/accuracy.py), samples recorded
+OUTPUTS = ()
+CACHED = False
+PARAMS = {"path": Param(str, keyed=False, executable=True, doc="the trtexec to run"),
+          "extra_args": Param(list, doc="extra trtexec flags; each replaces ours of the same name"),
+          "batch_size": Param(int, min=1), "input_shape": Param(list, optional=True), "seed": Param(int),
+          "batches": Param(int, min=1)}
+# Flags this stage's result depends on: an extra arg replacing one would validate something else.
+OWN_FLAGS = ("--loadEngine", "--loadInputs", "--exportOutput")
+
+log = logging.getLogger(__name__)
+
+
+def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
+    exe = backend.locate(params["path"])
+    clash = [a for a in params["extra_args"] if backend.flag_name(a) in OWN_FLAGS]
+    if clash:
+        raise StageInputError(f"backend.extra_args = {clash}: validation sets {', '.join(OWN_FLAGS)} itself")
+    specs = model_inputs.with_input_shape(model_inputs.specs_from_onnx(inputs["reference"]),
+                                          params.get("input_shape"))
+    candidate = Runner(exe, Path(inputs["engine"]), inputs["onnx"], params, out_dir)
+    log.info("validate: trtexec runs the engine on %d seeded batches", params["batches"])
+    batches = model_inputs.validation_batches(specs, params["batch_size"], params["seed"], params["batches"])
+    rows, info = accuracy.evaluate(candidate, session.reference_runner(inputs["reference"]), batches, REFERENCE)
+    return StageResult(info={**info, "tensorrt": candidate.version}, tables={"accuracy": rows})
+
+
+class Runner:
+    """trtexec as an accuracy runner: one run of the engine per batch, its --exportOutput read back. The GPU
+    session is taken around each run by infer() itself, so the runner is not marked on_gpu."""
+    on_gpu = False
+
+    def __init__(self, exe: str, engine: Path, onnx: Path, params: dict, out_dir: Path):
+        self.exe, self.engine, self.out_dir, self.extra_args = exe, engine, out_dir, params["extra_args"]
+        self.specs = model_inputs.with_input_shape(model_inputs.specs_from_onnx(onnx), params.get("input_shape"))
+        self.shapes = {s.name: model_inputs.concrete_shape(s, params["batch_size"])
+                       for s in self.specs if any(d is None for d in s.shape)}
+        self.batches, self.version = 0, None
+
+    def infer(self, feeds: dict) -> dict:
+        outputs, self.version = infer(self.exe, self.engine, feeds, self.specs, self.shapes,
+                                      self.out_dir / f"batch{self.batches}", self.extra_args)
+        self.batches += 1
+        return outputs
+
+    def close(self) -> None:
+        pass
+
+
+def infer(exe: str, engine: Path, feeds: dict[str, np.ndarray], engine_specs: list[model_inputs.InputSpec],
+          shapes: dict[str, tuple[int, ...]], work: Path, extra_args) -> tuple[dict[str, np.ndarray], str | None]:
+    """One trtexec run of `engine` on `feeds`: its outputs, and the TensorRT version its log names."""
+    from stages.gpu import session as gpu_session
+
+    work.mkdir(parents=True, exist_ok=True)
+    files = write_inputs(feeds, {s.name: s.dtype for s in engine_specs}, work)
+    output_json = work / "outputs.json"
+    cmd = backend.validation_command(exe, engine, shapes, files, output_json, extra_args)
+    with gpu_session.exclusive():  # GPU work of its own would disturb another job's measurement
+        status, tail = trt_env.run_logged(cmd, work / "trtexec.log", "trtexec validate")
+    if status:
+        raise RuntimeError(f"trtexec failed to run the engine on {work}'s inputs (exit status {status}); "
+                           f"its last lines:\n{tail}")
+    if not output_json.is_file():
+        raise RuntimeError(f"trtexec wrote no {output_json} (--exportOutput); see {work / 'trtexec.log'}")
+    version = parse.parse_log(parse.read(work / "trtexec.log")).version
+    return parse.parse_outputs(parse.read(output_json), str(output_json)), version
+
+
+def write_inputs(feeds: dict[str, np.ndarray], dtypes: dict[str, np.dtype], work: Path) -> dict[str, Path]:
+    """Each input as the raw bytes trtexec loads into its binding (C order, the engine's input type)."""
+    files = {}
+    for i, (name, array) in enumerate(feeds.items()):
+        if name not in dtypes:
+            raise RuntimeError(f"the engine's graph has no input '{name}' (it has {sorted(dtypes)})")
+        files[name] = work / f"input{i}.bin"  # by position: a tensor name need not be a valid file name
+        np.ascontiguousarray(array, dtype=dtypes[name]).tofile(files[name])
+    return files

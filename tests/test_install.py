@@ -1,0 +1,63 @@
+"""The package installs like a library: `pip install .` or a wheel, into a fresh virtual environment, runs from any
+directory, with its configs inside the package (conf/ ships as pipeline/conf)."""
+import os
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+import pytest
+
+from pipeline import results
+from tests.conftest import FAST, ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def fresh_venv(where: Path) -> Path:
+    """A new virtual environment that sees this one's dependencies (a .pth naming its site-packages) but not its
+    editable install of the project, which only this environment's own site-packages processing would load."""
+    venv.create(where, with_pip=False)
+    ask = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(subprocess.check_output([str(where / "bin/python"), "-c", ask], text=True).strip())
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return site
+
+
+def install(source: Path, site: Path, tmp_path: Path, how: str) -> None:
+    pip = [sys.executable, "-m", "pip", "-q"]
+    if how == "wheel":
+        subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), "."],
+                       cwd=source, check=True, capture_output=True, timeout=300)
+        target = [str(next((tmp_path / "dist").glob("*.whl")))]
+    else:
+        target = ["."]
+    subprocess.run([*pip, "install", "--no-deps", "--no-build-isolation", "--target", str(site), *target],
+                   cwd=source, check=True, capture_output=True, timeout=300)
+
+
+def run(python: Path, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([str(python), *args], cwd=cwd, env={**env, "PYTHONUNBUFFERED": "1"}, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("how", ["wheel", "pip install ."])
+def test_installed_package_runs_from_any_directory(tmp_path, how):
+    site = fresh_venv(tmp_path / "venv")
+    install(ROOT, site, tmp_path, how)
+    python, elsewhere = tmp_path / "venv/bin/python", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = run(python, ["-c", "import pipeline.app as a; print(a.CONF_DIR)"], elsewhere)
+    assert where.stdout.strip() == str(site / "pipeline" / "conf"), where.stderr
+    proc = run(python, ["-m", "pipeline", *FAST], elsewhere)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert list(results.load(elsewhere / "outputs").runs.status) == ["ok"]
+    # a user's config dir layers on top of the packaged configs
+    (elsewhere / "mine/model").mkdir(parents=True)
+    (elsewhere / "mine/model/small.yaml").write_text("name: tiny_cnn\nsource: builtin\ninput_shape: [3, 16, 16]\n")
+    mine = run(python, ["-m", "pipeline", "--config-dir", "mine", "model=small", "hydra.run.dir=mine-run", *FAST],
+               elsewhere)
+    assert mine.returncode == 0, mine.stdout[-2000:] + mine.stderr[-2000:]
+    assert results.load(elsewhere / "mine-run").runs.iloc[0].export_input_shape == "3x16x16"
