@@ -56,7 +56,7 @@ def hydra_main(cfg: DictConfig) -> None:
         config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         if config["backend"]["name"] == "auto":
             raise schema.ConfigError("backend=auto is resolved by `python -m pipeline`; when composing the config "
-                                     "yourself name a backend: onnxruntime, torch or tensorrt")
+                                     "yourself name a backend (one of conf/backend/)")
     except Exception as err:  # an interpolation that does not resolve, or the check above
         outcome = job.record_config_error(out_dir, meta, OmegaConf.to_container(cfg, resolve=False), err)
     else:

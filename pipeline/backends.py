@@ -26,7 +26,7 @@ def plugin(backend: dict) -> ModuleType:
     name = backend.get("plugin")
     if not name:
         raise ConfigError(f"backend.plugin is not set in backend={backend.get('name')}: a backend's YAML names the "
-                          f"package of its stages, e.g. `plugin: stages.onnxruntime`")
+                          f"package of its stages, e.g. `plugin: mypackage.mybackend`")
     try:
         module = importlib.import_module(name)
     except Exception as err:  # noqa: BLE001 - not installed, or broken: the same answer

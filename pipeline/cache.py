@@ -310,7 +310,7 @@ class Cache:
         self.root = Path(root)
         self.enabled = enabled
         self.full_verify = verify == "full"
-        # state stages share across builds (stages.api.shared_dir: TensorRT's timing caches, compiler caches)
+        # state stages share across builds (stages.api.shared_dir: a builder's timing caches, compiler caches)
         self.shared_root = self.root / "shared"
         self.log = log if log is not None else logger.warning
         self.read_only = False

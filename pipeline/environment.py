@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 from stages import host
-from stages.api import onnxruntime_version, package_version
 from stages.gpu import session
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -19,13 +18,7 @@ def capture() -> dict[str, str | None]:
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
         "cpu": host.cpu_identity()["cpu"],
-        "torch": package_version("torch"),
-        "onnx": package_version("onnx"),
-        "onnxruntime": onnxruntime_version(),
-        "modelopt": package_version("nvidia-modelopt"),
-        # the builder's bindings only: the lean runtime (a test extra) says nothing about building engines
-        "tensorrt": package_version("tensorrt", "tensorrt-cu13-bindings", "tensorrt-cu12-bindings", "tensorrt-cu13",
-                                    "tensorrt-cu12"),
+        **host.software_versions(),
         "git_commit": _git_commit(),
     }
     env.update(session.identity())  # the GPU the stages measure on, matched by CUDA UUID

@@ -1,6 +1,6 @@
 """Run one stage in a child process, so a segfault, an OOM kill or a hang becomes an ordinary error.
 
-A TensorRT build that crashes inside the builder takes its process with it; under a joblib launcher it would
+An engine build that crashes inside a builder library takes its process with it; under a joblib launcher it would
 take the whole batch of jobs too. In a child, the crash is just a non-zero exit: the parent raises
 StageCrashed with the signal's name, the job records a `failed` row, and the sweep goes on. Only artifact
 stages can be isolated: they hand their results over as files (plus a small picklable StageResult).

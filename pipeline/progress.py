@@ -112,7 +112,7 @@ class RichProgress(Progress):
         from rich.progress import Progress as Bars
 
         self.console = console or Console(file=stream)
-        # markup off: labels and errors hold brackets ("model.input_shape=[3,224,224]", "[ONNXRuntimeError]")
+        # markup off: labels and errors hold brackets ("model.input_shape=[3,224,224]", "[SomeLibraryError]")
         self.bars = Bars(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
                          TextColumn("{task.fields[detail]}", markup=False), TimeElapsedColumn(),
                          console=self.console, transient=True)

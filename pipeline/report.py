@@ -23,7 +23,7 @@ IMAGES = ("latency.png", "accuracy.png", "distribution.png", "layers.png", "gpu.
 # axes whose values name themselves in a label ("int8", not "precision=int8")
 _NAMED = ("model", "backend", "precision")
 TOP_LAYERS = 12
-# runs columns saying a run's per-layer times overlap (auxiliary streams): the tensorrt profile stage's, trtexec's
+# runs columns saying a run's per-layer times overlap (layers on several streams), from its profile or benchmark
 OVERLAP_COLUMNS = ("profile_layers_overlap", "benchmark_layers_overlap")
 BASELINE = "fp32"
 
@@ -195,7 +195,7 @@ def _layers(view: pd.DataFrame, swept: pd.DataFrame, layers: pd.DataFrame, out: 
         rows = layers[layers["run_id"] == run.run_id]
         rows = rows[rows["source"] == rows["source"].iloc[0]]  # one profiler's view per panel
         rows = rows[rows["layer_type"] != "module"] if (rows["layer_type"] != "module").any() else rows
-        # (torch's module rows are inclusive ranges over its operator rows: one or the other, never mixed)
+        # (module rows are inclusive ranges over the operator rows: one or the other, never mixed)
         panels.append((f"{heading}\n{rows['source'].iloc[0]}", rows.nlargest(TOP_LAYERS, "time_ms")))
     plots.top_layers(panels, out / IMAGES[3])
     overlapping = [label for c in OVERLAP_COLUMNS if c in profiled for label in profiled["label"][profiled[c].eq(True)]]

@@ -67,7 +67,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "layers": pa.schema([
         ("run_id", _S), ("layer", _S), ("layer_type", _S), ("dtype", _S), ("tactic", _S),
         ("stream", _I), ("time_ms", _F), ("share", _F), ("source", _S),
-        ("median_ms", _F),  # per inference, where the profiler reports one (trtexec's --exportProfile); else null
+        ("median_ms", _F),  # per inference, where the profiler reports one; else null
     ]),
     "gpu": pa.schema([
         ("run_id", _S), ("t_s", _F), ("sm_clock_mhz", _F), ("mem_clock_mhz", _F),

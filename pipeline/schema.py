@@ -46,12 +46,12 @@ class CalibrationMethod(str, Enum):
 
 
 class SyncMode(str, Enum):
-    spin = "spin"          # poll the event: lowest wake-up latency, one core busy (trtexec's --useSpinWait)
+    spin = "spin"          # poll the event: lowest wake-up latency, one core busy
     blocking = "blocking"  # cudaEventBlockingSync: the thread sleeps until the GPU is done
 
 
 class IsolationMode(str, Enum):
-    auto = "auto"  # stages that declare themselves crash-prone (TensorRT builds)
+    auto = "auto"  # stages that declare themselves crash-prone (engine builds)
     all = "all"    # every artifact stage
     none = "none"
 

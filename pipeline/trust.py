@@ -2,7 +2,7 @@
 
 A config names code in three ways: a `_target_` (a callable that is imported and called: a model factory, a data
 loader, a metric), a module (`backend.plugin`, each DAG node's `stage`), and an executable (a backend option its
-plugin declares `executable`, e.g. trtexec's `backend.path`). Running a config someone sent runs that code, so
+plugin declares `executable`, a path to a command-line tool). Running a config someone sent runs that code, so
 `python -m pipeline.reproduce` refuses what lies outside this project unless the user trusts it. An executable
 given as a bare name is looked up on the user's own PATH (their tools); one given as a path needs trust.
 
