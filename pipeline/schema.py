@@ -141,6 +141,15 @@ class CacheConfig:
 
 
 @dataclass
+class SelectConfig:
+    # The build to ship: the fastest by `metric` among the points whose accuracy stays within max_accuracy_drop of
+    # the fp32 reference. With labels, the drop is absolute top-1 accuracy (0.01 = one point of top-1); without,
+    # it is the relative error of the first output (rel_l2_err against the fp32 reference).
+    metric: str = "latency/median"  # a summary metric/stat, lower is better (throughput/*: higher is better)
+    max_accuracy_drop: float = 0.01
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     # a backend's own config: name, plugin, dag and its options, typed by its plugin (pipeline/backends.py)
@@ -154,6 +163,7 @@ class Config:
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
     isolation: IsolationConfig = field(default_factory=IsolationConfig)
     resume: bool = False  # a re-run into an existing sweep directory keeps its ok jobs with the same config
     cache: CacheConfig = field(default_factory=CacheConfig)
@@ -177,6 +187,7 @@ _RANGES = {
     "profile.iterations": (1, None),
     "isolation.timeout_s": (1, None),
     "validate.batches": (1, None),
+    "select.max_accuracy_drop": (0, None),
 }
 
 
