@@ -27,7 +27,7 @@ CONFIG_FILE = results.JOB_CONFIG
 # The one notion of "never changes a result": these top-level keys, the backend options and stage params declared
 # keyed=False (stages.api.Param). All are left out of config_hash, as they are out of every cache key, so a moved
 # cache, other output dirs or isolation settings, or a reproduction hash the same.
-NEVER_CHANGES_RESULT = ("cache", "resume", "isolation", "report")
+NEVER_CHANGES_RESULT = ("cache", "resume", "isolation", "report", "select")
 # Config keys with a fixed column in `runs`; every scalar backend option gets a column named after its key
 # (`backend.optimization_level` -> optimization_level), other overridden keys one named after their path.
 COLUMNS = {

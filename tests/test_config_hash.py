@@ -9,6 +9,7 @@ from tests.conftest import FAST, run_cli
 
 BACKENDS = ["onnxruntime", "torch", "tensorrt", "trtexec"]
 NEUTRAL = ["cache.dir=/elsewhere/cache", "cache.verify=full", "isolation.mode=all", "isolation.timeout_s=5",
+           "select.max_accuracy_drop=0.5",
            "resume=true", "report.enabled=false"]
 
 
