@@ -1,7 +1,8 @@
 """`python -m pipeline [overrides]`: run the configured experiment (or a sweep) and record it.
 
 Before Hydra composes the config, `backend=auto` (the default) is replaced by the best backend available on
-this machine, so the choice is printed, lands in the recorded overrides, and a reproduction pins it.
+this machine, so the choice is printed, lands in the recorded overrides, and a reproduction pins it. And
+`+search=<name>` gets the sweeper its config names (see resolve_search).
 """
 from __future__ import annotations
 
@@ -30,8 +31,50 @@ def resolve_backend(argv: list[str]) -> list[str]:
     return [a for a in argv if a not in given] + [f"backend={name}"]
 
 
+def resolve_search(argv: list[str]) -> list[str]:
+    """`+search=optuna` picks a search sweeper: conf/search/optuna.yaml says `override /hydra/sweeper: optuna`.
+    But conf/config.yaml overrides hydra/sweeper (to resilient) itself, and in Hydra's defaults list the first
+    override of a group wins, so the search's would be ignored. A command-line override wins over both: the
+    search's sweeper is added as one, unless the command line names a sweeper itself."""
+    given = [a for a in argv if a.lstrip("+~").split("=", 1)[0] == "search" and "=" in a]
+    if not given or any(a.lstrip("+").split("=", 1)[0] == "hydra/sweeper" for a in argv):
+        return argv
+    from pathlib import Path
+
+    import yaml
+
+    from pipeline import app
+
+    name = given[-1].split("=", 1)[1]
+    try:  # a search config in a user's --config-dir is left to Hydra (it names its sweeper with hydra/sweeper=)
+        defaults = yaml.safe_load((Path(app.CONF_DIR) / "search" / f"{name}.yaml").read_text()).get("defaults")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return argv
+    for entry in defaults or []:
+        key, value = next(iter(entry.items())) if isinstance(entry, dict) and len(entry) == 1 else (None, None)
+        if key is not None and key.split() == ["override", "/hydra/sweeper"]:
+            _require_sweeper(name, value)
+            return [*argv, f"hydra/sweeper={value}"]
+    return argv
+
+
+def _require_sweeper(search: str, sweeper: str) -> None:
+    """Hydra's own answer to a missing sweeper plugin is a list of the sweepers it has; say what to install."""
+    import importlib.util
+
+    module = f"hydra_plugins.hydra_{sweeper}_sweeper"  # how Hydra's sweeper plugins are packaged
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        print(f"error: +search={search} runs Hydra's {sweeper} sweeper, which is not installed ({module}); "
+              f"pip install -e '.[search]' (or pip install hydra-{sweeper}-sweeper)", file=sys.stderr)
+        sys.exit(1)
+
+
 def main() -> None:
-    sys.argv[1:] = resolve_backend(sys.argv[1:])
+    sys.argv[1:] = resolve_search(resolve_backend(sys.argv[1:]))
     from pipeline import app, errors
 
     # Hydra reports a config it cannot compose in several lines, some with a traceback; with HYDRA_FULL_ERROR it

@@ -42,7 +42,8 @@ STOPPED: list[str] = []  # why this process stopped running jobs (SIGTERM, Ctrl-
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def hydra_main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> float:
+    """One job. Its return value is its objective (pipeline/select.py): what a search sweeper minimises."""
     from pipeline import job, summary
 
     hc = HydraConfig.get()
@@ -64,12 +65,42 @@ def hydra_main(cfg: DictConfig) -> None:
             outcome = job.record_not_run(out_dir, meta, config, STOPPED[0])
         else:
             outcome = _run(config, out_dir, meta, multirun, hc.job.num if multirun else 0, list(hc.overrides.task))
-            if outcome is None:
-                return
+            if outcome is None:  # kept by resume: its objective comes from the tables it wrote before
+                return _objective(cfg, *_kept_tables(out_dir))
     if outcome.status == "failed":
         FAILED.append(outcome.run_id)
     if not multirun:
         print(summary.job_summary(outcome, out_dir))
+    tables = outcome.tables
+    return _objective(cfg, outcome.status, tables.get("summary"), tables.get("accuracy"),
+                      outcome.row.get("benchmark_iterations"))
+
+
+def _objective(cfg: DictConfig, status: str, summary_rows, accuracy_rows, iterations) -> float:
+    """The job's objective; PENALTY rather than an error, so that a sweeper always gets a number."""
+    from pipeline import select
+
+    try:
+        rule = OmegaConf.to_container(cfg.select, resolve=True) if "select" in cfg else None
+        return select.objective(status, _rows(summary_rows), _rows(accuracy_rows), iterations, rule)
+    except Exception as err:  # noqa: BLE001 - a bad select.* is reported at the end of the sweep
+        log.warning("objective: %s; this job counts as infeasible (%g)", err, select.PENALTY)
+        return select.PENALTY
+
+
+def _rows(table) -> list[dict]:
+    """A stage table as rows (stages may return columns: {name: [values]})."""
+    if isinstance(table, dict):
+        return [dict(zip(table, values)) for values in zip(*table.values())]
+    return list(table or [])
+
+
+def _kept_tables(out_dir: Path) -> tuple:
+    from pipeline import results
+
+    kept = results.load(out_dir, tables=("runs", "summary", "accuracy"))
+    iterations = kept.runs["benchmark_iterations"].iloc[0] if "benchmark_iterations" in kept.runs else None
+    return ("ok", kept.summary.to_dict("records"), kept.accuracy.to_dict("records"), iterations)
 
 
 def _run(config: dict, out_dir: Path, meta, multirun: bool, num: int, overrides: list[str]):
@@ -144,6 +175,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         loaded = results.load(sweep_dir, tables=("runs", "summary", "accuracy"))
         print(summary.sweep_summary(loaded, sweep_dir))
+        print(_select(sweep_dir, loaded), flush=True)
         lost = summary.lost_jobs(sweep_dir)
         if lost:
             print(f"lost: {len(lost)} job(s) left no runs row (killed?): {', '.join(lost)}; "
@@ -153,6 +185,19 @@ class SweepSummary(Callback):
             FAILED.append(str(sweep_dir))
         if config.report.enabled:
             _report(sweep_dir)
+
+
+def _select(sweep_dir: Path, loaded) -> str:
+    """The build to ship, recorded in the sweep's selection.json; its one line."""
+    from pipeline import select
+
+    try:
+        return select.select_sweep(sweep_dir, loaded).line()
+    except select.SelectError as err:
+        return f"best: none: {err}"
+    except Exception as err:  # noqa: BLE001 - choosing must never fail a finished sweep
+        return (f"best: not chosen ({type(err).__name__}: {err}); retry with python -m pipeline.select "
+                f"{sweep_dir}")
 
 
 def _report(sweep_dir: Path) -> None:

@@ -18,7 +18,7 @@ import yaml
 
 from pipeline import backends, environment, progress, results, runner, schema
 from pipeline.cache import Cache, CacheError, digest
-from stages import api
+from stages import api, sources
 from stages.api import StageInputError, Unsupported
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ COLUMNS = {
     "cache.enabled": "cache_enabled",
     "seed": "seed",
 }
-_GROUPS = ("model", "backend", "precision", "sweep", "hydra")
+_GROUPS = ("model", "backend", "precision", "sweep", "hydra", "axes")
 
 
 @dataclass
@@ -231,6 +231,9 @@ def _base_row(config: dict, meta: JobMeta, started: dt.datetime) -> dict[str, An
         value = schema.lookup(config, key)
         if value is not None:  # absent, not None: a null here would give the column a second type
             row[column] = value
+    if isinstance(config.get("model"), dict) and config["model"].get("source"):
+        row["model_id"] = sources.model_id(config["model"])
+    row.update({f"axes_{axis}": size for axis, size in (config.get("axes") or {}).items()})
     backend = config.get("backend") if isinstance(config.get("backend"), dict) else {}
     for key, value in backends.options(backend).items():
         if isinstance(value, (bool, int, float, str)) and key not in row:

@@ -98,7 +98,7 @@ def pareto_mask(latency: np.ndarray, error: np.ndarray) -> np.ndarray:
 def accuracy_latency(points: pd.DataFrame, error_label: str, path: Path, note: str | None = None) -> None:
     """Error against median latency, one labelled point per run, the Pareto front marked and joined.
 
-    points: label, median (ms), error (lower is better).
+    points: label, median (ms), error (lower is better); optional `selected` (the build to ship: a star).
     """
     fig, axes = _figure(7.5, 4.8)
     ax = axes[0][0]
@@ -107,6 +107,10 @@ def accuracy_latency(points: pd.DataFrame, error_label: str, path: Path, note: s
         ax.scatter(points["median"][~front], points["error"][~front], s=40, color=_OTHER, zorder=3,
                    label="dominated")
     ax.scatter(points["median"][front], points["error"][front], s=60, color=_FRONT, zorder=4, label="Pareto front")
+    chosen = points["selected"].fillna(False).astype(bool) if "selected" in points else None
+    if chosen is not None and chosen.any():
+        ax.scatter(points["median"][chosen], points["error"][chosen], s=260, marker="*", facecolors="none",
+                   edgecolors="#d69e2e", linewidths=1.8, zorder=5, label="selected (select.*)")
     steps = points[front].sort_values("median")
     ax.step(steps["median"], steps["error"], where="post", color=_FRONT, alpha=0.5, zorder=2)
     middle = (points["median"].min() + points["median"].max()) / 2

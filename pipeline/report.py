@@ -7,15 +7,19 @@ unsupported is never dropped silently: each plot says how many points it leaves 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipeline import plots, report_html, results
-from pipeline.job import COLUMNS
+from pipeline import report_html, results
+from pipeline.job import column_of
+
+# pipeline.plots (matplotlib) is imported where a plot is drawn: the end-of-sweep table uses swept_values()
+# from here and must not pay for matplotlib.
 
 # runs columns that are sweep axes even when no override names them (e.g. several sweeps loaded together)
 AXES = ("model", "backend", "precision", "batch_size", "optimization_level", "max_aux_streams")
@@ -26,6 +30,8 @@ TOP_LAYERS = 12
 # runs columns saying a run's per-layer times overlap (layers on several streams), from its profile or benchmark
 OVERLAP_COLUMNS = ("profile_layers_overlap", "benchmark_layers_overlap")
 BASELINE = "fp32"
+# the first output's accuracy columns of the view; top-1 ones come from labelled data (see pipeline/select.py)
+ACCURACY = ("rel_l2_err", "top1_agreement", "top1_accuracy", "top1_accuracy_drop")
 
 
 @dataclass
@@ -43,29 +49,72 @@ def build_report(path: str | Path, out: str | Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for name in IMAGES:  # a re-run must not leave a plot the new index no longer describes
         (out / name).unlink(missing_ok=True)
-    view, swept = run_view(loaded)
+    sweeps = sweep_dirs(path)
+    view, swept = run_view(loaded, sweeps.by_run)
     axes = list(swept.columns)
     sections = [_latency(view, axes, out), _accuracy(view, out), _distribution(view, loaded.samples, out),
                 _layers(view, swept, loaded.layers, out), _gpu(view, loaded.gpu, out)]
     index = out / "index.html"
-    index.write_text(report_html.page(path, view, axes, sections, loaded), encoding="utf-8")
+    index.write_text(report_html.page(path, view, axes, sections, loaded, sweeps.lines), encoding="utf-8")
     return index
+
+
+@dataclass
+class Sweeps:
+    by_run: dict[str, str] = field(default_factory=dict)  # run_id -> its sweep directory (a single run: its own)
+    lines: list[str] = field(default_factory=list)       # each sweep's "best: ..." line (its selection.json)
+
+
+def sweep_dirs(path: Path) -> Sweeps:
+    """Which sweep directory each run below `path` belongs to, and the sweeps' recorded choices.
+
+    A job of a sweep (a runs row with a `sweep`) lives in <sweep dir>/<job>/; a single run is its own directory."""
+    import pyarrow.parquet as pq
+
+    selections: list[str] = []
+    found, _ = results._find(Path(path), ("runs",), selections)
+    sweeps = Sweeps()
+    for f in found["runs"]:
+        try:
+            table = pq.read_table(f, columns=["run_id", "sweep"]).to_pydict()
+        except Exception:  # noqa: BLE001 - load() has already reported an unreadable file
+            continue
+        job_dir = Path(f).parent.parent
+        for run_id, sweep in zip(table["run_id"], table["sweep"]):
+            sweeps.by_run[run_id] = str(job_dir.parent if sweep else job_dir)
+    for f in sorted(results._sweep_selection(Path(path), selections)):
+        try:
+            sweeps.lines.append(str(json.loads(Path(f).read_text(encoding="utf-8"))["line"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # load() lists an unreadable selection file among the skipped ones
+    return sweeps
 
 
 # --------------------------------------------------------------------------- one row per run
 
 
-def run_view(loaded: results.Results) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_view(loaded: results.Results, sweep_of: dict[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`runs` in sweep order with a short `label` per run and its headline numbers; the swept values
-    (swept_values(), on the same index)."""
+    (swept_values(), on the same index). `sweep_of` (run_id -> sweep directory, see sweep_dirs()) keeps the
+    points of several sweeps apart: with more than one, each label says its sweep (column `sweep_label`)."""
     runs = loaded.runs.sort_values(["job", "started", "run_id"], na_position="last").reset_index(drop=True)
     values = swept_values(runs)
-    view = runs.assign(label=_labels(runs, values))
+    tags = _sweep_tags(runs, sweep_of or {})
+    if tags is not None:  # several sweeps: each in its own order, one after the other (oldest first)
+        first = runs.groupby(tags, sort=False)["started"].transform("min")
+        order = pd.DataFrame({"first": first, "tag": tags, "i": range(len(runs))})
+        keep = order.sort_values(["first", "tag", "i"], na_position="last").index
+        runs, values, tags = runs.loc[keep].reset_index(drop=True), values.loc[keep].reset_index(drop=True), \
+            tags.loc[keep].reset_index(drop=True)
+    view = runs.assign(label=_labels(runs, values, tags))
+    view["sweep_label"] = tags if tags is not None else ""
+    if "selected" not in view:  # runs loaded without selection columns (an older Results)
+        view["selected"] = False
     s = loaded.summary
     latency = s[s["metric"] == "latency"].pivot_table(index="run_id", columns="stat", values="value", aggfunc="first")
     numbers = {stat: latency[stat] if stat in latency else None for stat in ("median", "p90", "p99")}
     numbers["throughput"] = _one(s, "throughput", "samples_per_s")
-    numbers.update({metric: _one(loaded.accuracy, metric) for metric in ("rel_l2_err", "top1_agreement")})
+    numbers.update({metric: _one(loaded.accuracy, metric) for metric in ACCURACY})
     for column, by_run in numbers.items():  # float even when empty: no run, or none measured
         view[column] = np.nan if by_run is None else view["run_id"].map(by_run).astype(float)
     return view, values
@@ -88,11 +137,18 @@ def swept_values(runs: pd.DataFrame) -> pd.DataFrame:
     parsed = [_overrides(text) for text in runs["overrides"]]
     keys = dict.fromkeys(k for p in parsed for k in p)
     swept = {k: [p.get(k, "") for p in parsed] for k in keys if len({p.get(k) for p in parsed}) > 1}
-    covered = {k if k in AXES else COLUMNS.get(k, k.replace(".", "_")) for k in swept}
+    covered = {k if k in AXES else column_of(k) for k in swept}  # backend.optimization_level: optimization_level
     for column in AXES:
         if column not in covered and runs[column].nunique() > 1:
             swept[column] = ["" if pd.isna(v) else str(v) for v in runs[column]]
     return pd.DataFrame(swept, index=runs.index, dtype=object)
+
+
+def short_keys(keys) -> dict[str, str]:
+    """Swept key -> the name to show: its last part ('backend.optimization_level' -> 'optimization_level'),
+    unless two keys end alike."""
+    short = {k: k.rsplit(".", 1)[-1] for k in keys}
+    return short if len(set(short.values())) == len(short) else {k: k for k in keys}
 
 
 def _overrides(text) -> dict[str, str]:
@@ -102,7 +158,21 @@ def _overrides(text) -> dict[str, str]:
     return {k: v for k, _, v in pairs if not k.startswith("hydra.") and k != "sweep"}
 
 
-def _labels(runs: pd.DataFrame, values: pd.DataFrame) -> list[str]:
+def _sweep_tags(runs: pd.DataFrame, sweep_of: dict[str, str]) -> pd.Series | None:
+    """Per run, the shortest name that tells its sweep apart ('precision 2026-11-21_10-00-00'); None with one."""
+    dirs = runs["run_id"].map(sweep_of).fillna("")
+    if dirs.nunique() < 2:
+        return None
+    names = {d: Path(d).name for d in dirs.unique()}
+    sweep = runs.groupby(dirs, sort=False)["sweep"].first()
+    tags = {d: " ".join(str(x) for x in (sweep.get(d), names[d]) if x is not None and not pd.isna(x) and x != "")
+            for d in names}
+    if len(set(tags.values())) < len(tags):  # the same sweep at the same second in two places: say where
+        tags = {d: d for d in names}
+    return dirs.map(tags)
+
+
+def _labels(runs: pd.DataFrame, values: pd.DataFrame, tags: pd.Series | None = None) -> list[str]:
     if values.columns.empty:
         labels = [str(p) for p in runs["precision"]]
     elif len(values.columns) == 1:
@@ -110,6 +180,8 @@ def _labels(runs: pd.DataFrame, values: pd.DataFrame) -> list[str]:
     else:
         labels = [" ".join(v if k in _NAMED else f"{k.rsplit('.', 1)[-1]}={v}" for k, v in row.items())
                   for _, row in values.iterrows()]
+    if tags is not None:
+        labels = [f"{lab} ({tag})" for lab, tag in zip(labels, tags)]
     seen = pd.Series(labels).duplicated(keep=False)
     where = [f"#{job}" if pd.notna(job) else run_id for job, run_id in zip(runs["job"], runs["run_id"])]
     return [f"{lab} {at}" if dup else lab for lab, dup, at in zip(labels, seen, where)]
@@ -139,6 +211,8 @@ def _latency(view: pd.DataFrame, axes: list[str], out: Path) -> Section:
     if not shown.any():
         return _nothing(title, view, shown, "latency results")
     note = _left_out(view, shown, "latency results")
+    from pipeline import plots
+
     plots.latency_throughput(view[shown], ", ".join(axes) or "run", out / IMAGES[0], note)
     return Section(title, "Median latency per batch with p90 and p99 (ms), and throughput (samples/s), per "
                           "swept value. " + (note or ""), IMAGES[0])
@@ -146,7 +220,9 @@ def _latency(view: pd.DataFrame, axes: list[str], out: Path) -> Section:
 
 def _accuracy(view: pd.DataFrame, out: Path) -> Section:
     title = "Accuracy against latency"
-    if view["rel_l2_err"].notna().any():
+    if view["top1_accuracy_drop"].notna().any():  # labelled data: what the user ships on
+        error, label = view["top1_accuracy_drop"], "top-1 accuracy drop vs fp32 reference (labelled data)"
+    elif view["rel_l2_err"].notna().any():
         error, label = view["rel_l2_err"], "relative L2 error vs fp32 reference"
     else:
         error, label = 1.0 - view["top1_agreement"], "top-1 disagreement with fp32 reference (fraction)"
@@ -155,10 +231,16 @@ def _accuracy(view: pd.DataFrame, out: Path) -> Section:
         return _nothing(title, view, shown, "both latency and accuracy results")
     note = _left_out(view, shown, "accuracy results")
     points = view[shown].assign(error=error[shown])
+    from pipeline import plots
+
     plots.accuracy_latency(points, label, out / IMAGES[1], note)
     front = points["label"][plots.pareto_mask(points["median"].to_numpy(), points["error"].to_numpy())]
+    chosen = points["label"][points["selected"].fillna(False).astype(bool)]
+    marked = (f"The star marks the selected build (the fastest within select.max_accuracy_drop): "
+              f"{', '.join(chosen)}. " if len(chosen) else "")
     return Section(title, f"{label[0].upper()}{label[1:]} against median latency. Pareto front (no other point "
-                          f"is both faster and more accurate): {', '.join(front)}. " + (note or ""), IMAGES[1])
+                          f"is both faster and more accurate): {', '.join(front)}. " + marked + (note or ""),
+                   IMAGES[1])
 
 
 def _distribution(view: pd.DataFrame, samples: pd.DataFrame, out: Path) -> Section:
@@ -169,6 +251,8 @@ def _distribution(view: pd.DataFrame, samples: pd.DataFrame, out: Path) -> Secti
     if not shown.any():
         return _nothing(title, view, shown, "latency samples")
     note = _left_out(view, shown, "latency samples")
+    from pipeline import plots
+
     plots.distributions({r.label: per_run[r.run_id] for r in view[shown].itertuples()}, out / IMAGES[2], note)
     return Section(title, "Every timed iteration of each run. " + (note or ""), IMAGES[2])
 
@@ -197,6 +281,8 @@ def _layers(view: pd.DataFrame, swept: pd.DataFrame, layers: pd.DataFrame, out: 
         rows = rows[rows["layer_type"] != "module"] if (rows["layer_type"] != "module").any() else rows
         # (module rows are inclusive ranges over the operator rows: one or the other, never mixed)
         panels.append((f"{heading}\n{rows['source'].iloc[0]}", rows.nlargest(TOP_LAYERS, "time_ms")))
+    from pipeline import plots
+
     plots.top_layers(panels, out / IMAGES[3])
     overlapping = [label for c in OVERLAP_COLUMNS if c in profiled for label in profiled["label"][profiled[c].eq(True)]]
     if overlapping:
@@ -227,6 +313,8 @@ def _gpu(view: pd.DataFrame, gpu: pd.DataFrame, out: Path) -> Section:
     series = {labels.get(rid, rid): g for rid, g in gpu.groupby("run_id", sort=False)}
     shown = view["run_id"].isin(set(gpu["run_id"]))
     note = _left_out(view, shown, "GPU samples")
+    from pipeline import plots
+
     plots.gpu_timeline(series, out / IMAGES[4], note)
     return Section(title, "SM clock (MHz) and temperature (°C) sampled during each measurement: a falling "
                           "clock means a throttled result. " + (note or ""), IMAGES[4])

@@ -17,16 +17,24 @@ table { border-collapse: collapse; font-size: 0.85em; } th, td { border: 1px sol
 th { background: #edf2f7; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.error { max-width: 48em; white-space: pre-wrap; word-break: break-word; }
 .ok { background: #c6f6d5; } .failed { background: #fed7d7; } .unsupported { background: #feebc8; }
+.best { color: #22543d; background: #f0fff4; border-left: 4px solid #38a169; padding: 0.4em 0.8em; }
+tr.selected td { font-weight: 600; }
 """
 # (header, view column, number format or None for text)
 _RUN_COLUMNS = (
     ("median (ms)", "median", ".4g"), ("p90 (ms)", "p90", ".4g"), ("p99 (ms)", "p99", ".4g"),
     ("throughput (samples/s)", "throughput", ",.1f"), ("rel_l2_err", "rel_l2_err", ".3g"),
-    ("top1_agreement", "top1_agreement", ".3g"), ("verdict", "benchmark_verdict", None),
+    ("top1_agreement", "top1_agreement", ".3g"), ("top-1 accuracy", "top1_accuracy", ".4g"),
+    ("top-1 drop", "top1_accuracy_drop", ".3g"), ("verdict", "benchmark_verdict", None),
 )
 
 
-def page(path: Path, view: pd.DataFrame, axes: list[str], sections: list, loaded) -> str:
+_LABELLED = ("top1_accuracy", "top1_accuracy_drop")
+
+
+def page(path: Path, view: pd.DataFrame, axes: list[str], sections: list, loaded,
+         best_lines: list[str] | tuple = ()) -> str:
+    """The whole page; `best_lines`: each sweep's recorded choice of the build to ship (selection.json)."""
     name = _name(path, view)
     counts = view["status"].value_counts()
     tally = ", ".join(f"{n} {status}" for status, n in counts.items()) or "none"
@@ -39,6 +47,7 @@ def page(path: Path, view: pd.DataFrame, axes: list[str], sections: list, loaded
     elif not counts.get("ok", 0):
         head.append(f'<p class="alert">No run succeeded: nothing to plot. All {len(view)} runs are listed '
                     f"below with their status and error.</p>")
+    head += [f'<p class="best">{escape(line)}</p>' for line in best_lines]
     body = [_section(s) for s in sections]
     body += ["<h2>All runs</h2>", _runs_table(view, axes), "<h2>Environment</h2>", _environment(view)]
     if loaded.skipped:
@@ -71,16 +80,22 @@ def _section(section) -> str:
 def _runs_table(view: pd.DataFrame, axes: list[str]) -> str:
     if view.empty:
         return '<p class="note">No runs.</p>'
-    columns = [c for c in _RUN_COLUMNS if c[1] in view]
-    header = ["job", "point", "status", *(h for h, _, _ in columns), "error", "run_id"]
+    # the top-1 columns exist only with labelled data (validate.data): shown where some run has them
+    columns = [c for c in _RUN_COLUMNS if c[1] in view and (c[1] not in _LABELLED or view[c[1]].notna().any())]
+    sweeps = "sweep_label" in view and (view["sweep_label"] != "").any()
+    header = ["job", *(["sweep"] if sweeps else []), "point", "status", *(h for h, _, _ in columns), "error",
+              "run_id"]
     rows = []
     for _, run in view.iterrows():
         status = str(run["status"])
-        cells = [_cell(run["job"], "d"), f"<td>{escape(str(run['label']))}</td>",
+        chosen = bool(run.get("selected")) if pd.notna(run.get("selected")) else False
+        named = escape(str(run["label"])) + (" <strong>&#9733; selected</strong>" if chosen else "")
+        cells = [_cell(run["job"], "d"), *([f"<td>{escape(str(run['sweep_label']))}</td>"] if sweeps else []),
+                 f"<td>{named}</td>",
                  f'<td class="{escape(status)}">{escape(status)}</td>',
                  *(_cell(run[col], fmt) for _, col, fmt in columns),
                  f'<td class="error">{escape(_text(run["error"]))}</td>', f"<td>{escape(str(run['run_id']))}</td>"]
-        rows.append("<tr>" + "".join(cells) + "</tr>")
+        rows.append(("<tr class=\"selected\">" if chosen else "<tr>") + "".join(cells) + "</tr>")
     ths = "".join(f"<th>{escape(h)}</th>" for h in header)
     point = f"point = {', '.join(axes)}" if axes else "point = precision"
     return f'<p class="caption">{escape(point)}</p><table><tr>{ths}</tr>\n' + "\n".join(rows) + "</table>"

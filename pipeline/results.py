@@ -45,6 +45,12 @@ TABLES = ("runs", "summary", "samples", "accuracy", "layers", "gpu")
 TABLES_DIR = "tables"  # <job_dir>/tables/<table>.parquet
 JOB_CONFIG = "config.resolved.yaml"  # what every job writes first: a directory holding it is a job
 INCOMPLETE = "no complete tables: the job was killed, or could not write them; rerun it with resume=true"
+# <sweep_dir>/selection.json: the build to ship, chosen at the end of a sweep (pipeline/select.py). The job tables
+# stay as written; where the loaded path holds such a file (every sweep writes one), load() adds its verdicts to
+# `runs` as SELECTION_COLUMNS: `selected` (True on the chosen run, False elsewhere), `objective` (what a search
+# sweeper was told; lower is better) and `feasible`.
+SELECTION_FILE = "selection.json"
+SELECTION_COLUMNS = ("selected", "objective", "feasible")
 
 _S, _I, _F = pa.string(), pa.int64(), pa.float64()
 
@@ -312,7 +318,8 @@ def load(path: str | os.PathLike, tables: Iterable[str] = TABLES) -> Results:
 
     Rows come in path order. Directories named ``cache`` are not searched. Unreadable files are skipped,
     logged and listed in ``Results.skipped``. Tables not requested (or without
-    files) are empty DataFrames with the fixed columns.
+    files) are empty DataFrames with the fixed columns. Where there is a SELECTION_FILE below ``path`` (or,
+    for a job directory, in its sweep directory), ``runs`` also gets SELECTION_COLUMNS from all of them.
     """
     root = Path(path)
     if not root.exists():
@@ -322,7 +329,8 @@ def load(path: str | os.PathLike, tables: Iterable[str] = TABLES) -> Results:
     if unknown:
         raise ValueError(f"unknown table(s) {sorted(unknown)}; expected one of {TABLES}")
 
-    found, incomplete = _find(root, wanted)
+    selections: list[str] = []
+    found, incomplete = _find(root, wanted, selections)
     jobs = [(name, f) for name, paths in found.items() for f in paths]
     parts: dict[str, list[pa.Table]] = {name: [] for name in TABLES}
     skipped = []
@@ -340,6 +348,8 @@ def load(path: str | os.PathLike, tables: Iterable[str] = TABLES) -> Results:
     if not jobs and not incomplete:
         log.warning("no results under %s: no %s/*.parquet below it", root, TABLES_DIR)
     frames = {name: _to_pandas(_concat(name, parts[name])) for name in TABLES}
+    if "runs" in wanted:
+        frames["runs"] = _with_selection(frames["runs"], _sweep_selection(root, selections), skipped)
     return Results(root, frames, skipped)
 
 
@@ -348,8 +358,10 @@ def incomplete_jobs(root: str | os.PathLike) -> list[Path]:
     return [Path(d) for d in _find(Path(root), ("runs",))[1]]
 
 
-def _find(root: Path, tables: tuple[str, ...]) -> tuple[dict[str, list[str]], list[str]]:
-    """The table files below root by table, sorted; and the job directories without a complete tables/."""
+def _find(root: Path, tables: tuple[str, ...], selections: list[str] | None = None
+          ) -> tuple[dict[str, list[str]], list[str]]:
+    """The table files below root by table, sorted; and the job directories without a complete tables/.
+    The SELECTION_FILEs found on the way are appended to `selections`."""
     # Plain strings: sorting thousands of Path objects costs more than reading the walk.
     names = {f"{t}.parquet": t for t in tables}
     found: dict[str, list[str]] = {t: [] for t in tables}
@@ -366,12 +378,51 @@ def _find(root: Path, tables: tuple[str, ...]) -> tuple[dict[str, list[str]], li
             continue
         # not searched: the artifact cache, tables set aside, tables still being written (hidden .tmp dirs)
         dirnames[:] = [d for d in dirnames if d != "cache" and not d.startswith((".", f"{TABLES_DIR}."))]
+        if selections is not None and SELECTION_FILE in filenames:
+            selections.append(os.path.join(dirpath, SELECTION_FILE))
         started = JOB_CONFIG in filenames or os.path.isdir(os.path.join(dirpath, ".hydra"))
         if started and not os.path.isfile(os.path.join(dirpath, TABLES_DIR, "runs.parquet")):
             incomplete.append(dirpath)
     for paths in found.values():
         paths.sort()
     return found, sorted(incomplete)
+
+
+def _sweep_selection(root: Path, found: list[str]) -> list[str]:
+    """The selection files that apply: those below root, and for a job directory its sweep's (one level up)."""
+    if (root / JOB_CONFIG).is_file() or (root / TABLES_DIR).is_dir():
+        above = root.parent / SELECTION_FILE
+        if above.is_file():
+            found = [str(above), *found]
+    return found
+
+
+def _with_selection(runs: pd.DataFrame, files: list[str], skipped: list[tuple[Path, str]]) -> pd.DataFrame:
+    """`runs` with SELECTION_COLUMNS, from the selection files (a run none of them names: False, NaN, NA);
+    `runs` as it is without any file (a single run, a sweep that has not ended)."""
+    import json
+
+    if not files:
+        return runs
+    selected: set[str] = set()
+    objective: dict[str, float] = {}
+    feasible: dict[str, bool] = {}
+    for f in sorted(set(files)):
+        try:
+            data = json.loads(Path(f).read_text(encoding="utf-8"))
+            points = data.get("points") or {}
+            chosen = data.get("selected")
+        except (OSError, ValueError, AttributeError) as e:  # a broken file costs its marks, never the load
+            log.warning("skipping unreadable selection file %s: %s", f, e)
+            skipped.append((Path(f), f"{type(e).__name__}: {e}"))
+            continue
+        if chosen:
+            selected.add(str(chosen))
+        for run_id, point in points.items():
+            objective[run_id], feasible[run_id] = point.get("objective"), point.get("feasible")
+    return runs.assign(selected=runs["run_id"].isin(selected).astype("boolean"),
+                       objective=runs["run_id"].map(objective).astype("float64"),
+                       feasible=runs["run_id"].map(feasible).astype("object").astype("boolean"))
 
 
 def _read_all(paths: list[str]) -> list[tuple[pa.Table | None, str | None]]:

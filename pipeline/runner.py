@@ -111,6 +111,7 @@ def _run_node(node: dagmod.Node, done: dict[str, NodeOutcome], cache: Cache, wor
         "inputs": {inp: done[up].digests[out] for inp, (up, out) in node.inputs.items()},
         "environment": module.environment(node.params) if hasattr(module, "environment") else {},
         "files": module.key_files(node.params) if hasattr(module, "key_files") else {},
+        "extra": module.key_extra(node.params) if hasattr(module, "key_extra") else {},
     }
 
     def build(out_dir: Path) -> dict:

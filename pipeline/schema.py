@@ -29,9 +29,12 @@ class Precision(str, Enum):
 
 
 class ModelSource(str, Enum):
-    builtin = "builtin"
-    onnx = "onnx"
-    factory = "factory"
+    builtin = "builtin"          # stages/models.py, seeded random weights
+    onnx = "onnx"                # model.path: the user's ONNX file
+    factory = "factory"          # model._target_: a function returning an nn.Module
+    hf = "hf"                    # Hugging Face transformers: model.model_type + model.config, or model.path
+    timm = "timm"                # model.name from timm
+    torchvision = "torchvision"  # model.name from torchvision
 
 
 class ConvertMode(str, Enum):
@@ -60,11 +63,16 @@ class IsolationMode(str, Enum):
 class ModelConfig:
     name: str = MISSING
     source: ModelSource = ModelSource.builtin
-    path: Optional[str] = None               # source=onnx: the user's ONNX file
-    _target_: Optional[str] = None           # source=factory: "pkg.module.function"
-    kwargs: Dict[str, Any] = field(default_factory=dict)
-    input_shape: Optional[List[int]] = None  # per-sample shape, no batch axis; None = the model's default
+    path: Optional[str] = None               # onnx: the user's ONNX file; hf: a saved model's directory
+    _target_: Optional[str] = None           # factory: "pkg.module.function"
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # factory: its keyword arguments
+    input_shape: Optional[List[int]] = None  # one float input's per-sample shape (no batch axis)
+    # per input: shape ([batch, sequence]: ints are fixed, names are axes), dtype, range ([low, high)), padding
+    inputs: Dict[str, Any] = field(default_factory=dict)
     num_classes: Optional[int] = None
+    model_type: Optional[str] = None         # hf: e.g. bert, vit (built from its config with seeded weights)
+    task: Optional[str] = None               # hf: feature-extraction, sequence-classification, image-classification...
+    config: Dict[str, Any] = field(default_factory=dict)  # hf: config keys (hidden_size, num_hidden_layers...)
 
 
 @dataclass
@@ -151,11 +159,16 @@ class SelectConfig:
 
 @dataclass
 class Config:
-    model: ModelConfig = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
     # a backend's own config: name, plugin, dag and its options, typed by its plugin (pipeline/backends.py)
     backend: Any = MISSING
     precision: PrecisionConfig = MISSING
     batch_size: int = 1
+    axes: Dict[str, int] = field(default_factory=dict)  # the size of every other named axis: axes.sequence=128
+    # the sizes a built model must serve per axis, [min, opt, max] (TensorRT's optimization profile);
+    # an axis not named here serves the run's size only
+    shapes: Dict[str, List[int]] = field(default_factory=dict)
+    feeds: Any = None  # derived (conf/config.yaml): what a stage needs to size and fill the inputs
     seed: int = 0
     export: ExportConfig = field(default_factory=ExportConfig)
     convert: ConvertConfig = field(default_factory=ConvertConfig)
@@ -169,9 +182,18 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
 
 
+# Nodes whose keys are the user's to name (axes.<name>, model.inputs.<name>...): open, so `axes.sequence=128` needs
+# no `+`; their values are still typed.
+OPEN = ("axes", "shapes", "model.inputs", "model.kwargs", "model.config")
+
+
 def register() -> None:
-    cs = ConfigStore.instance()
-    cs.store(name="schema", node=Config)
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.structured(Config)
+    for key in OPEN:
+        OmegaConf.set_struct(OmegaConf.select(node, key), False)
+    ConfigStore.instance().store(name="schema", node=node)
 
 
 # key -> (lowest valid, highest valid or None); checked before any stage runs
@@ -232,3 +254,9 @@ def check(cfg: dict) -> None:
         raise ConfigError("model._target_ is not set; model=factory needs model._target_=package.module.function")
     if model.get("input_shape") is not None and any(d < 1 for d in model["input_shape"]):
         raise ConfigError(f"model.input_shape = {model['input_shape']}: every dimension must be >= 1")
+    for axis, size in (cfg.get("axes") or {}).items():
+        if size < 1:
+            raise ConfigError(f"axes.{axis} = {size}: must be >= 1")
+    for axis, sizes in (cfg.get("shapes") or {}).items():
+        if len(sizes) != 3 or not 1 <= sizes[0] <= sizes[1] <= sizes[2]:
+            raise ConfigError(f"shapes.{axis} = {sizes}: expected [min, opt, max] with 1 <= min <= opt <= max")

@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 _ACCURACY = ("rel_l2_err", "top1_agreement")
+_LABELLED = ("top1_accuracy",)  # on labelled data (validate.data); its drop is what select.* judges
 
 
 def _fmt(value, spec: str) -> str:
@@ -38,28 +39,40 @@ def _first_output(tables: dict) -> str | None:
 
 
 def sweep_summary(loaded, sweep_dir: Path) -> str:
+    """One line per point: every swept key (pipeline/report.py swept_values: the model too when models differ),
+    status, median latency with its CoV and the benchmark's verdict, throughput, accuracy, error."""
+    from pipeline.report import short_keys, swept_values
+
     runs = loaded.runs
     if runs.empty:
         return f"sweep {sweep_dir}: no job wrote a runs table"
-    table = runs[["job", "status"]].copy()
-    swept = [c for c in ("precision", "batch_size", "optimization_level", "max_aux_streams") if runs[c].nunique() > 1]
-    for column in swept:
-        table.insert(len(table.columns) - 1, column, runs[column])
+    runs = runs.sort_values(["job", "started", "run_id"], na_position="last").reset_index(drop=True)
+    table = runs[["job"]].copy()
+    swept = swept_values(runs)
+    short = short_keys(swept.columns)
+    for key in swept.columns:
+        table[short[key]] = swept[key]
+    table["status"] = runs["status"]
     s = loaded.summary
-    for (metric, stat), name in {("latency", "median"): "median_ms",
-                                 ("throughput", "samples_per_s"): "samples/s"}.items():
-        values = s[(s.metric == metric) & (s.stat == stat)].set_index("run_id")["value"]
-        table[name] = runs["run_id"].map(values)
+    stat = {key: s[(s.metric == key[0]) & (s.stat == key[1])].drop_duplicates("run_id").set_index("run_id")["value"]
+            for key in (("latency", "median"), ("latency", "cov"), ("gpu_compute", "cov"),
+                        ("throughput", "samples_per_s"))}
+    table["median_ms"] = runs["run_id"].map(stat[("latency", "median")])
+    # the headline's spread: GPU compute time where the GPU was timed, else the host latency
+    cov = runs["run_id"].map(stat[("gpu_compute", "cov")])
+    table["cov%"] = cov.fillna(runs["run_id"].map(stat[("latency", "cov")]))
+    table["verdict"] = runs["benchmark_verdict"].fillna("") if "benchmark_verdict" in runs else ""
+    table["samples/s"] = runs["run_id"].map(stat[("throughput", "samples_per_s")])
     a = loaded.accuracy
-    for metric in _ACCURACY:
+    for metric in _ACCURACY + _LABELLED:
         first = a[a.metric == metric].drop_duplicates("run_id").set_index("run_id")["value"]
         if len(first):
             table[metric] = runs["run_id"].map(first)
     table["error"] = runs["error"].fillna("").str.slice(0, 90)
     counts = runs["status"].value_counts().to_dict()
     head = f"sweep {sweep_dir}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-    text = head + "\n" + table.sort_values("job").to_string(index=False, float_format=lambda v: f"{v:.4g}")
-    failed = runs[runs["status"] == "failed"].sort_values("job")
+    text = head + "\n" + table.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    failed = runs[runs["status"] == "failed"]
     if len(failed):
         text += "\nfailures:\n" + "\n".join(f"  job {r.job} [{r.overrides}]: {r.error}" for r in failed.itertuples())
     return text

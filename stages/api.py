@@ -10,6 +10,8 @@ A stage is a module, named in a DAG node by its import path (`stage: stages.onnx
 and optionally:
     environment(params) -> dict   the part of the environment that changes its output (cache key)
     key_files(params) -> dict     digests of user files it reads (cache key)
+    key_extra(params) -> dict     what a param declared keyed=False decides after all in this case (cache key):
+                                  the convert stage's calibration data depends on the axes' sizes, its links do not
     CRASH_PRONE: bool             run in a child process under isolation.mode=auto (pipeline/isolation.py)
 A cached stage's `tables` are stored with its artifact and given to every job that uses it, on a miss and on a
 hit alike: they describe the artifact (its build), not one run. Stages never see Hydra: plain arguments in,

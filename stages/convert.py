@@ -18,11 +18,13 @@ from pathlib import Path
 from stages import inputs as model_inputs
 from stages.api import Param, StageInputError, StageResult, Unsupported, file_sha256, package_version
 
-VERSION = "3"  # 3: a calibration .npz of the wrong shape or dtype is refused (entries built from one are not served)
+VERSION = "4"  # 4: input specs from the export's metadata, named axes
 OUTPUTS = ("onnx",)
 CACHED = True
 PARAMS = {"precision": Param(dict), "calibration": Param(dict), "high_precision_dtype": Param(str),
-          "keep_io_types": Param(bool), "input_shape": Param(list, optional=True), "seed": Param(int)}
+          "keep_io_types": Param(bool), "seed": Param(int),
+          # only random calibration data depends on the sizes (key_extra): a sequence sweep converts once
+          "feeds": Param(dict, keyed=False)}
 FILE = "model.onnx"
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,13 @@ def environment(params: dict) -> dict:
         env["modelopt"] = package_version("nvidia-modelopt")
         env["onnxruntime"] = package_version("onnxruntime", "onnxruntime-gpu")  # runs the calibration
     return env
+
+
+def key_extra(params: dict) -> dict:
+    """Random calibration data takes the run's axis sizes (not its batch: `calibration.samples` is that)."""
+    if params["precision"]["convert"] != "quantize" or params["calibration"].get("data"):
+        return {}
+    return {"calibration_axes": params["feeds"].get("axes") or {}}
 
 
 def key_files(params: dict) -> dict:
@@ -79,11 +88,12 @@ def _quantize(src: Path, out: Path, precision: str, params: dict) -> dict:
     import onnx
 
     calib = params["calibration"]
-    specs = model_inputs.with_input_shape(model_inputs.specs_from_onnx(src), params.get("input_shape"))
+    specs = model_inputs.resolve(model_inputs.specs_from_onnx(src), params["feeds"])
     if calib.get("data"):
         data = model_inputs.load_npz(calib["data"], specs, key="convert.calibration.data")
     else:
-        data = model_inputs.random_inputs(specs, calib["samples"], params["seed"] + model_inputs.SEED_CALIBRATION)
+        sizes = {**model_inputs.sizes(params["feeds"]), model_inputs.BATCH: calib["samples"]}
+        data = model_inputs.random_inputs(specs, sizes, params["seed"] + model_inputs.SEED_CALIBRATION)
     with _quiet():
         from modelopt.onnx.quantization import quantize
 

@@ -2,6 +2,9 @@
 
 Same rules as trtexec, on the host clock: warm-up by time (its iterations are not counted), then at least
 `min_iterations` AND at least `duration_s`, one timing per iteration, throughput over the whole timed span.
+With `trials` > 1 that timed loop runs `trials` times back to back after the one warm-up: the statistics pool
+every trial's iterations, and the spread between the trial medians (`trial_spread`) says how repeatable the
+median is, which the spread of single iterations (CoV) does not.
 """
 from __future__ import annotations
 
@@ -13,24 +16,44 @@ from stages import api, timing_tables
 from stages.api import Param
 
 METHOD = "host perf_counter around each call"
-# The benchmark.* keys a host-timed benchmark stage takes
-PARAMS = {"warmup_ms": Param(float, min=0), "duration_s": Param(float, min=0), "min_iterations": Param(int, min=1)}
+# The benchmark.* keys a host-timed benchmark stage takes (trials is optional: a backend written before it had
+# trials still validates, and times one loop)
+PARAMS = {"warmup_ms": Param(float, min=0), "duration_s": Param(float, min=0), "min_iterations": Param(int, min=1),
+          "trials": Param(int, min=1, optional=True)}
 
 
 @dataclass
 class Measurement:
-    times_ms: list[float]
+    trials: list[list[float]]  # per timed loop, each iteration's ms
     warmup_iterations: int
-    bench_time_s: float
+    bench_times_s: list[float]  # per timed loop, its span
+
+    @property
+    def times_ms(self) -> list[float]:
+        return [t for trial in self.trials for t in trial]
+
+    @property
+    def bench_time_s(self) -> float:
+        return sum(self.bench_times_s)
 
 
-def measure(call: Callable[[], Any], *, warmup_ms: float, duration_s: float, min_iterations: int) -> Measurement:
+def measure(call: Callable[[], Any], *, warmup_ms: float, duration_s: float, min_iterations: int,
+            trials: int | None = 1) -> Measurement:
     clock = time.perf_counter_ns
+    trials = trials or 1
     warm_end = clock() + int(warmup_ms * 1e6)
     warmup = 0
     while warmup == 0 or clock() < warm_end:  # at least one call: the first one pays lazy initialisation
         call()
         warmup += 1
+    loops = [_timed_loop(call, duration_s, min_iterations, k, trials) for k in range(trials)]
+    return Measurement([times for times, _ in loops], warmup, [span for _, span in loops])
+
+
+def _timed_loop(call: Callable[[], Any], duration_s: float, min_iterations: int, k: int, trials: int
+                ) -> tuple[list[float], float]:
+    """One timed loop (trial k of `trials`): its per-iteration ms and its span in seconds."""
+    clock = time.perf_counter_ns
     times, first = [], clock()
     end = first + int(duration_s * 1e9)
     next_report = first
@@ -43,14 +66,14 @@ def measure(call: Callable[[], Any], *, warmup_ms: float, duration_s: float, min
             break
         if stop >= next_report:
             elapsed = (stop - first) / 1e9
-            api.report_progress(min(elapsed / duration_s if duration_s else 1.0, len(times) / min_iterations),
-                                elapsed, duration_s)
+            done = min(elapsed / duration_s if duration_s else 1.0, len(times) / min_iterations)
+            api.report_progress((k + done) / trials, k * duration_s + elapsed, trials * duration_s)
             next_report = stop + 100_000_000
-    return Measurement(times, warmup, (stop - first) / 1e9)
+    return times, (stop - first) / 1e9
 
 
 def tables(m: Measurement, batch_size: int) -> tuple[dict, dict]:
-    """Summary rows, samples (columnar) and the runs-row info for one measurement."""
-    out, info = timing_tables.tables([{"latency": m.times_ms}], [m.bench_time_s], batch_size)
+    """Summary rows, samples (columnar) and the runs-row info for one measurement (every trial)."""
+    out, info = timing_tables.tables([{"latency": t} for t in m.trials], m.bench_times_s, batch_size)
     info.update(warmup_iterations=m.warmup_iterations, seconds_timed=m.bench_time_s, timing=METHOD)
     return out, info

@@ -1,5 +1,11 @@
-"""Export stage: a torch model (built-in or a user factory) to ONNX with a dynamic batch axis, or a user's
-ONNX file checked and taken in as is. Output: `onnx`, the fp32 reference graph every later stage starts from.
+"""Export stage: a torch model (stages/sources.py: built-in, factory, Hugging Face, timm, torchvision) to ONNX, or a
+user's ONNX file checked and taken in. Output: `onnx`, the fp32 reference graph every later stage starts from.
+
+Every named axis of every input (`batch`, `sequence`, ...) becomes a dynamic dim of that name, so one export serves
+every size (a sequence sweep exports once). The inputs' specs (stages/inputs.py), with the config's settings
+applied, are recorded in the graph's metadata, so every backend draws the same values for them. Before anything is
+exported, every axis must have a size (`batch_size`, `axes.<name>`) and every `model.inputs.<name>` must name an
+input the model has, with a dtype and shape the model accepts.
 """
 from __future__ import annotations
 
@@ -9,13 +15,16 @@ import logging
 import warnings
 from pathlib import Path
 
-from stages import models
+from stages import inputs as model_inputs
+from stages import models, sources
 from stages.api import Param, StageInputError, StageResult, file_sha256, package_version
 
-VERSION = "2"  # 2: factory keys cover imported user code; opset recorded as written; fallback only on exporter errors
+VERSION = "3"  # 3: several inputs, named dynamic axes, output names, input specs in the metadata
 OUTPUTS = ("onnx",)
 CACHED = True
-PARAMS = {"model": Param(dict), "seed": Param(int), "opset": Param(int, min=13)}
+PARAMS = {"model": Param(dict), "seed": Param(int), "opset": Param(int, min=13),
+          # sizes are checked here but change nothing exported: every named axis is dynamic
+          "feeds": Param(dict, keyed=False)}
 FILE = "model.onnx"
 _EXTERNAL_DATA_BYTES = 1536 << 20  # ONNX protobufs cap at 2 GiB; larger weights go to a side file
 _MIN_OPSET = 13  # the config's own lower bound (pipeline/schema.py), named in the error for too high a one
@@ -26,7 +35,8 @@ log = logging.getLogger(__name__)
 def environment(params: dict) -> dict:
     if params["model"]["source"] == "onnx":
         return {"onnx": package_version("onnx")}
-    return {name: package_version(name) for name in ("torch", "onnx", "onnxscript")}
+    return {**{name: package_version(name) for name in ("torch", "onnx", "onnxscript")},
+            **sources.provider_versions(params["model"])}
 
 
 def key_files(params: dict) -> dict:
@@ -35,16 +45,30 @@ def key_files(params: dict) -> dict:
         return {"model.path": _user_file_digest(model["path"])}
     if model["source"] == "factory":
         return {"model._target_": models.factory_source_digest(model["_target_"])}
+    if model["source"] == "hf" and model.get("path"):
+        return {"model.path": directory_digest(Path(model["path"]))}
     return {}
+
+
+def directory_digest(path: Path) -> str:
+    """A saved model directory by content: every file's relative name and bytes."""
+    import hashlib
+
+    if not path.is_dir():
+        raise StageInputError(f"model.path = '{path}': not a directory (a saved transformers model is one)")
+    h = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{file.relative_to(path)} {file_sha256(file)}\n".encode())
+    return h.hexdigest()
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     model = params["model"]
     out = out_dir / FILE
     if model["source"] == "onnx":
-        info = _take_onnx(Path(model["path"]), out)
+        info = _take_onnx(Path(model["path"]), out, params["feeds"])
     else:
-        info = _export_torch(model, params["seed"], params["opset"], out)
+        info = _export_torch(model, params["seed"], params["opset"], params["feeds"], out)
     _check(out, key="model.path" if model["source"] == "onnx" else "export")
     return StageResult(outputs={"onnx": FILE}, info=info)
 
@@ -70,7 +94,7 @@ def _user_file_digest(path: str) -> str:
     return digest
 
 
-def _take_onnx(src: Path, out: Path) -> dict:
+def _take_onnx(src: Path, out: Path, feeds: dict) -> dict:
     import onnx
 
     _user_file(src)
@@ -79,28 +103,25 @@ def _take_onnx(src: Path, out: Path) -> dict:
     except Exception as err:
         raise StageInputError(f"model.path = '{src}': not a readable ONNX model ({err})") from err
     _save(proto, out)
-    return {"source_file": src.name, "opset": _opset(proto)}
+    specs = model_inputs.resolve(model_inputs.specs_from_onnx(out), feeds)
+    model_inputs.check_sizes(specs, model_inputs.sizes(feeds))
+    _record_specs(out, specs)
+    return {"source_file": src.name, "opset": _opset(proto), **_describe(specs)}
 
 
-def _export_torch(model_cfg: dict, seed: int, opset: int, out: Path) -> dict:
-    import torch
-
+def _export_torch(model_cfg: dict, seed: int, opset: int, feeds: dict, out: Path) -> dict:
     _check_opset(opset)
+    built = sources.build(model_cfg, seed)
     if model_cfg["source"] == "factory":
-        model = models.load_factory(model_cfg["_target_"], model_cfg.get("kwargs") or {})
-        models.warn_unkeyed(model, model_cfg["_target_"])
-        if not model_cfg.get("input_shape"):
-            raise StageInputError("model.input_shape is not set; a factory model needs its per-sample input "
-                                  "shape, e.g. model.input_shape=[3,224,224]")
-        shape = tuple(model_cfg["input_shape"])
-    else:
-        model = models.build_builtin(model_cfg["name"], seed=seed, num_classes=model_cfg.get("num_classes"))
-        shape = tuple(model_cfg.get("input_shape") or models.BUILTIN[model_cfg["name"]][0])
-    example = torch.randn(2, *shape)  # batch 2: a batch of 1 would be specialised away
-    n_params = sum(p.numel() for p in model.parameters())
+        models.warn_unkeyed(built.module, model_cfg["_target_"])
+    specs = model_inputs.resolve(built.specs, feeds)
+    model_inputs.check_sizes(specs, model_inputs.sizes(feeds))
+    example = sources.example(specs)
+    n_params = sum(p.numel() for p in built.module.parameters())
     exporter, fallback_reason = "dynamo", None
     try:
-        _export_dynamo(model, example, opset, out, external=n_params * 4 > _EXTERNAL_DATA_BYTES)
+        _export_dynamo(built.module, example, specs, built.output_names, opset, out,
+                       external=n_params * 4 > _EXTERNAL_DATA_BYTES)
     except Exception as err:  # some models only go through the TorchScript exporter
         if not _exporter_cannot(err):
             raise  # disk full, out of memory, a bug: a fallback would be cached as this model's export
@@ -108,12 +129,38 @@ def _export_torch(model_cfg: dict, seed: int, opset: int, out: Path) -> dict:
         log.warning("dynamo export failed (%s); falling back to the TorchScript exporter", fallback_reason)
         for stale in out.parent.glob(f"{out.name}*"):
             stale.unlink()
-        _export_torchscript(model, example, opset, out)
-    info = {"exporter": exporter, **_written_opset(out, opset), "parameters": n_params,
-            "input_shape": "x".join(map(str, shape))}
+        _export_torchscript(built.module, example, specs, built.output_names, opset, out)
+    _record_specs(out, specs)
+    info = {"exporter": exporter, **_written_opset(out, opset), "parameters": n_params, **_describe(specs),
+            "outputs": ",".join(built.output_names)}
     if fallback_reason:
         info["dynamo_error"] = fallback_reason
     return info
+
+
+def _describe(specs: list[model_inputs.InputSpec]) -> dict:
+    """`inputs` for the runs row ("input_ids[batch,sequence]:int64 ..."), and a single input's per-sample shape."""
+    info = {"inputs": " ".join(f"{s.name}[{','.join(map(str, s.dims))}]:{s.dtype.name}" for s in specs)}
+    if len(specs) == 1 and all(isinstance(d, int) for d in specs[0].dims[1:]):
+        info["input_shape"] = "x".join(map(str, specs[0].dims[1:]))
+    return info
+
+
+def _record_specs(out: Path, specs: list[model_inputs.InputSpec]) -> None:
+    """The specs in the graph's metadata: what every stage downstream draws its values from."""
+    import onnx
+
+    proto = onnx.load(str(out), load_external_data=False)
+    kept = [p for p in proto.metadata_props if p.key != model_inputs.METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    proto.metadata_props.add(key=model_inputs.METADATA_KEY, value=model_inputs.dumps(specs))
+    onnx.save(proto, str(out))  # external weights stay where they are: the graph refers to them by name
+
+
+def _dims(specs: list[model_inputs.InputSpec]) -> list[dict[int, str]]:
+    """Per input, axis index -> axis name, for every named axis."""
+    return [{i: d for i, d in enumerate(s.dims) if isinstance(d, str)} for s in specs]
 
 
 def _exporter_cannot(err: BaseException) -> bool:
@@ -162,18 +209,24 @@ def _written_opset(out: Path, requested: int) -> dict:
     return {"opset": written, "opset_requested": requested}
 
 
-def _export_dynamo(model, example, opset: int, out: Path, external: bool) -> None:
+def _export_dynamo(model, example: tuple, specs, output_names, opset: int, out: Path, external: bool) -> None:
+    import inspect
+
     import torch
 
-    batch = torch.export.Dim("batch", min=1)
+    dim = {}  # one Dim per axis name: inputs that share an axis share its size
+    per_input = tuple({i: dim.setdefault(name, torch.export.Dim(name, min=1)) for i, name in axes.items()}
+                      for axes in _dims(specs))
+    first = next(iter(inspect.signature(model.forward).parameters.values()), None)
+    varargs = first is not None and first.kind is inspect.Parameter.VAR_POSITIONAL
     chatter = io.StringIO()  # the exporter prints progress lines to stdout; keep them in the debug log
     # onnxscript logs a traceback when it cannot convert a graph to the requested opset; _written_opset says it
     with contextlib.redirect_stdout(chatter), warnings.catch_warnings(), _quiet_logger("torch.onnx"), \
             _quiet_logger("onnxscript"):
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(out), dynamo=True, opset_version=opset, verbose=False,
-                          input_names=["input"], output_names=["output"],
-                          dynamic_shapes=({0: batch},), external_data=external)
+        torch.onnx.export(model, example, str(out), dynamo=True, opset_version=opset, verbose=False,
+                          input_names=[s.name for s in specs], output_names=output_names,
+                          dynamic_shapes=(per_input,) if varargs else per_input, external_data=external)
     log.debug("%s", chatter.getvalue())
 
 
@@ -188,12 +241,13 @@ def _quiet_logger(name: str):
         logger.setLevel(level)
 
 
-def _export_torchscript(model, example, opset: int, out: Path) -> None:
+def _export_torchscript(model, example: tuple, specs, output_names, opset: int, out: Path) -> None:
     import torch
 
-    torch.onnx.export(model, (example,), str(out), dynamo=False, opset_version=opset,
-                      input_names=["input"], output_names=["output"],
-                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    axes = {s.name: dims for s, dims in zip(specs, _dims(specs))}
+    axes.update({name: {0: model_inputs.BATCH} for name in output_names})  # outputs: batch first, as a rule
+    torch.onnx.export(model, example, str(out), dynamo=False, opset_version=opset,
+                      input_names=[s.name for s in specs], output_names=output_names, dynamic_axes=axes)
 
 
 def _save(proto, out: Path) -> None:

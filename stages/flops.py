@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 
-def count_torch(module, example) -> int:
-    """FLOPs of one forward pass of `module` on `example` (matmuls and convolutions: 2 per multiply-add)."""
+def count_torch(module, example: tuple) -> int:
+    """FLOPs of one forward pass of `module` on `example`, its inputs in order (matmuls and convolutions: 2 per
+    multiply-add)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
-        module(example)
+        module(*example)
     return int(counter.get_total_flops())
 
 

@@ -26,6 +26,8 @@ import sys
 from types import SimpleNamespace
 from typing import Any
 
+from stages.api import StageInputError
+
 __all__ = ["BUILTIN", "build_builtin", "load_factory", "factory_source_digest", "warn_unkeyed"]
 
 BUILTIN: dict[str, tuple[tuple[int, int, int], int]] = {
@@ -34,12 +36,14 @@ BUILTIN: dict[str, tuple[tuple[int, int, int], int]] = {
     "resnet50": ((3, 224, 224), 1000),
     "vit_tiny": ((3, 224, 224), 1000),
     "vit_b16": ((3, 224, 224), 1000),
+    "vit_l16": ((3, 224, 224), 1000),
 }
 
 # name -> keyword arguments of the ViT constructor
 _VIT_CONFIGS: dict[str, dict[str, int]] = {
     "vit_tiny": dict(patch_size=16, dim=192, depth=12, heads=3, mlp_dim=768),
     "vit_b16": dict(patch_size=16, dim=768, depth=12, heads=12, mlp_dim=3072),
+    "vit_l16": dict(patch_size=16, dim=1024, depth=24, heads=16, mlp_dim=4096),
 }
 
 _CLASS_NAMES = (
@@ -180,7 +184,8 @@ def _classes() -> SimpleNamespace:
             return self.fc(x)
 
     class Attention(nn.Module):
-        """Multi-head self-attention with one qkv Linear and explicit matmul/softmax."""
+        """Multi-head self-attention with one qkv Linear, computed by scaled_dot_product_attention: its fused
+        (flash / memory-efficient) kernels on a GPU, and it still exports to ONNX (as MatMul/Softmax)."""
 
         def __init__(self, dim: int, heads: int) -> None:
             super().__init__()
@@ -188,7 +193,6 @@ def _classes() -> SimpleNamespace:
                 raise ValueError(f"dim {dim} is not divisible by heads {heads}")
             self.heads = heads
             self.head_dim = dim // heads
-            self.scale = self.head_dim**-0.5
             self.qkv = nn.Linear(dim, dim * 3)
             self.proj = nn.Linear(dim, dim)
 
@@ -196,8 +200,7 @@ def _classes() -> SimpleNamespace:
             b, n, c = x.shape
             qkv = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
             q, k, v = qkv[0], qkv[1], qkv[2]  # (B, heads, N, head_dim)
-            attn = torch.matmul(q * self.scale, k.transpose(-2, -1)).softmax(dim=-1)
-            out = torch.matmul(attn, v).transpose(1, 2).reshape(b, n, c)
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)
             return self.proj(out)
 
     class Mlp(nn.Module):
@@ -356,39 +359,37 @@ def build_builtin(name: str, seed: int = 0, num_classes: int | None = None):
 # --------------------------------------------------------------------------- user factories
 
 
-def _split_target(target: Any) -> tuple[str, str]:
+def _split_target(target: Any, key: str) -> tuple[str, str]:
     if not isinstance(target, str) or not target.strip():
-        raise ValueError(f"model._target_: expected 'package.module.function' or 'package.module:function', "
-                         f"got {target!r}")
+        raise StageInputError(f"{key}: expected 'package.module.function' or 'package.module:function', "
+                              f"got {target!r}")
     t = target.strip()
     if ":" in t:
         module_name, _, attr = t.partition(":")
     else:
         module_name, _, attr = t.rpartition(".")
     if not module_name or not attr:
-        raise ValueError(
-            f"model._target_: {target!r} is not of the form 'package.module.function' or 'package.module:function'"
-        )
+        raise StageInputError(f"{key}: {target!r} is not of the form 'package.module.function' or "
+                              f"'package.module:function'")
     return module_name, attr
 
 
-def _resolve(target: str) -> tuple[Any, Any]:
-    """Import the target; return (module, factory). Errors -> ValueError naming model._target_."""
-    module_name, attr = _split_target(target)
+def resolve(target: str, key: str = "model._target_") -> tuple[Any, Any]:
+    """Import the target; return (module, the callable). Errors name `key` (StageInputError, a ValueError)."""
+    module_name, attr = _split_target(target, key)
     try:
         module = importlib.import_module(module_name)
     except Exception as e:  # ImportError, SyntaxError, errors raised while the module runs ...
-        raise ValueError(
-            f"model._target_: cannot import module {module_name!r} of {target!r}: {type(e).__name__}: {e}"
-        ) from e
+        raise StageInputError(
+            f"{key}: cannot import module {module_name!r} of {target!r}: {type(e).__name__}: {e}") from e
     obj: Any = module
     try:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except AttributeError as e:
-        raise ValueError(f"model._target_: {target!r}: module {module_name!r} has no attribute {attr!r} ({e})") from e
+        raise StageInputError(f"{key}: {target!r}: module {module_name!r} has no attribute {attr!r} ({e})") from e
     if not callable(obj):
-        raise ValueError(f"model._target_: {target!r} is not callable (it is a {type(obj).__name__})")
+        raise StageInputError(f"{key}: {target!r} is not callable (it is a {type(obj).__name__})")
     return module, obj
 
 
@@ -404,7 +405,7 @@ def _plain_kwargs(kwargs: Any) -> dict:
 
 def load_factory(target: str, kwargs: dict | None = None):
     """Import ``target`` ("pkg.mod.fn" or "pkg.mod:fn"), call it with ``kwargs``; return the module in eval()."""
-    _, factory = _resolve(target)
+    _, factory = resolve(target)
     kw = _plain_kwargs(kwargs)
     model = factory(**kw)
 
@@ -468,7 +469,7 @@ def warn_unkeyed(model: Any, target: str) -> list[str]:
 
 def _user_code(target: str) -> tuple[dict[str, str], dict[str, str | None]]:
     """(user module name -> file, distribution -> version) reachable by import from the factory's module."""
-    module, factory = _resolve(target)
+    module, factory = resolve(target)
     roots = {module.__name__, getattr(factory, "__module__", None) or module.__name__}
     # with their parent packages: importing a.b runs a/__init__.py too
     todo = sorted({".".join(r.split(".")[:i]) for r in roots for i in range(1, r.count(".") + 2)})

@@ -27,8 +27,8 @@ def main():
 
         original = export._export_torch
 
-        def export_then_die(model_cfg, seed, opset, out):
-            original(model_cfg, seed, opset, out)
+        def export_then_die(*args):
+            original(*args)
             die()  # the file is written, the cache entry is not complete
         export._export_torch = export_then_die
     elif fault == "build":

@@ -57,13 +57,13 @@ def test_cycle_is_reported_with_its_nodes():
 
 
 def test_plan_checks_real_stages_and_their_params():
-    export = {"stage": "stages.export", "params": {"model": {}, "seed": 0, "opset": 18}}
+    export = {"stage": "stages.export", "params": {"model": {}, "seed": 0, "opset": 18, "feeds": {}}}
     nodes = runner.plan({"export": export})
     assert [n.name for n in nodes] == ["export"]
     with pytest.raises(ConfigError, match="has no output 'engine'"):
         runner.plan({"export": export, "bench": {"stage": "stages.onnxruntime.profile",
                                                  "inputs": {"model": "export.engine"},
-                                                 "params": {"batch_size": 1, "seed": 0, "iterations": 1}}})
+                                                 "params": {"feeds": {}, "seed": 0, "iterations": 1}}})
     with pytest.raises(ConfigError, match=r"backend.dag.export.params.opset = 7: out of range; valid: >= 13"):
         runner.plan({"export": {**export, "params": {**export["params"], "opset": 7}}})
     with pytest.raises(ConfigError, match="is not a stage"):

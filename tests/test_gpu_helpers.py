@@ -30,7 +30,7 @@ def test_tiny_cnn_flops_by_hand():
 
     # 2 FLOPs per multiply-add: conv1 32*32*32 outputs * 3*3*3, conv2 64*16*16 * 32*9, conv3 64*16*16 * 64*9, fc 64*100
     per_sample = 2 * (32 * 32 * 32 * 27 + 64 * 16 * 16 * 288 + 64 * 16 * 16 * 576 + 64 * 100)
-    assert flops.count_torch(build_builtin("tiny_cnn"), torch.randn(4, 3, 32, 32)) == 4 * per_sample
+    assert flops.count_torch(build_builtin("tiny_cnn"), (torch.randn(4, 3, 32, 32),)) == 4 * per_sample
 
 
 def test_efficiency_rows():

@@ -5,9 +5,9 @@ def test_seeded_inputs_cover_bf16_and_fp8():
 
     from stages.inputs import InputSpec, random_inputs
 
-    base = random_inputs([InputSpec("x", (None, 4), np.dtype(np.float32))], 2, 7)["x"]
+    base = random_inputs([InputSpec("x", ("batch", 4), np.dtype(np.float32))], {"batch": 2}, 7)["x"]
     for dtype in (ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn):
-        x = random_inputs([InputSpec("x", (None, 4), np.dtype(dtype))], 2, 7)["x"]
+        x = random_inputs([InputSpec("x", ("batch", 4), np.dtype(dtype))], {"batch": 2}, 7)["x"]
         assert x.dtype == dtype and np.allclose(x.astype(np.float32), base, atol=0.2)  # the same draws, rounded
 
 
@@ -25,7 +25,7 @@ def test_npz_shape_is_checked_past_the_batch_axis(tmp_path):
     from stages.api import StageInputError
     from stages.inputs import InputSpec, load_npz
 
-    spec = InputSpec("input", (None, 3, None), np.dtype(np.float32))  # axis 2 is dynamic: any size goes
+    spec = InputSpec("input", ("batch", 3, "width"), np.dtype(np.float32))  # a named axis: any size goes
     data = load_npz(_npz(tmp_path, input=np.zeros((5, 3, 7), dtype=np.float64)), [spec], key="k")
     assert data["input"].shape == (5, 3, 7) and data["input"].dtype == np.float32
     for shape in ((5, 4, 7), (5, 3), (5, 3, 7, 1)):
@@ -33,7 +33,7 @@ def test_npz_shape_is_checked_past_the_batch_axis(tmp_path):
         with pytest.raises(StageInputError) as err:
             load_npz(path, [spec], key="convert.calibration.data")
         assert str(err.value) == (f"convert.calibration.data = '{path}': array 'input' has shape {shape}; "
-                                  "the model's input needs (batch, 3, any), batch first")
+                                  "the model's input needs (batch, 3, width), batch first")
 
 
 def test_npz_float_data_for_an_int_input_is_refused(tmp_path):
@@ -43,7 +43,7 @@ def test_npz_float_data_for_an_int_input_is_refused(tmp_path):
     from stages.api import StageInputError
     from stages.inputs import InputSpec, load_npz
 
-    ids = InputSpec("ids", (None, 4), np.dtype(np.int64))
+    ids = InputSpec("ids", ("batch", 4), np.dtype(np.int64))
     assert load_npz(_npz(tmp_path, ids=np.ones((2, 4), dtype=np.int32)), [ids], key="k")["ids"].dtype == np.int64
     path = _npz(tmp_path, ids=np.ones((2, 4), dtype=np.float32))
     with pytest.raises(StageInputError, match=r"array 'ids' has dtype float32; the model's input takes int64"):

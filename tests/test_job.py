@@ -76,8 +76,7 @@ def test_model_source_needs_its_key(base_config, tmp_path):
 def test_unavailable_backend_is_unsupported_with_how_to_get_it(base_config, tmp_path):
     cfg = copy.deepcopy(base_config)
     cfg["backend"] = {"name": "tensorrt", "plugin": "stages.tensorrt", "dag": {}, "optimization_level": 3,
-                      "max_aux_streams": 0, "workspace_mb": 0, "timing_cache": True, "min_batch": None,
-                      "max_batch": None}
+                      "max_aux_streams": 0, "workspace_mb": 0, "timing_cache": True}
     out = job.run_job(cfg, tmp_path, job.JobMeta())
     assert out.status == "unsupported"
     assert "backend=tensorrt cannot run here" in out.error and "onnxruntime" in out.error

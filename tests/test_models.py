@@ -28,6 +28,7 @@ EXPECTED_PARAMS = {
     "resnet50": 25_557_032,  # torchvision resnet50
     "vit_tiny": 5_717_416,  # timm vit_tiny_patch16_224
     "vit_b16": 86_567_656,  # torchvision vit_b_16
+    "vit_l16": 304_326_632,  # torchvision vit_l_16
 }
 
 
@@ -85,7 +86,7 @@ def test_activations_are_sane(built, name):
 
 
 def test_unknown_name():
-    msg = "model.name: unknown built-in model 'x'; valid: resnet18, resnet50, tiny_cnn, vit_b16, vit_tiny"
+    msg = "model.name: unknown built-in model 'x'; valid: resnet18, resnet50, tiny_cnn, vit_b16, vit_l16, vit_tiny"
     with pytest.raises(ValueError) as ei:
         build_builtin("x")
     assert str(ei.value) == msg

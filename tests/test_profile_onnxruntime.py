@@ -12,7 +12,7 @@ from stages.onnxruntime import build, profile
 
 BUILD = {"precision": "fp32", "tf32": False, "optimization_level": 3,
          "intra_op_threads": 1, "inter_op_threads": 1, "execution_mode": "sequential"}
-PROFILE = {"batch_size": 2, "input_shape": None, "seed": 0, "iterations": 4}
+PROFILE = {"feeds": {"batch_size": 2, "axes": {}, "inputs": {}, "input_shape": None}, "seed": 0, "iterations": 4}
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +36,12 @@ def built(tmp_path_factory):
     onnx.save(model, root / "tiny.onnx")
     (root / "build").mkdir()
     result = build.run({"onnx": root / "tiny.onnx"}, BUILD, root / "build")
-    return root / "build" / result.outputs["model"]
+    return root / "build" / result.outputs["model"], root / "tiny.onnx"
 
 
 def test_rows_per_node_with_shares(built, tmp_path):
-    result = profile.run({"model": built}, PROFILE, tmp_path)
+    model, reference = built
+    result = profile.run({"model": model, "reference": reference}, PROFILE, tmp_path)
     rows = result.tables["layers"]
     assert rows, "no layer rows"
     assert sum(r["share"] for r in rows) == pytest.approx(1.0)

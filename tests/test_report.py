@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import plots, report, results
+from pipeline import plots, report, results, select
 from tests.conftest import run_cli
 
 SWEEP = ["-m", "precision=fp32,int8,bf16", "benchmark.duration_s=0.2", "benchmark.warmup_ms=20",
@@ -122,10 +122,11 @@ def test_missing_path_is_an_error(tmp_path):
 
 def write_job(root: Path, job: int, precision: str, status: str = "ok", *, batch_size: int = 1,
               median: float = 1.0, error: float | None = 0.01, layers: dict | None = None,
-              gpu: bool = False, reason: str | None = None) -> str:
-    run_id = f"run-{job}-{precision}-{batch_size}"
+              gpu: bool = False, reason: str | None = None, sweep: str = "grid", started: str | None = None) -> str:
+    run_id = f"run-{job}-{precision}-{batch_size}" + (f"-{started}" if started else "")
     overrides = f"precision={precision} batch_size={batch_size} benchmark.duration_s=0.2"
-    tables: dict = {"runs": [{"run_id": run_id, "sweep": "grid", "job": job, "status": status, "error": reason,
+    tables: dict = {"runs": [{"run_id": run_id, "sweep": sweep, "job": job, "status": status, "error": reason,
+                              "started": started,
                               "backend": "onnxruntime", "model": "tiny_cnn", "precision": precision,
                               "batch_size": batch_size, "overrides": overrides, "duration_s": 1.0 + job}]}
     if status == "ok":
@@ -251,3 +252,50 @@ def test_layers_caption_says_when_layer_times_overlap(tmp_path, column):
     page = report.build_report(tmp_path, tmp_path / "overlap").read_text()
     assert "Per-layer times overlap across auxiliary streams in int8" in page
     assert "do not add up to the inference time" in page
+
+
+# --------------------------------------------------------------------------- several sweeps, the selected point
+
+STAMPS = ("2026-01-01_10-00-00", "2026-01-02_10-00-00")
+
+
+@pytest.fixture
+def two_sweeps(tmp_path):
+    """The same precision sweep run twice (two sweep directories, the same points); the second one selected."""
+    for day, stamp in enumerate(STAMPS):
+        where = tmp_path / "precision" / stamp
+        for job, precision in enumerate(("fp32", "int8")):
+            write_job(where, job, precision, median=(1.0 + day) / (1 + job), sweep="precision",
+                      started=f"2026-01-0{day + 1}T10:00:0{job}")
+    select.select_sweep(tmp_path / "precision" / STAMPS[1])
+    return tmp_path
+
+
+def test_two_sweeps_keep_their_points_apart(two_sweeps):
+    loaded = results.load(two_sweeps)
+    alone, _ = report.run_view(loaded)  # without knowing the sweeps: the points collide
+    assert list(alone["label"]).count("fp32 #0") == 2
+    view, swept = report.run_view(loaded, report.sweep_dirs(two_sweeps).by_run)
+    assert list(swept.columns) == ["precision"]
+    assert list(view["label"]) == [f"{p} (precision {s})" for s in STAMPS for p in ("fp32", "int8")]
+    page = report.build_report(two_sweeps).read_text()
+    for label in view["label"]:
+        assert html.escape(label) in page
+    assert "<th>sweep</th>" in page and "#0" not in page
+
+
+def test_the_selected_point_is_marked(two_sweeps):
+    page = report.build_report(two_sweeps).read_text()
+    chosen = "int8 (precision 2026-01-02_10-00-00)"  # the faster point of the sweep that has a selection.json
+    assert f"{chosen} <strong>&#9733; selected</strong>" in page
+    assert page.count("&#9733; selected") == 1
+    assert '<p class="best">best: precision=int8 1 ms median latency, 2x faster than fp32' in page
+    assert f"The star marks the selected build (the fastest within select.max_accuracy_drop): {chosen}." in page
+
+
+@pytest.mark.slow  # the real CLI
+def test_report_cli_of_two_sweeps(two_sweeps):
+    made = run_cli([str(two_sweeps)], two_sweeps, module="pipeline.report")
+    assert made.returncode == 0, made.stderr
+    page = (two_sweeps / "report" / "index.html").read_text()
+    assert "fp32 (precision 2026-01-01_10-00-00)" in page and "fp32 (precision 2026-01-02_10-00-00)" in page

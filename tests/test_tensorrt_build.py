@@ -35,7 +35,7 @@ def build_params(*overrides, backend="tensorrt"):
     return config(*overrides, backend=backend)["backend"]["dag"]["build"]["params"]
 
 
-SPECS = [model_inputs.InputSpec("input", (None, 3, 32, 32), np.dtype("float32"))]
+SPECS = [model_inputs.InputSpec("input", ("batch", 3, 32, 32), np.dtype("float32"))]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def lean():
 # ------------------------------------------------------------------------------------------- the plan
 
 def test_dag_params_become_the_plan():
-    params = build_params("batch_size=8", "backend.min_batch=1", "backend.max_batch=32",
+    params = build_params("batch_size=8", "shapes.batch=[1,8,32]",
                           "backend.optimization_level=5", "backend.max_aux_streams=2", "backend.workspace_mb=512",
                           "precision=tf32")
     assert "cache_dir" not in params and params["timing_cache"] is True
@@ -65,18 +65,23 @@ def test_profile_defaults_to_batch_size_and_workspace_to_tensorrt():
     assert p.shapes == {"input": [[4, 3, 32, 32]] * 3} and p.workspace_bytes is None
 
 
-def test_input_shape_pins_other_dynamic_axes():
-    specs = [model_inputs.InputSpec("x", (None, 3, None, None), np.dtype("float32"))]
-    p = build.plan({**build_params("batch_size=2"), "input_shape": [3, 64, 48]},
-                   model_inputs.with_input_shape(specs, [3, 64, 48]))
-    assert p.shapes["x"][1] == [2, 3, 64, 48]
+def test_every_named_axis_of_every_input_gets_a_profile():
+    specs = [model_inputs.InputSpec("ids", ("batch", "sequence"), np.dtype("int64")),
+             model_inputs.InputSpec("mask", ("batch", "sequence"), np.dtype("int64")),
+             model_inputs.InputSpec("scale", (1,), np.dtype("float32"))]
+    p = build.plan(build_params("batch_size=2", "axes.sequence=128", "shapes.sequence=[16,128,512]"), specs)
+    assert p.shapes == {"ids": [[2, 16], [2, 128], [2, 512]], "mask": [[2, 16], [2, 128], [2, 512]]}
+    with pytest.raises(StageInputError, match=r"axes.sequence = 600 is outside shapes.sequence = \[16, 128, 512\]"):
+        build.plan(build_params("batch_size=2", "axes.sequence=600", "shapes.sequence=[16,128,512]"), specs)
+    with pytest.raises(StageInputError, match="has the axis 'sequence' .* set axes.sequence=N"):
+        build.plan(build_params("batch_size=2"), specs)
 
 
-def test_static_inputs_need_no_profile_but_refuse_a_batch_range():
+def test_static_inputs_need_no_profile():
     static = [model_inputs.InputSpec("x", (1, 3, 32, 32), np.dtype("float32"))]
     assert build.plan(build_params(), static).shapes == {}
-    with pytest.raises(StageInputError, match="backend.min_batch/max_batch"):
-        build.plan(build_params("backend.max_batch=4"), static)
+    with pytest.raises(StageInputError, match="fixed batch axis of 1: set batch_size=1"):
+        build.plan(build_params("batch_size=4"), static)
 
 
 @pytest.mark.parametrize("backend, order", [
@@ -89,23 +94,22 @@ def test_backend_dags_are_valid_and_profile_after_the_timed_loop(backend, order)
 
 
 def test_trtexec_backend_builds_from_the_same_plan():
-    args = ("batch_size=8", "backend.max_batch=32", "backend.workspace_mb=64", "precision=tf32")
+    args = ("batch_size=8", "shapes.batch=[1,8,32]", "backend.workspace_mb=64", "precision=tf32")
     trtexec = build_params(*args, backend="trtexec")
     assert trtexec["path"] == "trtexec" and trtexec["extra_args"] == []
     assert build.plan(trtexec, SPECS) == build.plan(build_params(*args), SPECS)
 
 
 def test_plan_survives_the_trip_to_the_build_process():
-    p = build.plan(build_params("batch_size=8", "backend.max_batch=16"), SPECS)
+    p = build.plan(build_params("batch_size=8", "shapes.batch=[8,8,16]"), SPECS)
     assert build.BuildPlan(**json.loads(json.dumps(asdict(p)))) == p
 
 
 # ------------------------------------------------------------------------------------------- Polygraphy loaders
 
 def test_loaders_are_real_polygraphy_objects_with_our_settings(lean, tmp_path):
-    p = build.plan(build_params("batch_size=8", "backend.min_batch=2", "backend.max_batch=16",
-                                "backend.workspace_mb=256", "backend.optimization_level=4",
-                                "backend.max_aux_streams=3"), SPECS)
+    p = build.plan(build_params("batch_size=8", "shapes.batch=[2,8,16]", "backend.workspace_mb=256",
+                                "backend.optimization_level=4", "backend.max_aux_streams=3"), SPECS)
     loaders = build.loaders(p, lean, tmp_path / "m.onnx", load_timing_cache="in.cache", save_timing_cache="out.cache")
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath
 
@@ -144,7 +148,7 @@ def test_minus_one_aux_streams_leaves_the_choice_to_tensorrt(lean, tmp_path):
 
 
 def test_trtexec_gets_the_same_plan(tmp_path):
-    p = build.plan(build_params("batch_size=8", "backend.max_batch=16", "backend.workspace_mb=1024",
+    p = build.plan(build_params("batch_size=8", "shapes.batch=[8,8,16]", "backend.workspace_mb=1024",
                                 "backend.optimization_level=2", "backend.max_aux_streams=1"), SPECS)
     cmd = backend.build_command("trtexec", Path("m.onnx"), Path("m.engine"), p, major=11)
     assert "--builderOptimizationLevel=2" in cmd and "--maxAuxStreams=1" in cmd

@@ -333,8 +333,8 @@ def test_profile_stage_says_when_layer_times_overlap(monkeypatch, tmp_path, aux_
     from tests.test_gpu_helpers import FakeRuntime
 
     lane = SimpleNamespace(ctx="ctx", write=lambda feeds: None, close=lambda: None)
-    built = SimpleNamespace(engine=SimpleNamespace(num_aux_streams=aux_streams), input_shapes=lambda batch: {},
-                            random_inputs=lambda shapes, seed: {}, context=lambda shapes: lane)
+    built = SimpleNamespace(engine=SimpleNamespace(num_aux_streams=aux_streams), input_shapes=lambda specs, sizes: {},
+                            context=lambda shapes: lane)
     info = {"Layers": [{"Name": n, "LayerType": "Conv", "StreamId": s} for n, s in zip(("a", "b"), stream_ids)]}
     monkeypatch.setattr(profile.runtime, "Engine", lambda path: built)
     monkeypatch.setattr(profile.runtime, "new_stream", lambda: "stream")
@@ -342,7 +342,9 @@ def test_profile_stage_says_when_layer_times_overlap(monkeypatch, tmp_path, aux_
     monkeypatch.setattr(profile, "layer_times", lambda *args: ({"a": 0.75, "b": 0.25}, None))
     monkeypatch.setattr(inspector, "engine_information", lambda built, ctx: json.dumps(info))
     monkeypatch.setattr(lock, "exclusive", lambda gpu: contextlib.nullcontext())
-    result = profile.run({"engine": "e"}, {"batch_size": 1, "seed": 0, "iterations": 2, "cuda_graph": True}, tmp_path)
+    monkeypatch.setattr(profile.model_inputs, "model_specs", lambda reference, feeds: [])
+    params = {"feeds": {"batch_size": 1}, "seed": 0, "iterations": 2, "cuda_graph": True}
+    result = profile.run({"engine": "e", "reference": "export.onnx"}, params, tmp_path)
     assert result.info["layers_overlap"] is overlap
     assert (result.info["layers_note"] == inspector.OVERLAP_NOTE) is overlap
     assert [r["share"] for r in result.tables["layers"]] == [0.75, 0.25]

@@ -123,7 +123,8 @@ def fake_trtexec(tmp_path, monkeypatch):
     return exe
 
 
-PARAMS = {"path": "trtexec", "extra_args": [], "batch_size": 3, "input_shape": None, "seed": 5, "batches": 2}
+FEEDS = {"batch_size": 3, "axes": {}, "inputs": {}, "input_shape": None}
+PARAMS = {"path": "trtexec", "extra_args": [], "feeds": FEEDS, "seed": 5, "batches": 2}
 
 
 def run_stage(tmp_path, converted: Path, **params):
@@ -145,7 +146,7 @@ def test_fp32_engine_agrees_with_the_reference(tmp_path, fake_trtexec):
     # the inputs are the seeded validation batches every backend compares on
     specs = model_inputs.specs_from_onnx(tmp_path / "export.onnx")
     for batch in range(2):
-        want = model_inputs.random_inputs(specs, 3, 5 + model_inputs.SEED_VALIDATION + batch)["x"]
+        want = model_inputs.random_inputs(specs, {"batch": 3}, 5 + model_inputs.SEED_VALIDATION + batch)["x"]
         got = np.fromfile(out / f"batch{batch}" / "input0.bin", dtype=np.float32).reshape(3, 4)
         np.testing.assert_array_equal(got, want)
         assert (out / f"batch{batch}" / "trtexec.log").is_file()

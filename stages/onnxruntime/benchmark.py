@@ -9,18 +9,19 @@ from stages.api import Param, StageResult
 from stages.cpu_timing import PARAMS as CPU_TIMING
 from stages.onnxruntime import session
 
-VERSION = "1"
+VERSION = "2"  # 2: every input fed from its spec (named axes, value ranges)
 OUTPUTS = ()
 CACHED = False  # a measurement is an observation: it runs every time
-PARAMS = {"batch_size": Param(int, min=1), "input_shape": Param(list, optional=True), "seed": Param(int),
-          **CPU_TIMING}
+PARAMS = {"feeds": Param(dict), "seed": Param(int), **CPU_TIMING}
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
-    sess = session.open_built(inputs["model"])
-    specs = model_inputs.with_input_shape(model_inputs.specs_from_onnx(inputs["model"]), params.get("input_shape"))
-    feeds = model_inputs.random_inputs(specs, params["batch_size"], params["seed"] + model_inputs.SEED_BENCHMARK)
-    measurement = cpu_timing.measure(lambda: sess.run(None, feeds), warmup_ms=params["warmup_ms"],
-                                     duration_s=params["duration_s"], min_iterations=params["min_iterations"])
-    tables, info = cpu_timing.tables(measurement, params["batch_size"])
+    runner = session.Runner(session.open_built(inputs["model"]), inputs["model"])
+    specs = model_inputs.model_specs(inputs["reference"], params["feeds"])
+    arrays = runner.cast(model_inputs.random_inputs(specs, model_inputs.sizes(params["feeds"]),
+                                                    params["seed"] + model_inputs.SEED_BENCHMARK))
+    measurement = cpu_timing.measure(lambda: runner.sess.run(None, arrays), warmup_ms=params["warmup_ms"],
+                                     duration_s=params["duration_s"], min_iterations=params["min_iterations"],
+                                     trials=params.get("trials"))
+    tables, info = cpu_timing.tables(measurement, params["feeds"]["batch_size"])
     return StageResult(info=info, tables=tables)

@@ -19,8 +19,7 @@ from stages.onnxruntime import session
 VERSION = "1"
 OUTPUTS = ()
 CACHED = False  # a measurement: it runs every time
-PARAMS = {"batch_size": Param(int, min=1), "input_shape": Param(list, optional=True), "seed": Param(int),
-          "iterations": Param(int, min=1)}
+PARAMS = {"feeds": Param(dict), "seed": Param(int), "iterations": Param(int, min=1)}
 TRACE_FILE = "onnxruntime_profile.json"
 SOURCE = "onnxruntime-profiler"
 _KERNEL_SUFFIX = "_kernel_time"  # ORT names a node's kernel event "<node name>_kernel_time"
@@ -35,9 +34,11 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     opts = session.options(settings, level="ORT_DISABLE_ALL")  # as session.open_built: the graph is built
     opts.enable_profiling = True
     opts.profile_file_prefix = str(out_dir / "ort_profile")
-    sess = ort.InferenceSession(str(model), opts, providers=[session.PROVIDER])
-    specs = model_inputs.with_input_shape(model_inputs.specs_from_onnx(model), params.get("input_shape"))
-    feeds = model_inputs.random_inputs(specs, params["batch_size"], params["seed"] + model_inputs.SEED_BENCHMARK)
+    runner = session.Runner(ort.InferenceSession(str(model), opts, providers=[session.PROVIDER]), model)
+    sess = runner.sess
+    specs = model_inputs.model_specs(inputs["reference"], params["feeds"])
+    feeds = runner.cast(model_inputs.random_inputs(specs, model_inputs.sizes(params["feeds"]),
+                                                   params["seed"] + model_inputs.SEED_BENCHMARK))
     iterations = params["iterations"]
     for _ in range(WARMUP_RUNS + iterations):
         sess.run(None, feeds)

@@ -68,9 +68,12 @@ class Runner:
         self.dtypes = {spec.name: spec.dtype for spec in model_inputs.specs_from_onnx(path)}
         self.names = [o.name for o in sess.get_outputs()]
 
+    def cast(self, feeds: dict) -> dict:
+        """The feeds in the model's own input types (a converted model may take fp16)."""
+        return {name: value.astype(self.dtypes.get(name, value.dtype), copy=False) for name, value in feeds.items()}
+
     def infer(self, feeds: dict) -> dict:
-        cast = {name: value.astype(self.dtypes.get(name, value.dtype), copy=False) for name, value in feeds.items()}
-        return dict(zip(self.names, self.sess.run(self.names, cast)))
+        return dict(zip(self.names, self.sess.run(self.names, self.cast(feeds))))
 
     def close(self) -> None:
         self.sess = None

@@ -11,15 +11,14 @@ from stages.onnxruntime import session
 VERSION = "2"  # 2: one accuracy path (stages/accuracy.py), samples recorded
 OUTPUTS = ()
 CACHED = False
-PARAMS = {"batch_size": Param(int, min=1), "input_shape": Param(list, optional=True), "seed": Param(int),
-          "batches": Param(int, min=1)}
+PARAMS = {"feeds": Param(dict), "seed": Param(int), "batches": Param(int, min=1)}
 REFERENCE = "fp32 export on onnxruntime CPU"
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
-    specs = model_inputs.with_input_shape(model_inputs.specs_from_onnx(inputs["reference"]),
-                                          params.get("input_shape"))
-    batches = model_inputs.validation_batches(specs, params["batch_size"], params["seed"], params["batches"])
+    specs = model_inputs.model_specs(inputs["reference"], params["feeds"])
+    batches = model_inputs.validation_batches(specs, model_inputs.sizes(params["feeds"]), params["seed"],
+                                              params["batches"])
     candidate = session.Runner(session.open_built(inputs["model"]), inputs["model"])
     rows, info = accuracy.evaluate(candidate, session.reference_runner(inputs["reference"]), batches, REFERENCE)
     return StageResult(info=info, tables={"accuracy": rows})

@@ -27,8 +27,6 @@ BUILD_OPTIONS = {
     "max_aux_streams": Param(int, min=-1, doc="auxiliary streams; -1 leaves the choice to TensorRT's heuristic"),
     "workspace_mb": Param(int, min=0, doc="workspace pool limit; 0: TensorRT's default (the whole GPU)"),
     "timing_cache": Param(bool, doc="share a timing cache per (GPU, TensorRT, CUDA) across builds"),
-    "min_batch": Param(int, optional=True, min=1, doc="optimization profile's smallest batch (null: batch_size)"),
-    "max_batch": Param(int, optional=True, min=1, doc="optimization profile's largest batch (null: batch_size)"),
 }
 OPTIONS = BUILD_OPTIONS
 REQUIRES = Requires(modules=("tensorrt",), gpu=True)

@@ -16,15 +16,16 @@ from stages.tensorrt import runtime
 VERSION = "1"
 OUTPUTS = ()
 CACHED = False  # a measurement is an observation: it runs every time
-PARAMS = {"batch_size": Param(int, min=1), "seed": Param(int), **harness.PARAMS}
+PARAMS = {"feeds": Param(dict), "seed": Param(int), **harness.PARAMS}
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     from stages.gpu import session
 
     built = runtime.Engine(inputs["engine"])
-    shapes = built.input_shapes(params["batch_size"])
-    feeds = built.random_inputs(shapes, params["seed"] + model_inputs.SEED_BENCHMARK)
+    specs, sizes = model_inputs.model_specs(inputs["reference"], params["feeds"]), model_inputs.sizes(params["feeds"])
+    shapes = built.input_shapes(specs, sizes)
+    feeds = model_inputs.random_inputs(specs, sizes, params["seed"] + model_inputs.SEED_BENCHMARK)
     settings = harness.Settings.from_params(params)
     lanes = []
     try:
@@ -36,4 +37,4 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     finally:
         for lane in lanes:
             lane.close()
-    return measured.stage_result(m, mon, params["batch_size"], info=built.info())
+    return measured.stage_result(m, mon, params["feeds"]["batch_size"], info=built.info())

@@ -24,13 +24,12 @@ from stages import tensorrt as trt_env
 from stages.api import Param, StageInputError, StageResult, Unsupported
 from stages.tensorrt import timing_cache as tc
 
-VERSION = "1"
+VERSION = "2"  # 2: a profile for every named axis of every input (shapes.<axis>)
 OUTPUTS = ("engine",)
 CACHED = True
 PARAMS = {"precision": Param(str), "tf32": Param(bool), "optimization_level": Param(int, min=0, max=5),
           "max_aux_streams": Param(int, min=-1), "workspace_mb": Param(int, min=0), "timing_cache": Param(bool),
-          "min_batch": Param(int, optional=True, min=1), "max_batch": Param(int, optional=True, min=1),
-          "batch_size": Param(int, min=1), "input_shape": Param(list, optional=True)}
+          "feeds": Param(dict), "shapes": Param(dict)}
 CRASH_PRONE = True  # the builder can segfault or exhaust memory: the runner isolates it
 FILE = "model.engine"
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -57,23 +56,32 @@ class Loaders(NamedTuple):
 
 
 def plan(params: dict, specs: list[model_inputs.InputSpec]) -> BuildPlan:
-    """Our parameters as a build plan. The optimization profile spans backend.min_batch..backend.max_batch (each
-    defaulting to batch_size) and is tuned for batch_size; inputs without dynamic axes need no profile."""
-    batch = params["batch_size"]
-    lo, hi = params.get("min_batch") or batch, params.get("max_batch") or batch
+    """Our parameters as a build plan. The optimization profile gives every named axis of every input the range
+    `shapes.<axis>` = [min, opt, max], or, for an axis not named there, the run's size alone; inputs whose dims are
+    all fixed need no profile."""
+    sizes = model_inputs.sizes(params["feeds"])
+    model_inputs.check_sizes(specs, sizes)
+    ranges = {axis: _axis_range(axis, sizes[axis], params.get("shapes") or {}) for s in specs for axis in s.axes()}
     shapes = {}
     for spec in specs:
-        if all(d is not None for d in spec.shape):
-            model_inputs.concrete_shape(spec, batch)  # a fixed batch axis must equal batch_size
-            if (lo, hi) != (batch, batch):
-                raise StageInputError(f"backend.min_batch/max_batch = {lo}/{hi}: input '{spec.name}' has a fixed "
-                                      f"shape {spec.shape}; export the model with a dynamic batch axis")
-            continue
-        shapes[spec.name] = [list(model_inputs.concrete_shape(spec, b)) for b in (lo, batch, hi)]
+        if spec.axes():
+            shapes[spec.name] = [list(model_inputs.concrete_shape(spec, {a: r[i] for a, r in ranges.items()}))
+                                 for i in range(3)]
     workspace_mb = params.get("workspace_mb") or 0
     return BuildPlan(tf32=bool(params["tf32"]), optimization_level=params["optimization_level"],
                      max_aux_streams=params["max_aux_streams"],
                      workspace_bytes=workspace_mb << 20 if workspace_mb > 0 else None, shapes=shapes)
+
+
+def _axis_range(axis: str, size: int, ranges: dict) -> list[int]:
+    if axis not in ranges:
+        return [size, size, size]
+    lo, opt, hi = ranges[axis]
+    if not lo <= size <= hi:
+        key = "batch_size" if axis == model_inputs.BATCH else f"axes.{axis}"
+        raise StageInputError(f"{key} = {size} is outside shapes.{axis} = {ranges[axis]}: the engine would not "
+                              f"accept the run's own size")
+    return [lo, opt, hi]
 
 
 def loaders(build_plan: BuildPlan, trt, onnx_path: str | Path, load_timing_cache: str | None = None,
@@ -132,7 +140,7 @@ def prepare(inputs: dict, params: dict, env: dict) -> tuple[Path, BuildPlan, tc.
     reason = refusal(params["precision"], env, count_qdq(onnx_path))
     if reason:
         raise Unsupported(reason)
-    specs = model_inputs.with_input_shape(model_inputs.specs_from_onnx(onnx_path), params.get("input_shape"))
+    specs = model_inputs.resolve(model_inputs.specs_from_onnx(inputs["reference"]), params["feeds"])
     store = tc.Store(api.shared_dir(tc.SHARED_DIR), timing_identity(env)) if params["timing_cache"] else None
     return onnx_path, plan(params, specs), store
 

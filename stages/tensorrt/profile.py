@@ -21,7 +21,7 @@ from stages.tensorrt import inspector, runtime
 VERSION = "1"
 OUTPUTS = ()
 CACHED = False
-PARAMS = {"batch_size": Param(int, min=1), "seed": Param(int), "iterations": Param(int, min=1),
+PARAMS = {"feeds": Param(dict), "seed": Param(int), "iterations": Param(int, min=1),
           "cuda_graph": Param(bool)}
 SOURCE = "tensorrt-profiler"
 LAYER_INFO_FILE = "layer_info.json"
@@ -31,12 +31,13 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     from stages.gpu import session
 
     built = runtime.Engine(inputs["engine"])
-    shapes = built.input_shapes(params["batch_size"])
+    specs, sizes = model_inputs.model_specs(inputs["reference"], params["feeds"]), model_inputs.sizes(params["feeds"])
+    shapes = built.input_shapes(specs, sizes)
     lane = stream = None
     try:
         lane = built.context(shapes)
         stream = runtime.new_stream()
-        lane.write(built.random_inputs(shapes, params["seed"] + model_inputs.SEED_BENCHMARK))
+        lane.write(model_inputs.random_inputs(specs, sizes, params["seed"] + model_inputs.SEED_BENCHMARK))
         with session.exclusive():
             times, note = layer_times(built, lane, stream, params["iterations"], params["cuda_graph"])
         layer_info = inspector.engine_information(built, lane.ctx)

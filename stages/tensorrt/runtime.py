@@ -86,35 +86,21 @@ class Engine:
         return {"aux_streams": engine.num_aux_streams, "device_memory_bytes": memory,
                 "engine_layers": engine.num_layers}
 
-    def input_shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:
-        """Concrete input shapes: the batch axis takes batch_size, other dynamic axes the profile's opt value."""
-        engine = self.engine
+    def input_shapes(self, specs: list[model_inputs.InputSpec], sizes: dict[str, int]) -> dict[str, tuple[int, ...]]:
+        """Each input's concrete shape for the run's sizes, checked against the engine's optimization profile."""
+        by_name = {s.name: s for s in specs}
         shapes = {}
         for t in self.inputs:
-            if -1 not in t.shape:
-                shapes[t.name] = t.shape
-                continue
-            lo, opt, hi = (tuple(s) for s in engine.get_tensor_profile_shape(t.name, 0))
-            shape = list(opt)
-            if t.shape[0] == -1:
-                if not lo[0] <= batch_size <= hi[0]:
-                    raise StageInputError(f"batch_size = {batch_size} is outside the engine's optimization profile "
-                                          f"for input '{t.name}' ({lo[0]}..{hi[0]}); see backend.min_batch/max_batch")
-                shape[0] = batch_size
-            shapes[t.name] = tuple(shape)
+            if t.name not in by_name:
+                raise RuntimeError(f"the engine's input '{t.name}' is not an input of the model ({', '.join(by_name)})")
+            shape = model_inputs.concrete_shape(by_name[t.name], sizes)
+            if -1 in t.shape:
+                lo, _, hi = (tuple(s) for s in self.engine.get_tensor_profile_shape(t.name, 0))
+                if not all(a <= d <= b for a, d, b in zip(lo, shape, hi)):
+                    raise StageInputError(f"input '{t.name}' of shape {shape} is outside the engine's optimization "
+                                          f"profile {lo}..{hi}; build it for these sizes (shapes.<axis>=[min,opt,max])")
+            shapes[t.name] = shape
         return shapes
-
-    def random_inputs(self, shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
-        """Seeded data for every input, drawn as every backend draws it (stages.inputs)."""
-        specs = []
-        for t in self.inputs:
-            np_dtype = numpy_dtype(t.dtype)
-            if np_dtype is None:
-                raise Unsupported(f"input '{t.name}' is {t.dtype.name}, which has no numpy type to fill it with")
-            shape = shapes[t.name]
-            specs.append(model_inputs.InputSpec(t.name, (None, *shape[1:]) if shape else (), np_dtype))
-        batch = next((s[0] for s in shapes.values() if s), 1)
-        return model_inputs.random_inputs(specs, batch, seed)
 
     def context(self, shapes: dict[str, tuple[int, ...]]) -> "Context":
         return Context(self, shapes)

@@ -16,18 +16,17 @@ from stages.tensorrt import runtime
 VERSION = "2"  # 2: one accuracy path (stages/accuracy.py), samples recorded
 OUTPUTS = ()
 CACHED = False
-PARAMS = {"batch_size": Param(int, min=1), "input_shape": Param(list, optional=True), "seed": Param(int),
-          "batches": Param(int, min=1)}
+PARAMS = {"feeds": Param(dict), "seed": Param(int), "batches": Param(int, min=1)}
 
 
 class Runner:
     """One execution context of the engine as an accuracy runner: on the GPU, inside the GPU session."""
     on_gpu = True
 
-    def __init__(self, built: runtime.Engine, batch_size: int):
+    def __init__(self, built: runtime.Engine, shapes: dict[str, tuple[int, ...]]):
         self.lane = self.stream = None
         try:
-            self.lane = built.context(built.input_shapes(batch_size))
+            self.lane = built.context(shapes)
             self.stream = runtime.new_stream()
         except BaseException:
             self.close()
@@ -45,10 +44,10 @@ class Runner:
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
-    specs = model_inputs.with_input_shape(model_inputs.specs_from_onnx(inputs["reference"]),
-                                          params.get("input_shape"))
-    batches = model_inputs.validation_batches(specs, params["batch_size"], params["seed"], params["batches"])
-    candidate = Runner(runtime.Engine(inputs["engine"]), params["batch_size"])
+    specs, sizes = model_inputs.model_specs(inputs["reference"], params["feeds"]), model_inputs.sizes(params["feeds"])
+    batches = model_inputs.validation_batches(specs, sizes, params["seed"], params["batches"])
+    built = runtime.Engine(inputs["engine"])
+    candidate = Runner(built, built.input_shapes(specs, sizes))
     try:
         rows, info = accuracy.evaluate(candidate, session.reference_runner(inputs["reference"]), batches, REFERENCE)
     finally:

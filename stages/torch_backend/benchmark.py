@@ -14,7 +14,7 @@ from stages.torch_backend.workload import TorchWorkload
 VERSION = "1"
 OUTPUTS = ()
 CACHED = False
-PARAMS = {"batch_size": Param(int, min=1), "seed": Param(int), **GPU_TIMING}
+PARAMS = {"feeds": Param(dict), "seed": Param(int), **GPU_TIMING}
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
@@ -24,29 +24,29 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     precision.apply_math_mode(c.dtype)
     dtype = precision.torch_dtype(c.dtype)
     seed = params["seed"] + model_inputs.SEED_BENCHMARK
+    sizes = model_inputs.sizes(params["feeds"])
     if c.device == "cpu":
-        x = tensors.seeded(c.input_shape, params["batch_size"], seed, "cpu", dtype, c.channels_last)
+        x = tensors.seeded(c.specs, sizes, seed, "cpu", dtype, c.channels_last)
         with torch.inference_mode():
-            m = cpu_timing.measure(lambda: c.fn(x), warmup_ms=params["warmup_ms"], duration_s=params["duration_s"],
+            m = cpu_timing.measure(lambda: c.fn(*x), warmup_ms=params["warmup_ms"], duration_s=params["duration_s"],
                                    min_iterations=params["min_iterations"])
-        tables, info = cpu_timing.tables(m, params["batch_size"])
+        tables, info = cpu_timing.tables(m, c.batch_size)
         median = next(r["value"] for r in tables["summary"] if (r["metric"], r["stat"]) == ("latency", "median"))
         if c.flops:
             tables["summary"] += flops.efficiency_rows(c.flops, median, None, peaks.SOURCE)
         return StageResult(info=info, tables=tables)
-    return _run_gpu(c, params, dtype, seed)
+    return _run_gpu(c, params, dtype, seed, sizes)
 
 
-def _run_gpu(c: compiled.Compiled, params: dict, dtype, seed: int) -> StageResult:
+def _run_gpu(c: compiled.Compiled, params: dict, dtype, seed: int, sizes: dict) -> StageResult:
     import torch
 
     from stages.gpu import session
 
-    workloads = [TorchWorkload(c.fn, tensors.seeded(c.input_shape, params["batch_size"], seed + lane, "cuda", dtype,
-                                                    c.channels_last))
+    workloads = [TorchWorkload(c.fn, tensors.seeded(c.specs, sizes, seed + lane, "cuda", dtype, c.channels_last))
                  for lane in range(params["streams"])]
     settings = harness.Settings.from_params(params)
     with session.exclusive(watch=True) as mon, torch.inference_mode():
         m = harness.run(workloads, settings)
-    return measured.stage_result(m, mon, params["batch_size"], flops=c.flops, gpu=torch.cuda.get_device_name(),
+    return measured.stage_result(m, mon, c.batch_size, flops=c.flops, gpu=torch.cuda.get_device_name(),
                                  dtype=c.dtype)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from stages import flops as flop_counter
+from stages import inputs as model_inputs
 from stages.api import Param, StageResult, Unsupported
 from stages.torch_backend import compiled, model, precision, tensors
 
@@ -19,7 +20,7 @@ FILE = "compiled.json"
 MODES = {"default": None, "max-autotune": "max-autotune-no-cudagraphs"}
 PARAMS = {"precision": Param(str), "mode": Param(str, choices=tuple(MODES) + ("eager",)),
           "channels_last": Param(bool), "device": Param(str, choices=("auto", "cuda", "cpu")),
-          "batch_size": Param(int, min=1), "seed": Param(int)}
+          "feeds": Param(dict), "seed": Param(int)}
 
 
 def resolve_device(requested: str) -> str:
@@ -42,7 +43,8 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
         raise Unsupported("precision=tf32: TF32 is a tensor-core math mode of NVIDIA GPUs; torch on CPU "
                           "computes plain fp32 (use precision=fp32)")
     spec = json.loads((Path(inputs["weights"]).parent / model.SPEC).read_text())
-    module = model.instantiate(spec)
+    built = model.instantiate(spec)
+    module = built.module
     module.load_state_dict(torch.load(inputs["weights"], map_location="cpu", weights_only=True))
     module.eval()
     reference = copy.deepcopy(module).to(device)
@@ -50,19 +52,20 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     if params["channels_last"]:
         module = module.to(memory_format=torch.channels_last)
     precision.apply_math_mode(name)
-    shape = tuple(spec["input_shape"])
-    example = tensors.seeded(shape, params["batch_size"], params["seed"], device, dtype, params["channels_last"])
-    flops = flop_counter.count_torch(module, example) if device == "cuda" or params["batch_size"] <= 8 else None
+    sizes = model_inputs.sizes(params["feeds"])
+    example = tensors.seeded(built.specs, sizes, params["seed"], device, dtype, params["channels_last"])
+    batch = params["feeds"]["batch_size"]
+    flops = flop_counter.count_torch(module, example) if device == "cuda" or batch <= 8 else None
     mode = params["mode"]
     fn = module if mode == "eager" else torch.compile(module, mode=MODES[mode], dynamic=False)
     started = time.perf_counter()
     with torch.inference_mode():  # the first call compiles; later calls must hit the same guards
-        fn(example)
+        fn(*example)
     if device == "cuda":
         torch.cuda.synchronize()
     compile_s = time.perf_counter() - started
-    compiled.register(compiled.Compiled(fn, reference, device, name, shape, params["channels_last"], flops,
-                                        params["batch_size"]), out_dir / FILE)
+    compiled.register(compiled.Compiled(fn, reference, device, name, built.specs, spec["outputs"],
+                                        params["channels_last"], flops, batch), out_dir / FILE)
     info = {"device": device, "mode": mode, "dtype": str(dtype).removeprefix("torch."), "first_call_s": compile_s,
             "flops": flops}
     if device == "cuda":

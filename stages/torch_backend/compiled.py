@@ -21,9 +21,10 @@ class Compiled:
     reference: Any               # the fp32 eager module on the same device (validation)
     device: str                  # "cuda" or "cpu"
     dtype: str                   # fp32 | tf32 | fp16 | bf16
-    input_shape: tuple           # per sample
+    specs: list                  # the inputs, in the order the callable takes them (stages.inputs.InputSpec)
+    output_names: list[str]
     channels_last: bool
-    flops: int | None            # per inference at the compiled batch size
+    flops: int | None            # per inference at the compiled sizes
     batch_size: int
 
 

@@ -24,7 +24,7 @@ from stages.torch_backend import compiled, precision, tensors
 VERSION = "1"
 OUTPUTS = ()
 CACHED = False
-PARAMS = {"batch_size": Param(int, min=1), "seed": Param(int), "iterations": Param(int, min=1)}
+PARAMS = {"feeds": Param(dict), "seed": Param(int), "iterations": Param(int, min=1)}
 SOURCE = "torch-profiler"
 TRACE_FILE = "torch_trace.json"
 _MODULE_PREFIX = "module::"
@@ -36,8 +36,8 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
 
     c = compiled.lookup(inputs["compiled"])
     precision.apply_math_mode(c.dtype)
-    x = tensors.seeded(c.input_shape, params["batch_size"], params["seed"] + model_inputs.SEED_BENCHMARK, c.device,
-                       precision.torch_dtype(c.dtype), c.channels_last)
+    x = tensors.seeded(c.specs, model_inputs.sizes(params["feeds"]), params["seed"] + model_inputs.SEED_BENCHMARK,
+                       c.device, precision.torch_dtype(c.dtype), c.channels_last)
     gpu = c.device == "cuda"
     compiled_graph = hasattr(c.fn, "_orig_mod")  # torch.compile's OptimizedModule: no submodule hooks run
     hooks = [] if compiled_graph else _module_ranges(c.fn)
@@ -47,10 +47,10 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
 
     try:
         with session.exclusive() if gpu else contextlib.nullcontext(), torch.inference_mode():
-            c.fn(x)  # warm-up, outside the profile
+            c.fn(*x)  # warm-up, outside the profile
             with profile(activities=activities) as prof:
                 for _ in range(iterations):
-                    c.fn(x)
+                    c.fn(*x)
                 if gpu:
                     torch.cuda.synchronize()
     finally:
@@ -86,6 +86,8 @@ def _module_ranges(model) -> list:
 def _top_modules(model) -> list[tuple[str, object]]:
     import torch
 
+    while len(list(model.children())) == 1:  # a wrapper (a Hugging Face model behind its adapter): look inside
+        model = next(model.children())
     out = []
     for name, child in model.named_children():
         if isinstance(child, (torch.nn.Sequential, torch.nn.ModuleList)):

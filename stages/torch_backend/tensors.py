@@ -1,15 +1,24 @@
 """Seeded inputs as torch tensors, drawn by the same generator as every other backend (stages/inputs.py)."""
 from __future__ import annotations
 
-import numpy as np
-
 from stages import inputs as model_inputs
 
 
-def seeded(shape: tuple, batch_size: int, seed: int, device: str, dtype, channels_last: bool = False):
+def place(arrays: dict, device: str, dtype, channels_last: bool = False) -> tuple:
+    """numpy inputs as the tensors a model takes, in order: on `device`, floats in `dtype` (integer ids and masks
+    keep theirs), 4-d floats in channels-last memory format when asked."""
     import torch
 
-    spec = model_inputs.InputSpec("input", (None, *shape), np.dtype(np.float32))
-    array = model_inputs.random_inputs([spec], batch_size, seed)["input"]
-    x = torch.from_numpy(array).to(device=device, dtype=dtype)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+    out = []
+    for value in arrays.values():
+        x = torch.from_numpy(value).to(device)
+        if x.is_floating_point():
+            x = x.to(dtype)
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+        out.append(x)
+    return tuple(out)
+
+
+def seeded(specs: list, sizes: dict[str, int], seed: int, device: str, dtype, channels_last: bool = False) -> tuple:
+    return place(model_inputs.random_inputs(specs, sizes, seed), device, dtype, channels_last)

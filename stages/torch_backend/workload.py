@@ -8,8 +8,8 @@ _GRAPH_WARMUP = 2  # extra eager calls before capture: lazy initialisation and a
 
 
 class TorchWorkload:
-    def __init__(self, fn, example):
-        self.fn, self.x, self.out = fn, example, None
+    def __init__(self, fn, example: tuple):
+        self.fn, self.x, self.out = fn, example, None  # example: the inputs, in the order fn takes them
         self._streams: dict[int, object] = {}
         self._graph = None
 
@@ -24,7 +24,7 @@ class TorchWorkload:
         import torch
 
         with torch.cuda.stream(self._stream(stream)):
-            self.out = self.fn(self.x)
+            self.out = self.fn(*self.x)
 
     def capture(self, stream: int):
         import torch
@@ -34,7 +34,7 @@ class TorchWorkload:
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=self._stream(stream)):
-            self.out = self.fn(self.x)
+            self.out = self.fn(*self.x)
         self._graph = graph
 
         def launch(handle: int) -> None:
@@ -45,5 +45,5 @@ class TorchWorkload:
 
     def buffers(self) -> tuple[list[Buffer], list[Buffer]]:
         outs = self.out if isinstance(self.out, (tuple, list)) else [self.out]
-        return ([Buffer(self.x.data_ptr(), self.x.nbytes)],
+        return ([Buffer(x.data_ptr(), x.nbytes) for x in self.x],
                 [Buffer(o.data_ptr(), o.nbytes) for o in outs if hasattr(o, "data_ptr")])

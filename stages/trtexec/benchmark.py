@@ -18,7 +18,7 @@ from stages.trtexec import backend, parse
 VERSION = "1"
 OUTPUTS = ()
 CACHED = False
-PARAMS = {"batch_size": Param(int, min=1), "input_shape": Param(list, optional=True), "profile": Param(bool),
+PARAMS = {"feeds": Param(dict), "profile": Param(bool),
           "path": Param(str, keyed=False, executable=True), "extra_args": Param(list), **harness.PARAMS}
 LOG_FILE = "trtexec.log"
 
@@ -33,9 +33,8 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
 
     exe = backend.locate(params["path"])
     major = int(backend.version(exe).split(".")[0])
-    specs = model_inputs.with_input_shape(model_inputs.specs_from_onnx(inputs["onnx"]), params.get("input_shape"))
-    shapes = {s.name: model_inputs.concrete_shape(s, params["batch_size"])
-              for s in specs if any(d is None for d in s.shape)}
+    specs, sizes = model_inputs.model_specs(inputs["reference"], params["feeds"]), model_inputs.sizes(params["feeds"])
+    shapes = {s.name: model_inputs.concrete_shape(s, sizes) for s in specs if s.axes()}
     exports = {k: out_dir / f for k, f in backend.EXPORTS.items() if k != "profile" or params["profile"]}
     cmd = backend.inference_command(exe, Path(inputs["engine"]), shapes, params, major=major, exports=exports,
                                     extra_args=params["extra_args"])
@@ -47,7 +46,7 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
         raise RuntimeError(f"trtexec failed (exit status {status}); its last lines:\n{tail}")
     written = {k: parse.read(path) for k, path in exports.items() if path.is_file()}
     tables, info, _ = backend.ingest(parse.read(out_dir / LOG_FILE), written.get("times"), written.get("profile"),
-                                     written.get("layers"), batch_size=params["batch_size"])
+                                     written.get("layers"), batch_size=params["feeds"]["batch_size"])
     info.update(mon.summary())
     tables["gpu"] = mon.rows
     return StageResult(info=info, tables=tables)

@@ -27,7 +27,7 @@ OUTPUTS = ()
 CACHED = False
 PARAMS = {"path": Param(str, keyed=False, executable=True, doc="the trtexec to run"),
           "extra_args": Param(list, doc="extra trtexec flags; each replaces ours of the same name"),
-          "batch_size": Param(int, min=1), "input_shape": Param(list, optional=True), "seed": Param(int),
+          "feeds": Param(dict), "seed": Param(int),
           "batches": Param(int, min=1)}
 # Flags this stage's result depends on: an extra arg replacing one would validate something else.
 OWN_FLAGS = ("--loadEngine", "--loadInputs", "--exportOutput")
@@ -40,11 +40,10 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     clash = [a for a in params["extra_args"] if backend.flag_name(a) in OWN_FLAGS]
     if clash:
         raise StageInputError(f"backend.extra_args = {clash}: validation sets {', '.join(OWN_FLAGS)} itself")
-    specs = model_inputs.with_input_shape(model_inputs.specs_from_onnx(inputs["reference"]),
-                                          params.get("input_shape"))
+    specs, sizes = model_inputs.model_specs(inputs["reference"], params["feeds"]), model_inputs.sizes(params["feeds"])
     candidate = Runner(exe, Path(inputs["engine"]), inputs["onnx"], params, out_dir)
     log.info("validate: trtexec runs the engine on %d seeded batches", params["batches"])
-    batches = model_inputs.validation_batches(specs, params["batch_size"], params["seed"], params["batches"])
+    batches = model_inputs.validation_batches(specs, sizes, params["seed"], params["batches"])
     rows, info = accuracy.evaluate(candidate, session.reference_runner(inputs["reference"]), batches, REFERENCE)
     return StageResult(info={**info, "tensorrt": candidate.version}, tables={"accuracy": rows})
 
@@ -56,9 +55,9 @@ class Runner:
 
     def __init__(self, exe: str, engine: Path, onnx: Path, params: dict, out_dir: Path):
         self.exe, self.engine, self.out_dir, self.extra_args = exe, engine, out_dir, params["extra_args"]
-        self.specs = model_inputs.with_input_shape(model_inputs.specs_from_onnx(onnx), params.get("input_shape"))
-        self.shapes = {s.name: model_inputs.concrete_shape(s, params["batch_size"])
-                       for s in self.specs if any(d is None for d in s.shape)}
+        self.specs = model_inputs.resolve(model_inputs.specs_from_onnx(onnx), params["feeds"])
+        self.shapes = {s.name: model_inputs.concrete_shape(s, model_inputs.sizes(params["feeds"]))
+                       for s in self.specs if s.axes()}
         self.batches, self.version = 0, None
 
     def infer(self, feeds: dict) -> dict:

@@ -13,14 +13,13 @@ from stages.onnxruntime import session
 VERSION = "1"
 OUTPUTS = ()
 CACHED = False
-PARAMS = {"batch_size": Param(int, min=1), "input_shape": Param(list, optional=True), "seed": Param(int),
-          "batches": Param(int, min=1), "optimized": Param(bool)}
+PARAMS = {"feeds": Param(dict), "seed": Param(int), "batches": Param(int, min=1), "optimized": Param(bool)}
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
-    specs = model_inputs.with_input_shape(model_inputs.specs_from_onnx(inputs["reference"]),
-                                          params.get("input_shape"))
-    batches = model_inputs.validation_batches(specs, params["batch_size"], params["seed"], params["batches"])
+    specs = model_inputs.model_specs(inputs["reference"], params["feeds"])
+    batches = model_inputs.validation_batches(specs, model_inputs.sizes(params["feeds"]), params["seed"],
+                                              params["batches"])
     candidate = evaluator.Runner(inputs["model"], params["optimized"])
     rows, info = accuracy.evaluate(candidate, session.reference_runner(inputs["reference"]), batches,
                                    "fp32 export on onnxruntime CPU")

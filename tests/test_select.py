@@ -1,0 +1,189 @@
+"""The build to ship (pipeline/select.py): from written tables for each rule (rel_l2_err, labelled top-1, a
+throughput metric, noise, nothing qualifying), and the real CLI: a CPU sweep ends with the "best:" line and
+`results.load` marks the chosen run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import results, select
+from tests.conftest import FAST, run_cli
+
+LABELLED = {"fp32": 0.970, "fp16": 0.969, "int8": 0.950}  # top-1 on labelled data; the fp32 reference is 0.970
+
+
+def write_job(root: Path, job: int, precision: str, median: float, *, error: float | None = 1e-3,
+              top1: float | None = None, cov: float = 1.0, iterations: int = 1000, status: str = "ok",
+              batch_size: int = 1, spread: float | None = None, select_cfg: dict | None = None,
+              overrides: str | None = None, **columns) -> str:
+    """One job of a sweep as pipeline.job writes it: a runs row with its recorded config, summary, accuracy.
+    `columns`: more runs columns (model=..., benchmark_verdict=...)."""
+    run_id = f"run-{job}-{precision}-{batch_size}"
+    config = {"model": {"name": "tiny_cnn"}, "precision": {"name": precision}, "batch_size": batch_size,
+              "select": select_cfg or {"metric": "latency/median", "max_accuracy_drop": 0.01},
+              "seed": 0}
+    row = {"run_id": run_id, "sweep": "precision", "job": job, "status": status, "backend": "onnxruntime",
+           "model": "tiny_cnn", "precision": precision, "batch_size": batch_size, "config_hash": f"h-{job}",
+           "overrides": overrides or f"precision={precision} batch_size={batch_size}",
+           "config": yaml.safe_dump(config, sort_keys=False), "started": f"2026-01-01T00:00:{job:02d}+00:00",
+           "benchmark_iterations": iterations, **columns}
+    tables: dict = {"runs": [row]}
+    if status == "ok":
+        tables["summary"] = [{"run_id": run_id, "metric": "latency", "stat": "median", "value": median, "unit": "ms"},
+                             {"run_id": run_id, "metric": "latency", "stat": "cov", "value": cov, "unit": "%"},
+                             {"run_id": run_id, "metric": "throughput", "stat": "samples_per_s",
+                              "value": 1000 * batch_size / median, "unit": "samples/s"}]
+        if spread is not None:
+            tables["summary"].append({"run_id": run_id, "metric": "latency", "stat": "trial_spread",
+                                      "value": spread, "unit": "%"})
+        acc = []
+        if top1 is not None:
+            acc += [{"metric": select.TOP1, "value": top1}, {"metric": select.TOP1_REFERENCE, "value": 0.970},
+                    {"metric": select.TOP1_DROP, "value": 0.970 - top1}]
+        if error is not None:
+            acc.append({"metric": "rel_l2_err", "value": error})
+        tables["accuracy"] = [{"run_id": run_id, "output": "logits", "reference": "fp32", **a} for a in acc]
+    results.write_tables(root / str(job), tables)
+    return run_id
+
+
+def test_fastest_within_the_accuracy_drop_is_chosen_and_marked(tmp_path):
+    write_job(tmp_path, 0, "fp32", 1.0, error=1e-7)
+    fp16 = write_job(tmp_path, 1, "fp16", 0.5, error=1e-3)
+    int8 = write_job(tmp_path, 2, "int8", 0.3, error=0.05)  # faster, but 5x over max_accuracy_drop
+    write_job(tmp_path, 3, "bf16", 0.0, status="unsupported")
+    selection = select.select_sweep(tmp_path)
+    line = selection.line()
+    assert line.startswith("best: precision=fp16 0.5 ms median latency, 2x faster than fp32 (precision=fp32)")
+    assert "rel_l2_err 0.001 vs fp32, max 0.01" in line
+    runs = results.load(tmp_path).runs.set_index("run_id")
+    assert runs["selected"].sum() == 1 and runs.loc[fp16, "selected"]
+    assert not runs.loc[int8, "feasible"] and runs.loc[int8, "objective"] == select.PENALTY
+    assert runs.loc[fp16, "feasible"] and runs.loc[fp16, "objective"] == 0.5
+    recorded = json.loads((tmp_path / results.SELECTION_FILE).read_text())
+    assert recorded["selected"] == fp16 and recorded["line"] == line
+    assert recorded["points"][int8]["why"] == "rel_l2_err drop 0.05 > 0.01"
+
+
+def test_a_job_dir_alone_is_marked_from_its_sweep(tmp_path):
+    write_job(tmp_path, 0, "fp32", 1.0, error=1e-7)
+    fp16 = write_job(tmp_path, 1, "fp16", 0.5)
+    select.select_sweep(tmp_path)
+    assert results.load(tmp_path / "1").runs.set_index("run_id").loc[fp16, "selected"]
+    assert not results.load(tmp_path / "0").runs["selected"].any()
+
+
+def test_without_a_selection_file_runs_has_only_its_own_columns(tmp_path):
+    write_job(tmp_path, 0, "fp32", 1.0)
+    assert not set(results.SELECTION_COLUMNS) & set(results.load(tmp_path).runs.columns)
+
+
+def test_labelled_top1_drop_decides(tmp_path):
+    for job, precision in enumerate(LABELLED):
+        # rel_l2_err would let int8 in (0.001); its top-1 drop (0.02) keeps it out
+        write_job(tmp_path, job, precision, {"fp32": 1.0, "fp16": 0.6, "int8": 0.3}[precision],
+                  top1=LABELLED[precision], error=1e-3)
+    line = select.choose(results.load(tmp_path)).line()
+    assert line.startswith("best: precision=fp16 0.6 ms median latency, 1.7x faster than fp32")
+    assert "top-1 0.969 (-0.001)" in line
+
+
+def test_throughput_is_maximised(tmp_path):
+    rule = {"metric": "throughput/samples_per_s", "max_accuracy_drop": 0.01}
+    write_job(tmp_path, 0, "fp32", 1.0, batch_size=8, select_cfg=rule)
+    write_job(tmp_path, 1, "fp32", 0.5, batch_size=1, select_cfg=rule)  # lower latency, lower throughput
+    selection = select.choose(results.load(tmp_path))
+    assert selection.best.name == "batch_size=8"
+    assert selection.best.objective == pytest.approx(-8000)  # negated: the sweeper minimises
+    assert "8,000 samples/s throughput" in selection.line()
+    assert "than the slowest qualifying point (batch_size=1)" in selection.line()  # no fp32 twin
+
+
+def test_a_margin_within_the_noise_is_said(tmp_path):
+    write_job(tmp_path, 0, "fp32", 1.0, error=1e-7)
+    write_job(tmp_path, 1, "fp16", 0.500, cov=30.0, iterations=100)  # ±7.4% at 95%
+    write_job(tmp_path, 2, "int8", 0.502, cov=30.0, iterations=100)
+    line = select.choose(results.load(tmp_path)).line()
+    assert "(margin 0.4% over precision=int8 is within the noise: median ±7.4% at 95%, CoV 30% over 100" in line
+
+
+def test_trial_spread_is_the_noise_when_there_are_trials(tmp_path):
+    write_job(tmp_path, 0, "fp32", 1.0, error=1e-7, spread=0.5)
+    write_job(tmp_path, 1, "fp16", 0.9, spread=0.5)
+    line = select.choose(results.load(tmp_path)).line()
+    assert "(margin 11% over precision=fp32, beyond the noise: trial spread 0.5%, CoV 1%)" in line
+
+
+def test_nothing_within_the_drop_names_the_closest_miss(tmp_path):
+    write_job(tmp_path, 0, "int8", 0.3, error=0.05)
+    write_job(tmp_path, 1, "fp8", 0.2, error=0.02)
+    selection = select.select_sweep(tmp_path)
+    assert selection.line() == ("best: none within select.max_accuracy_drop=0.01 (closest miss: precision=fp8, "
+                                "rel_l2_err drop 0.02, 0.2 ms median latency)")
+    runs = results.load(tmp_path).runs
+    assert not runs["selected"].any() and not runs["feasible"].any()
+
+
+def test_no_ok_point(tmp_path):
+    write_job(tmp_path, 0, "bf16", 0, status="unsupported")
+    write_job(tmp_path, 1, "tf32", 0, status="failed")
+    assert select.choose(results.load(tmp_path)).line() == (
+        "best: none within select.max_accuracy_drop=0.01: no point is ok (1 unsupported, 1 failed)")
+
+
+@pytest.mark.parametrize("metric, words", [
+    ("latency", ["select.metric = 'latency'", "<metric>/<stat>", "latency/median"]),
+    ("latency/mediam", ["select.metric = 'latency/mediam' is in no ok run's summary", "latency/median"]),
+])
+def test_a_bad_metric_is_one_line(tmp_path, metric, words):
+    write_job(tmp_path, 0, "fp32", 1.0, select_cfg={"metric": metric, "max_accuracy_drop": 0.01})
+    try:
+        text = select.choose(results.load(tmp_path)).line()
+    except select.SelectError as err:
+        text = str(err)
+    for word in words:
+        assert word in text
+
+
+def test_objective_of_a_job_from_its_own_rows():
+    summary = [{"metric": "latency", "stat": "median", "value": 0.4, "unit": "ms"}]
+    accurate = [{"metric": "rel_l2_err", "value": 1e-3}]
+    rule = {"metric": "latency/median", "max_accuracy_drop": 0.01}
+    assert select.objective("ok", summary, accurate, 100, rule) == 0.4
+    assert select.objective("ok", summary, [{"metric": "rel_l2_err", "value": 0.5}], 100, rule) == select.PENALTY
+    assert select.objective("unsupported", [], [], None, rule) == select.PENALTY
+    assert select.objective("ok", summary, [], 100, rule) == select.PENALTY  # no accuracy: cannot be shipped
+
+
+@pytest.mark.slow  # the real CLI
+def test_select_cli(tmp_path):
+    write_job(tmp_path, 0, "fp32", 1.0, error=1e-7)
+    write_job(tmp_path, 1, "int8", 0.5, error=0.5)
+    proc = run_cli([str(tmp_path)], tmp_path, module="pipeline.select")
+    assert proc.returncode == 0 and proc.stdout.startswith("best: precision=fp32 1 ms median latency"), proc.stderr
+    assert "the only point within select.max_accuracy_drop" in proc.stdout
+    empty = run_cli([str(tmp_path / "nothing")], tmp_path, module="pipeline.select")
+    assert empty.returncode == 2 and "does not exist" in empty.stderr and "Traceback" not in empty.stderr
+
+
+@pytest.mark.slow  # the real CLI
+def test_a_sweep_ends_with_the_build_to_ship(tmp_path):
+    # int8's rel_l2_err on tiny_cnn is about 1e-2, fp32's about 1e-7: a limit of 1e-3 lets fp32 alone qualify,
+    # and shows that select.* set on the command line reaches the choice (through the recorded configs)
+    proc = run_cli(["-m", "precision=fp32,int8,bf16", "backend=onnxruntime", "report.enabled=false",
+                    "select.max_accuracy_drop=0.001", *FAST], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    best = [line for line in proc.stdout.splitlines() if line.startswith("best: ")]
+    assert len(best) == 1, proc.stdout[-3000:]
+    assert best[0].startswith("best: precision=fp32 ") and "the only point within select.max_accuracy_drop" in best[0]
+    sweep_dir = next((tmp_path / "outputs/sweeps/multirun").iterdir())
+    runs = results.load(sweep_dir).runs.set_index("precision")
+    assert runs["selected"].sum() == 1 and runs.loc["fp32", "selected"]
+    assert not runs.loc["int8", "feasible"] and runs.loc["int8", "objective"] == select.PENALTY
+    assert not runs.loc["bf16", "feasible"]  # unsupported on the CPU provider
+    recorded = json.loads((sweep_dir / "selection.json").read_text())
+    assert recorded["line"] == best[0] and recorded["max_accuracy_drop"] == 0.001
+    assert recorded["points"][runs.loc["int8", "run_id"]]["why"].startswith("rel_l2_err drop 0.0")

@@ -1,0 +1,74 @@
+"""The end-of-sweep table (pipeline/summary.py): every swept key, the model when models differ, the verdict and
+the CoV; and benchmark.trials on the CPU path (stages/cpu_timing.py), through the real CLI."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline import results, summary
+from stages import cpu_timing
+from tests.conftest import FAST, run_cli
+from tests.test_select import write_job
+
+
+def table_lines(text: str) -> list[list[str]]:
+    return [line.split() for line in text.splitlines()[1:]]
+
+
+def test_every_swept_key_verdict_and_cov(tmp_path):
+    for job, (level, streams) in enumerate([(1, 0), (3, 0), (1, 2), (3, 2)]):
+        write_job(tmp_path, job, "fp16", 1.0 + job, cov=0.5 + job,
+                  overrides=f"backend.optimization_level={level} backend.max_aux_streams={streams} "
+                            f"benchmark.duration_s=0.2",
+                  optimization_level=level, max_aux_streams=streams,
+                  benchmark_verdict="stable" if job < 3 else "unstable")
+    text = summary.sweep_summary(results.load(tmp_path), tmp_path)
+    header, *rows = table_lines(text)
+    # swept keys by their short names; a constant override (benchmark.duration_s) is not one
+    assert header[:4] == ["job", "optimization_level", "max_aux_streams", "status"]
+    assert "duration_s" not in header and "precision" not in header
+    assert header[4:7] == ["median_ms", "cov%", "verdict"]
+    assert rows[3][:7] == ["3", "3", "2", "ok", "4", "3.5", "unstable"]
+
+
+def test_the_model_column_appears_when_models_differ(tmp_path):
+    write_job(tmp_path, 0, "fp32", 1.0, model="tiny_cnn", overrides="precision=fp32")
+    write_job(tmp_path, 1, "fp32", 2.0, model="resnet18", overrides="precision=fp32")
+    header, *rows = table_lines(summary.sweep_summary(results.load(tmp_path), tmp_path))
+    assert header[:3] == ["job", "model", "status"]
+    assert [r[1] for r in rows] == ["tiny_cnn", "resnet18"]
+    same = tmp_path / "same"
+    write_job(same, 0, "fp32", 1.0, overrides="precision=fp32")
+    write_job(same, 1, "int8", 2.0, overrides="precision=int8")
+    assert table_lines(summary.sweep_summary(results.load(same), same))[0][:3] == ["job", "precision", "status"]
+
+
+def test_cpu_timing_runs_every_trial():
+    calls = []
+    m = cpu_timing.measure(lambda: calls.append(1), warmup_ms=0, duration_s=0, min_iterations=7, trials=3)
+    assert [len(t) for t in m.trials] == [7, 7, 7] and len(m.bench_times_s) == 3
+    assert len(calls) == 1 + 21  # one warm-up call, then three timed loops
+    tables, info = cpu_timing.tables(m, batch_size=1)
+    stats = {(r["metric"], r["stat"]) for r in tables["summary"]}
+    assert {("latency", "trial_spread"), ("latency", "median_trial2")} <= stats
+    assert info["trials"] == 3 and info["iterations"] == 21
+    assert sorted(set(tables["samples"]["trial"])) == [0, 1, 2]
+    assert cpu_timing.measure(lambda: None, warmup_ms=0, duration_s=0, min_iterations=2).trials[0]  # default: one
+
+
+@pytest.mark.slow  # the real CLI
+def test_sweep_table_and_cpu_trials(tmp_path):
+    proc = run_cli(["-m", "batch_size=1,2", "backend.optimization_level=1,3", "benchmark.trials=2",
+                    "backend=onnxruntime", "report.enabled=false", *FAST], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("sweep "))
+    header = lines[head + 1].split()
+    assert header[:4] == ["job", "batch_size", "optimization_level", "status"], lines[head + 1]
+    assert {"median_ms", "cov%", "verdict", "samples/s"} <= set(header)
+    assert len(lines[head + 2:head + 6]) == 4 and all(" ok " in line for line in lines[head + 2:head + 6])
+    assert lines[head + 6].startswith("best: ")
+    r = results.load(next((tmp_path / "outputs/sweeps/multirun").iterdir()))
+    assert (r.runs["benchmark_trials"] == 2).all()
+    spread = r.summary.query("metric == 'latency' and stat == 'trial_spread'")
+    assert len(spread) == 4 and (spread["value"] >= 0).all()
+    assert sorted(r.samples["trial"].unique()) == [0, 1]
