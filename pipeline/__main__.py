@@ -18,6 +18,8 @@ def resolve_backend(argv: list[str]) -> list[str]:
     given = [a for a in argv if a.lstrip("+~").split("=", 1)[0] == "backend"]
     if given and given[-1].split("=", 1)[1] != "auto":
         return argv
+    if not given and any(override_in(group, argv, "/backend") for group in ("sweep", "search")):
+        return argv  # a sweep that names its backend (conf/sweep/gpu_precision.yaml: torch) keeps it
     from pipeline import app, backends
     from stages.api import Unsupported
 
@@ -36,29 +38,42 @@ def resolve_search(argv: list[str]) -> list[str]:
     But conf/config.yaml overrides hydra/sweeper (to resilient) itself, and in Hydra's defaults list the first
     override of a group wins, so the search's would be ignored. A command-line override wins over both: the
     search's sweeper is added as one, unless the command line names a sweeper itself."""
-    given = [a for a in argv if a.lstrip("+~").split("=", 1)[0] == "search" and "=" in a]
-    if not given or any(a.lstrip("+").split("=", 1)[0] == "hydra/sweeper" for a in argv):
+    if any(a.lstrip("+").split("=", 1)[0] == "hydra/sweeper" for a in argv):
         return argv
+    sweeper = override_in("search", argv, "/hydra/sweeper")
+    if sweeper is None:
+        return argv
+    _require_sweeper(argv, sweeper)
+    return [*argv, f"hydra/sweeper={sweeper}"]
+
+
+def override_in(group: str, argv: list[str], target: str) -> str | None:
+    """What the option of `group` chosen on the command line (`+sweep=<name>`) overrides `target` with in its
+    defaults list (`override /backend: torch`), read from the packaged conf/<group>/<name>.yaml; None if nothing.
+    A group option in a user's --config-dir is left to Hydra."""
+    chosen = [a for a in argv if a.lstrip("+~").split("=", 1)[0] == group and "=" in a]
+    if not chosen:
+        return None
     from pathlib import Path
 
     import yaml
 
     from pipeline import app
 
-    name = given[-1].split("=", 1)[1]
-    try:  # a search config in a user's --config-dir is left to Hydra (it names its sweeper with hydra/sweeper=)
-        defaults = yaml.safe_load((Path(app.CONF_DIR) / "search" / f"{name}.yaml").read_text()).get("defaults")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return argv
+    try:
+        spec = yaml.safe_load((Path(app.CONF_DIR) / group / f"{chosen[-1].split('=', 1)[1]}.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    defaults = spec.get("defaults") if isinstance(spec, dict) else None
     for entry in defaults or []:
-        key, value = next(iter(entry.items())) if isinstance(entry, dict) and len(entry) == 1 else (None, None)
-        if key is not None and key.split() == ["override", "/hydra/sweeper"]:
-            _require_sweeper(name, value)
-            return [*argv, f"hydra/sweeper={value}"]
-    return argv
+        if isinstance(entry, dict) and len(entry) == 1:
+            key, value = next(iter(entry.items()))
+            if key.split() == ["override", target]:
+                return value
+    return None
 
 
-def _require_sweeper(search: str, sweeper: str) -> None:
+def _require_sweeper(argv: list[str], sweeper: str) -> None:
     """Hydra's own answer to a missing sweeper plugin is a list of the sweepers it has; say what to install."""
     import importlib.util
 
@@ -68,7 +83,8 @@ def _require_sweeper(search: str, sweeper: str) -> None:
     except (ImportError, ValueError):
         found = False
     if not found:
-        print(f"error: +search={search} runs Hydra's {sweeper} sweeper, which is not installed ({module}); "
+        search = next(a for a in argv if a.lstrip("+~").startswith("search="))
+        print(f"error: {search} runs Hydra's {sweeper} sweeper, which is not installed ({module}); "
               f"pip install -e '.[search]' (or pip install hydra-{sweeper}-sweeper)", file=sys.stderr)
         sys.exit(1)
 

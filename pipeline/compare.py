@@ -92,9 +92,11 @@ def pair(a: select.Point, b: select.Point, rule: select.Rule, tolerance: float) 
         p.accuracy_loss = a.top1 - b.top1
     elif a.kind == b.kind and a.drop is not None and b.drop is not None:
         p.accuracy_loss = b.drop - a.drop
+    # a regression is a change: top-1 points or rel_l2_err, both held to max_accuracy_drop (max_relative_error
+    # bounds an error's size, not how much it may grow)
     if p.accuracy_loss is not None and p.accuracy_loss > rule.max_accuracy_drop:
-        p.regressed.append(f"{a.kind} {p.accuracy_loss:.3g} less accurate, beyond select.max_accuracy_drop="
-                           f"{rule.max_accuracy_drop:g}")
+        p.regressed.append(f"{a.kind} {p.accuracy_loss:.3g} less accurate, beyond "
+                           f"select.max_accuracy_drop={rule.max_accuracy_drop:g}")
     return p
 
 
@@ -104,7 +106,8 @@ def compare(path_a: Path, path_b: Path, tolerance: float = DEFAULT_TOLERANCE, me
     side_b, loaded_b = load_side("B", path_b)
     rule = select.rule_of(loaded_a.runs)
     rule = select.Rule(metric if metric is not None else rule.metric,
-                       max_accuracy_drop if max_accuracy_drop is not None else rule.max_accuracy_drop)
+                       max_accuracy_drop if max_accuracy_drop is not None else rule.max_accuracy_drop,
+                       rule.max_relative_error)
     name, stat = rule.key
     measured = pd.concat([loaded_a.summary, loaded_b.summary])
     if not ((measured["metric"] == name) & (measured["stat"] == stat)).any():

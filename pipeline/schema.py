@@ -91,7 +91,7 @@ class ExportConfig:
 class CalibrationConfig:
     method: CalibrationMethod = CalibrationMethod.max
     samples: int = 64
-    data: Optional[str] = None  # .npz with one array per model input; None = seeded random data
+    data: Any = None  # a .npz or {_target_: ...} as validate.data; None = seeded random data
 
 
 @dataclass
@@ -133,7 +133,12 @@ class IsolationConfig:
 
 @dataclass
 class ValidateConfig:
-    batches: int = 4
+    batches: int = 4          # seeded random batches, when there is no data
+    # real data: a .npz (one array per input, batch first, optional `labels`) or {_target_: pkg.fn, <kwargs>}
+    # yielding batches (dicts of arrays, optional `labels`); with labels, classifier outputs get top-1 accuracy
+    data: Any = None
+    max_samples: int = 1024   # of the data set, at most
+    metric: Any = None        # {_target_: pkg.fn, <kwargs>}: fn(outputs, labels) -> float, on the classifier output
 
 
 class VerifyMode(str, Enum):
@@ -150,11 +155,12 @@ class CacheConfig:
 
 @dataclass
 class SelectConfig:
-    # The build to ship: the fastest by `metric` among the points whose accuracy stays within max_accuracy_drop of
-    # the fp32 reference. With labels, the drop is absolute top-1 accuracy (0.01 = one point of top-1); without,
-    # it is the relative error of the first output (rel_l2_err against the fp32 reference).
+    # The build to ship: the fastest by `metric` among the points whose accuracy stays close to the fp32
+    # reference: with labels, a top-1 drop of at most max_accuracy_drop (0.01 = one point of top-1); without,
+    # the first output's relative error (rel_l2_err) at most max_relative_error.
     metric: str = "latency/median"  # a summary metric/stat, lower is better (throughput/*: higher is better)
-    max_accuracy_drop: float = 0.01
+    max_accuracy_drop: float = 0.01   # with labels: the absolute top-1 drop against the fp32 reference
+    max_relative_error: float = 0.05  # without labels: the first output's rel_l2_err against fp32
 
 
 @dataclass
@@ -209,7 +215,9 @@ _RANGES = {
     "profile.iterations": (1, None),
     "isolation.timeout_s": (1, None),
     "validate.batches": (1, None),
+    "validate.max_samples": (1, None),
     "select.max_accuracy_drop": (0, None),
+    "select.max_relative_error": (0, None),
 }
 
 
@@ -254,6 +262,10 @@ def check(cfg: dict) -> None:
         raise ConfigError("model._target_ is not set; model=factory needs model._target_=package.module.function")
     if model.get("input_shape") is not None and any(d < 1 for d in model["input_shape"]):
         raise ConfigError(f"model.input_shape = {model['input_shape']}: every dimension must be >= 1")
+    name, _, stat = str(lookup(cfg, "select.metric") or "").partition("/")
+    if not name or not stat or "/" in stat:
+        raise ConfigError(f"select.metric = '{lookup(cfg, 'select.metric')}': expected <metric>/<stat> of the summary "
+                          f"table, e.g. latency/median, latency/p99, throughput/samples_per_s")
     for axis, size in (cfg.get("axes") or {}).items():
         if size < 1:
             raise ConfigError(f"axes.{axis} = {size}: must be >= 1")

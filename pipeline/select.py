@@ -9,7 +9,8 @@ Accuracy, per run, against the fp32 reference:
 - with labelled data (the accuracy table has `top1_accuracy` rows): the drop is the absolute top-1 drop,
   `top1_accuracy_drop` = `top1_accuracy_reference` (the fp32 reference's top-1) - `top1_accuracy` (the run's);
 - without labels: the first output's `rel_l2_err` against the fp32 reference.
-A point qualifies when that drop is at most `select.max_accuracy_drop`.
+A point qualifies when that drop is at most `select.max_accuracy_drop` (top-1), or its rel_l2_err at most
+`select.max_relative_error` (unlabelled).
 
 Noise. CoV is the spread of single iterations; a median over N iterations is much steadier than that (on a
 shared CPU, CoV is often above 100 % while the median repeats within a few percent). So the noise of a point's
@@ -54,7 +55,14 @@ class SelectError(ValueError):
 @dataclass(frozen=True)
 class Rule:
     metric: str = "latency/median"
-    max_accuracy_drop: float = 0.01
+    max_accuracy_drop: float = 0.01    # top-1, where labelled
+    max_relative_error: float = 0.05   # rel_l2_err against fp32, where not
+
+    def bound(self, kind: str) -> tuple[str, float]:
+        """The key and the limit a point's accuracy is held to."""
+        if kind == "top-1":
+            return "select.max_accuracy_drop", self.max_accuracy_drop
+        return "select.max_relative_error", self.max_relative_error
 
     @property
     def key(self) -> tuple[str, str]:
@@ -76,8 +84,9 @@ class Rule:
     @classmethod
     def from_config(cls, select: dict | None) -> Rule:
         select = select or {}
-        return cls(str(select.get("metric", cls.metric)), float(select.get("max_accuracy_drop",
-                                                                             cls.max_accuracy_drop)))
+        return cls(str(select.get("metric", cls.metric)),
+                   float(select.get("max_accuracy_drop", cls.max_accuracy_drop)),
+                   float(select.get("max_relative_error", cls.max_relative_error)))
 
 
 @dataclass
@@ -141,8 +150,9 @@ def judge(run_id: str, status: str, stats: dict, accuracy: list[dict], iteration
         point.why = f"no {rule.metric} measured"
     elif point.drop is None:
         point.why = "no accuracy measured (validate did not run)"
-    elif point.drop > rule.max_accuracy_drop:
-        point.why = f"{point.kind} drop {point.drop:.3g} > {rule.max_accuracy_drop:g}"
+    elif point.drop > rule.bound(point.kind)[1]:
+        key, limit = rule.bound(point.kind)
+        point.why = f"{_accuracy_words(point)} > {key}={limit:g}"
     else:
         point.why = None
         point.objective = rule.objective(point.value)
@@ -266,6 +276,7 @@ class Selection:
 
     def to_json(self) -> dict:
         return {"version": 1, "metric": self.rule.metric, "max_accuracy_drop": self.rule.max_accuracy_drop,
+                "max_relative_error": self.rule.max_relative_error,
                 "selected": self.best.run_id if self.best else None, "line": self.line(),
                 "points": {p.run_id: {"name": p.name, "status": p.status, "feasible": p.feasible,
                                       "objective": p.objective, "value": p.value, "accuracy_drop": p.drop,
@@ -307,7 +318,7 @@ def _best_line(s: Selection) -> str:
                 else f"the slowest qualifying point ({s.baseline.name})")
         text += f", {ratio:.2g}x faster than {than}" if ratio >= 1 else f", {1 / ratio:.2g}x slower than {than}"
     else:
-        text += ", the only point within select.max_accuracy_drop"
+        text += f", the only point within {rule.bound(best.kind)[0]}"
     text += f", {_accuracy_text(best, rule)}"
     if s.runner_up is not None:
         text += f" {_margin_text(rule, best, s.runner_up)}"
@@ -315,7 +326,9 @@ def _best_line(s: Selection) -> str:
 
 
 def _none_line(s: Selection) -> str:
-    head = f"best: none within select.max_accuracy_drop={s.rule.max_accuracy_drop:g}"
+    kinds = {p.kind for p in s.points if p.status == "ok" and p.kind}
+    bounds = [s.rule.bound(kind) for kind in sorted(kinds)] or [s.rule.bound(k) for k in ("top-1", "rel_l2_err")]
+    head = "best: none within " + " / ".join(f"{key}={limit:g}" for key, limit in bounds)
     if s.problem:
         return f"{head}: {s.problem}"
     ok = [p for p in s.points if p.status == "ok"]
@@ -326,7 +339,7 @@ def _none_line(s: Selection) -> str:
     if not misses:
         return f"{head}: no ok point has both {s.rule.metric} and an accuracy measurement ({ok[0].why})"
     miss = misses[0]
-    return (f"{head} (closest miss: {miss.name}, {miss.kind} drop {miss.drop:.3g}, "
+    return (f"{head} (closest miss: {miss.name}, {_accuracy_words(miss)}, "
             f"{describe(s.rule, miss.value, miss.unit)})")
 
 
@@ -356,10 +369,15 @@ def combined_noise(*points: Point) -> Noise | None:
     return max(known, key=lambda n: n.pct) if known else None
 
 
+def _accuracy_words(p: Point) -> str:
+    """'top-1 drop 0.02', 'rel_l2_err 0.05'."""
+    return f"top-1 drop {p.drop:.3g}" if p.kind == "top-1" else f"{p.kind} {p.drop:.3g}"
+
+
 def _accuracy_text(p: Point, rule: Rule) -> str:
     if p.kind == "top-1":
         return f"top-1 {p.top1:.3f} ({-p.drop:+.3f})"
-    return f"rel_l2_err {p.drop:.2g} vs fp32, max {rule.max_accuracy_drop:g}"
+    return f"rel_l2_err {p.drop:.2g} vs fp32, max {rule.max_relative_error:g}"
 
 
 def _margin_text(rule: Rule, best: Point, runner_up: Point) -> str:

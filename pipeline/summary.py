@@ -29,6 +29,11 @@ def job_summary(outcome, out_dir: Path) -> str:
     if acc:
         shown = "   ".join(f"{k} {_fmt(acc.get(k), '.3g')}" for k in _ACCURACY if k in acc)
         lines.append(f"  accuracy vs fp32: {shown}")
+    task = {r["metric"]: r for r in tables.get("accuracy", []) if r["metric"].startswith("top1_accuracy")}
+    if task:
+        samples = task["top1_accuracy"].get("samples")
+        lines.append(f"  top-1 accuracy {task['top1_accuracy']['value']:.4f} (fp32 reference "
+                     f"{task['top1_accuracy_reference']['value']:.4f}) on {samples} labelled samples")
     lines.append(f"  tables: {out_dir / 'tables'}")
     return "\n".join(lines)
 

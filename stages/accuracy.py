@@ -68,29 +68,104 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     return agreement.metrics()
 
 
-def evaluate(candidate: Runner, reference: Runner, batches: Iterable[dict[str, np.ndarray]], reference_name: str
-             ) -> tuple[list[dict], dict]:
-    """Both runners on every batch; `accuracy` rows (one set per output of the reference) and runs info (the first
-    output's headline metrics, and how many samples were compared)."""
-    per_output: dict[str, Agreement] = {}
+class TaskAccuracy:
+    """Top-1 (and top-5, beyond 5 classes) accuracy against labels, for the run and for its fp32 reference, of one
+    (batch, classes) output."""
+
+    def __init__(self):
+        self.samples = 0
+        self.correct = {"run": {1: 0, 5: 0}, "reference": {1: 0, 5: 0}}
+        self.classes = 0
+
+    def add(self, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> None:
+        self.classes = reference.shape[1]
+        for side, scores in (("run", candidate), ("reference", reference)):
+            scores = np.asarray(scores, dtype=np.float64)
+            self.correct[side][1] += int(np.sum(scores.argmax(axis=1) == labels))
+            if self.classes > 5:
+                top5 = np.argpartition(-scores, 5, axis=1)[:, :5]
+                self.correct[side][5] += int(np.sum(np.any(top5 == labels[:, None], axis=1)))
+        self.samples += len(labels)
+
+    def metrics(self) -> dict[str, float]:
+        out = {}
+        for k in (1, 5) if self.classes > 5 else (1,):
+            run, ref = (self.correct[side][k] / self.samples for side in ("run", "reference"))
+            out.update({f"top{k}_accuracy": run, f"top{k}_accuracy_reference": ref, f"top{k}_accuracy_drop": ref - run})
+        return out
+
+
+def classifies(output: np.ndarray, labels: np.ndarray | None) -> bool:
+    """A (batch, classes) output that labels can index: the one task metrics are computed on."""
+    return labels is not None and output.ndim == 2 and output.shape[1] > 1 and int(labels.max()) < output.shape[1]
+
+
+def evaluate(candidate: Runner, reference: Runner, batches: Iterable[tuple[dict, np.ndarray | None, int]],
+             reference_name: str, metric: dict | None = None) -> tuple[list[dict], dict]:
+    """Both runners on every batch (feeds, labels or None, how many rows are real: a padded last batch has fewer);
+    `accuracy` rows (one set per output of the reference: agreement with it, and with labels, task accuracy of
+    the run and of the reference) and runs info (the headline metrics, and how many samples were compared).
+    `metric` ({_target_, kwargs...}) adds the user's task metric, on the first classifier output."""
+    agreement: dict[str, Agreement] = {}
+    task: dict[str, TaskAccuracy] = {}
+    kept: dict[str, list] = {"run": [], "reference": [], "labels": []}
     samples = 0
-    for feeds in batches:
+    for feeds, labels, rows in batches:
         got = _infer(candidate, feeds)
         want = _infer(reference, feeds)
         missing = sorted(set(want) - set(got))
         if missing:
             raise RuntimeError(f"the model under test has no output {missing} (it has {sorted(got)})")
+        labels = labels[:rows] if labels is not None else None
         for name, value in want.items():
-            per_output.setdefault(name, Agreement()).add(value, got[name])
-        samples += len(next(iter(feeds.values()))) if feeds else 0
-    rows, info = [], {"samples": samples}
-    for i, (name, agreement) in enumerate(per_output.items()):
-        metrics = agreement.metrics()
-        rows += [{"output": name, "metric": k, "value": v, "reference": reference_name, "samples": samples}
-                 for k, v in metrics.items()]
+            ref, out = _real(value, rows), _real(got[name], rows)
+            agreement.setdefault(name, Agreement()).add(ref, out)
+            if classifies(ref, labels):
+                task.setdefault(name, TaskAccuracy()).add(ref, out, labels)
+                if metric and name == next(iter(task)):
+                    kept["run"].append(out), kept["reference"].append(ref), kept["labels"].append(labels)
+        samples += rows
+    rows_out, info = [], {"samples": samples}
+    for i, (name, agreement_of) in enumerate(agreement.items()):
+        metrics = agreement_of.metrics()
+        if name in task:
+            metrics.update(task[name].metrics())
+        if metric and kept["labels"] and name == next(iter(task), None):
+            metrics.update(user_metric(metric, kept))
+        rows_out += [{"output": name, "metric": k, "value": v, "reference": reference_name, "samples": samples}
+                     for k, v in metrics.items()]
         if i == 0:
             info.update({k: metrics[k] for k in ("rel_l2_err", "top1_agreement") if k in metrics})
-    return rows, info
+        if name == next(iter(task), None):
+            info.update({k: metrics[k] for k in ("top1_accuracy", "top1_accuracy_drop")})
+    return rows_out, info
+
+
+def user_metric(metric: dict, kept: dict) -> dict[str, float]:
+    """`metric._target_`(predictions, labels, **kwargs) for the run and for the reference, over every sample;
+    `tensors: true` hands it torch tensors (torchmetrics' functions take those)."""
+    from stages import models
+
+    target = metric.get("_target_")
+    _, function = models.resolve(target, key="validate.metric._target_")
+    kwargs = {k: v for k, v in metric.items() if k not in ("_target_", "tensors")}
+    labels = np.concatenate(kept["labels"])
+    name = str(target).replace(":", ".").rsplit(".", 1)[-1]
+    out = {}
+    for side, suffix in (("run", ""), ("reference", "_reference")):
+        predictions = np.concatenate(kept[side])
+        args = (predictions, labels)
+        if metric.get("tensors"):
+            import torch
+
+            args = tuple(torch.from_numpy(a) for a in args)
+        out[f"{name}{suffix}"] = float(function(*args, **kwargs))
+    return out
+
+
+def _real(output: np.ndarray, rows: int) -> np.ndarray:
+    """The rows of a padded batch that are real (outputs that have a batch axis)."""
+    return output[:rows] if output.ndim and output.shape[0] >= rows else output
 
 
 def _infer(runner: Runner, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

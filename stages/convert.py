@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from stages import datasets, models
 from stages import inputs as model_inputs
 from stages.api import Param, StageInputError, StageResult, Unsupported, file_sha256, package_version
 
@@ -49,9 +50,11 @@ def key_files(params: dict) -> dict:
     data = params["calibration"].get("data")
     if params["precision"]["convert"] != "quantize" or not data:
         return {}
-    if not Path(data).is_file():
-        raise StageInputError(f"convert.calibration.data = '{data}': file not found")
-    return {"convert.calibration.data": file_sha256(Path(data))}
+    if isinstance(data, str):
+        if not Path(data).is_file():
+            raise StageInputError(f"convert.calibration.data = '{data}': file not found")
+        return {"convert.calibration.data": file_sha256(Path(data))}
+    return {"convert.calibration.data": datasets.digest(data), "code": models.factory_source_digest(data["_target_"])}
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
@@ -89,8 +92,11 @@ def _quantize(src: Path, out: Path, precision: str, params: dict) -> dict:
 
     calib = params["calibration"]
     specs = model_inputs.resolve(model_inputs.specs_from_onnx(src), params["feeds"])
-    if calib.get("data"):
-        data = model_inputs.load_npz(calib["data"], specs, key="convert.calibration.data")
+    if calib.get("data"):  # at most `samples` of the data set, in one batch
+        sizes = {**model_inputs.sizes(params["feeds"]), model_inputs.BATCH: calib["samples"]}
+        data, _, rows = next(datasets.batches(calib["data"], specs, "convert.calibration.data", sizes,
+                                              calib["samples"]))
+        data = {k: v[:rows] for k, v in data.items()}
     else:
         sizes = {**model_inputs.sizes(params["feeds"]), model_inputs.BATCH: calib["samples"]}
         data = model_inputs.random_inputs(specs, sizes, params["seed"] + model_inputs.SEED_CALIBRATION)
@@ -108,7 +114,11 @@ def _quantize(src: Path, out: Path, precision: str, params: dict) -> dict:
         raise Unsupported(f"precision={precision}: ModelOpt inserted no Q/DQ nodes into this model (no layer "
                           f"it will quantize), so the result would be fp32 under a {precision} label")
     return {"calibration_method": calib["method"], "calibration_samples": len(next(iter(data.values()))),
-            "calibration_source": "npz" if calib.get("data") else "random", "quantize_nodes": quantized}
+            "calibration_source": _source_kind(calib.get("data")), "quantize_nodes": quantized}
+
+
+def _source_kind(data) -> str:
+    return "random" if not data else "npz" if isinstance(data, str) else str(data["_target_"])
 
 
 def _link_or_copy(src: Path, out: Path) -> None:

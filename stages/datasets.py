@@ -28,21 +28,43 @@ LABELS = "labels"
 DIGITS_TEST_SHARE = 0.2
 
 
-def check(source, specs: list[model_inputs.InputSpec], key: str) -> None:
+KEYS = {"validate": "validate.data", "calibration": "convert.calibration.data"}
+
+
+def check_all(feeds: dict, specs: list[model_inputs.InputSpec]) -> None:
+    """Refuse, before any work, a validation or calibration data set (feeds["data"]) that does not fit the model."""
+    axis_sizes = model_inputs.sizes(feeds)
+    for use, source in (feeds.get("data") or {}).items():
+        if source:
+            check(source, specs, KEYS.get(use, use), axis_sizes)
+
+
+def check(source, specs: list[model_inputs.InputSpec], key: str, axis_sizes: dict | None = None) -> None:
     """Refuse, naming `key`, a data set that does not fit the model; reads the first batch only."""
     first = next(iter(_raw(source, key)), None)
     if first is None:
         raise StageInputError(f"{key} = {_show(source)}: the data set is empty")
-    _fit(first, specs, key, source)
+    _fit(first, specs, key, source, axis_sizes)
 
 
-def batches(source, specs: list[model_inputs.InputSpec], key: str, batch_size: int, max_samples: int
+def validation(specs: list[model_inputs.InputSpec], feeds: dict, settings: dict, seed: int):
+    """The batches a validation compares on: `validate.data` (up to validate.max_samples), else
+    `validate.batches` seeded random ones; each (feeds, labels or None, real rows)."""
+    axis_sizes = model_inputs.sizes(feeds)
+    if settings.get("data"):
+        return batches(settings["data"], specs, "validate.data", axis_sizes, settings["max_samples"])
+    batch = axis_sizes[model_inputs.BATCH]
+    return ((f, None, batch) for f in model_inputs.validation_batches(specs, axis_sizes, seed, settings["batches"]))
+
+
+def batches(source, specs: list[model_inputs.InputSpec], key: str, axis_sizes: dict, max_samples: int
             ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None, int]]:
-    """(feeds, labels or None, real rows) per batch of `batch_size`, up to `max_samples` samples in all."""
+    """(feeds, labels or None, real rows) per batch of the run's batch size, up to `max_samples` samples in all."""
+    batch_size = axis_sizes[model_inputs.BATCH]
     pending: list[dict[str, np.ndarray]] = []
     have = seen = 0
     for raw in _raw(source, key):
-        batch = _fit(raw, specs, key, source)
+        batch = _fit(raw, specs, key, source, axis_sizes)
         take = min(len(next(iter(batch.values()))), max_samples - seen)
         if take <= 0:
             break
@@ -115,8 +137,10 @@ def _load_npz(path: str, key: str) -> dict[str, np.ndarray]:
         raise StageInputError(f"{key} = '{path}': not a readable .npz file ({err})") from err
 
 
-def _fit(raw: dict, specs: list[model_inputs.InputSpec], key: str, source) -> dict[str, np.ndarray]:
-    """The batch's arrays for the model's inputs (in spec order, in their dtypes) and its labels, checked."""
+def _fit(raw: dict, specs: list[model_inputs.InputSpec], key: str, source, axis_sizes: dict | None = None
+         ) -> dict[str, np.ndarray]:
+    """The batch's arrays for the model's inputs (in spec order, in their dtypes) and its labels, checked: a named
+    axis besides the batch must have the run's size (the engine is built for it)."""
     if not isinstance(raw, dict):
         raise StageInputError(f"{key} = {_show(source)}: a batch must be a dict of arrays by input name, "
                               f"got {type(raw).__name__}")
@@ -126,7 +150,12 @@ def _fit(raw: dict, specs: list[model_inputs.InputSpec], key: str, source) -> di
     out = {}
     for spec in specs:
         array = np.asarray(raw[spec.name])
-        model_inputs.check_array(array, spec, f"{key} = {_show(source)}: array '{spec.name}'")
+        where = f"{key} = {_show(source)}: array '{spec.name}'"
+        model_inputs.check_array(array, spec, where)
+        for axis, size in zip(spec.dims[1:], array.shape[1:]):
+            if isinstance(axis, str) and axis_sizes and axis in axis_sizes and size != axis_sizes[axis]:
+                raise StageInputError(f"{where} has {axis} {size}; the run is sized axes.{axis}={axis_sizes[axis]} "
+                                      f"(set it to the data's, or give data of that size)")
         out[spec.name] = array.astype(spec.dtype, copy=False)
     n = len(next(iter(out.values())))
     if any(len(a) != n for a in out.values()):

@@ -15,8 +15,8 @@ import logging
 import warnings
 from pathlib import Path
 
+from stages import datasets, models, sources
 from stages import inputs as model_inputs
-from stages import models, sources
 from stages.api import Param, StageInputError, StageResult, file_sha256, package_version
 
 VERSION = "3"  # 3: several inputs, named dynamic axes, output names, input specs in the metadata
@@ -105,6 +105,7 @@ def _take_onnx(src: Path, out: Path, feeds: dict) -> dict:
     _save(proto, out)
     specs = model_inputs.resolve(model_inputs.specs_from_onnx(out), feeds)
     model_inputs.check_sizes(specs, model_inputs.sizes(feeds))
+    datasets.check_all(feeds, specs)
     _record_specs(out, specs)
     return {"source_file": src.name, "opset": _opset(proto), **_describe(specs)}
 
@@ -116,6 +117,7 @@ def _export_torch(model_cfg: dict, seed: int, opset: int, feeds: dict, out: Path
         models.warn_unkeyed(built.module, model_cfg["_target_"])
     specs = model_inputs.resolve(built.specs, feeds)
     model_inputs.check_sizes(specs, model_inputs.sizes(feeds))
+    datasets.check_all(feeds, specs)
     example = sources.example(specs)
     n_params = sum(p.numel() for p in built.module.parameters())
     exporter, fallback_reason = "dynamo", None

@@ -31,6 +31,7 @@ from stages.api import StageInputError
 __all__ = ["BUILTIN", "build_builtin", "load_factory", "factory_source_digest", "warn_unkeyed"]
 
 BUILTIN: dict[str, tuple[tuple[int, int, int], int]] = {
+    "digits": ((1, 8, 8), 10),  # tiny_cnn's layers, trained on scikit-learn's digits (train_digits)
     "tiny_cnn": ((3, 32, 32), 100),
     "resnet18": ((3, 224, 224), 1000),
     "resnet50": ((3, 224, 224), 1000),
@@ -314,7 +315,7 @@ def __getattr__(name: str) -> Any:  # PEP 562: lazy access to the model classes
 
 def _construct(name: str, num_classes: int) -> Any:
     c = _classes()
-    if name == "tiny_cnn":
+    if name in ("tiny_cnn", "digits"):
         return c.TinyCNN(num_classes=num_classes, in_channels=BUILTIN[name][0][0])
     if name == "resnet18":
         return c.ResNet(c.BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
@@ -353,6 +354,39 @@ def build_builtin(name: str, seed: int = 0, num_classes: int | None = None):
             model = _construct(name, num_classes)
         finally:
             torch.set_default_dtype(old_dtype)
+    return model.eval()
+
+
+TRAINED = ("digits",)  # built-ins whose weights are trained, not random: their build trains them
+TRAIN_EPOCHS, TRAIN_BATCH, TRAIN_LR, TRAIN_THREADS = 8, 64, 3e-3, 2
+
+
+def train_digits(model, seed: int = 0):
+    """Train `model` on the train split of scikit-learn's digits (stages/datasets.py): seeded (the order of the
+    batches; the split itself is fixed), deterministic, a few seconds on a CPU. Returns it in eval mode."""
+    import torch
+
+    from stages.datasets import digits
+
+    data = digits("train")[0]
+    x, y = torch.from_numpy(data["input"]), torch.from_numpy(data["labels"])
+    order_rng = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=TRAIN_LR)
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(TRAIN_THREADS)  # sums split over threads round differently: fixed, one result everywhere
+    try:
+        model.train()
+        for _ in range(TRAIN_EPOCHS):
+            order = torch.randperm(len(x), generator=order_rng)
+            for start in range(0, len(x), TRAIN_BATCH):
+                rows = order[start:start + TRAIN_BATCH]
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(model(x[rows]), y[rows]).backward()
+                optimizer.step()
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
     return model.eval()
 
 

@@ -69,14 +69,17 @@ def provider_versions(model: dict) -> dict[str, str | None]:
     return {dist: package_version(dist)} if dist else {}
 
 
-def build(model: dict, seed: int) -> Built:
-    """The model `model` (the `model.*` config) names, with seeded weights where they are random."""
+def build(model: dict, seed: int, trained: bool = True) -> Built:
+    """The model `model` (the `model.*` config) names, with seeded weights where they are random, trained where
+    it is a trained built-in (`trained=False`: the architecture only, for weights to be loaded into)."""
     source = model["source"]
     if source in PROVIDERS:
         _require(PROVIDERS[source], source)
     with _seeded(seed):
         if source == "builtin":
             module = models.build_builtin(model["name"], seed=seed, num_classes=model.get("num_classes"))
+            if trained and model["name"] in models.TRAINED:
+                module = models.train_digits(module, seed)
             built = Built(module, [_image_spec(models.BUILTIN[model["name"]][0])])
         elif source == "factory":
             module = models.load_factory(model["_target_"], model.get("kwargs") or {})

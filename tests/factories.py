@@ -23,3 +23,19 @@ def two_inputs(vocab: int = 50, features: int = 8):
 
     torch.manual_seed(3)
     return TwoInputs()
+
+
+def labelled_batches(n: int = 40, batch: int = 16, seed: int = 0):
+    """A user's data loader: batches of tiny_cnn-shaped images with labels (`validate.data._target_`)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for start in range(0, n, batch):
+        rows = min(batch, n - start)
+        yield {"input": rng.standard_normal((rows, 3, 32, 32), dtype=np.float32),
+               "labels": rng.integers(0, 100, rows)}
+
+
+def agreement(predictions, labels) -> float:
+    """A user's task metric (`validate.metric._target_`): the share of top-1 predictions equal to the label."""
+    return float((predictions.argmax(axis=1) == labels).mean())

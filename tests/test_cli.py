@@ -34,15 +34,17 @@ def test_default_run(workdir):
     assert "backend=onnxruntime" in (run_dir / ".hydra/overrides.yaml").read_text()  # the choice is pinned
     r = results.load(run_dir)
     row = r.runs.iloc[0]
-    assert (row.status, row.backend, row.model, row.precision) == ("ok", "onnxruntime", "tiny_cnn", "fp32")
+    assert (row.status, row.backend, row.model, row.precision) == ("ok", "onnxruntime", "digits", "fp32")
     assert row.export_cache == "miss" and row.benchmark_cache == "off"
     median = r.summary.query("metric == 'latency' and stat == 'median'")["value"].iloc[0]
     assert 0 < median < 1000
     assert len(r.samples) >= 5 and (r.samples.value_ms > 0).all()
     acc = r.accuracy.set_index("metric")["value"]
     assert acc["rel_l2_err"] < 1e-5 and acc["top1_agreement"] == 1.0
+    assert acc["top1_accuracy"] > 0.9 and set(r.accuracy.samples) == {359}  # the trained default, real labels
     # the printed short table
     assert "median latency" in proc.stdout and "throughput" in proc.stdout and "rel_l2_err" in proc.stdout
+    assert "on 359 labelled samples" in proc.stdout
 
 
 def test_precision_sweep(sweep):

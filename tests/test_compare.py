@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow  # the real CLI
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("compare")
-    proc = run_cli(["-m", "precision=fp32,int8,bf16", "backend=onnxruntime", "report.enabled=false", *FAST], cwd)
+    proc = run_cli(["-m", "model=tiny_cnn", "precision=fp32,int8,bf16", "backend=onnxruntime", "report.enabled=false",
+                    *FAST], cwd)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return next((cwd / "outputs/sweeps/multirun").iterdir())
 

@@ -23,6 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #   fc    64*100+100 =  6,500
 #   total            = 62,980
 EXPECTED_PARAMS = {
+    "digits": 62_980 - 2 * 32 * 9 - 90 * 65,  # tiny_cnn's layers: one input channel, 10 classes
     "tiny_cnn": 62_980,
     "resnet18": 11_689_512,  # torchvision resnet18
     "resnet50": 25_557_032,  # torchvision resnet50
@@ -86,7 +87,8 @@ def test_activations_are_sane(built, name):
 
 
 def test_unknown_name():
-    msg = "model.name: unknown built-in model 'x'; valid: resnet18, resnet50, tiny_cnn, vit_b16, vit_l16, vit_tiny"
+    msg = ("model.name: unknown built-in model 'x'; valid: digits, resnet18, resnet50, tiny_cnn, vit_b16, vit_l16, "
+           "vit_tiny")
     with pytest.raises(ValueError) as ei:
         build_builtin("x")
     assert str(ei.value) == msg

@@ -124,7 +124,8 @@ def fake_trtexec(tmp_path, monkeypatch):
 
 
 FEEDS = {"batch_size": 3, "axes": {}, "inputs": {}, "input_shape": None}
-PARAMS = {"path": "trtexec", "extra_args": [], "feeds": FEEDS, "seed": 5, "batches": 2}
+PARAMS = {"path": "trtexec", "extra_args": [], "feeds": FEEDS, "seed": 5,
+          "validation": {"batches": 2, "data": None, "max_samples": 1024, "metric": None}}
 
 
 def run_stage(tmp_path, converted: Path, **params):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages import accuracy
+from stages import accuracy, datasets
 from stages import inputs as model_inputs
 from stages.api import Param, StageResult
 from stages.gpu.cuda import rt
@@ -16,7 +16,7 @@ from stages.tensorrt import runtime
 VERSION = "2"  # 2: one accuracy path (stages/accuracy.py), samples recorded
 OUTPUTS = ()
 CACHED = False
-PARAMS = {"feeds": Param(dict), "seed": Param(int), "batches": Param(int, min=1)}
+PARAMS = {"feeds": Param(dict), "seed": Param(int), "validation": Param(dict)}
 
 
 class Runner:
@@ -45,11 +45,12 @@ class Runner:
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     specs, sizes = model_inputs.model_specs(inputs["reference"], params["feeds"]), model_inputs.sizes(params["feeds"])
-    batches = model_inputs.validation_batches(specs, sizes, params["seed"], params["batches"])
+    batches = datasets.validation(specs, params["feeds"], params["validation"], params["seed"])
     built = runtime.Engine(inputs["engine"])
     candidate = Runner(built, built.input_shapes(specs, sizes))
     try:
-        rows, info = accuracy.evaluate(candidate, session.reference_runner(inputs["reference"]), batches, REFERENCE)
+        rows, info = accuracy.evaluate(candidate, session.reference_runner(inputs["reference"]), batches, REFERENCE,
+                                       params["validation"].get("metric"))
     finally:
         candidate.close()
     return StageResult(info=info, tables={"accuracy": rows})

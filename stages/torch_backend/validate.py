@@ -3,15 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages import accuracy, sources
-from stages import inputs as model_inputs
+from stages import accuracy, datasets, sources
 from stages.api import Param, StageResult
 from stages.torch_backend import compiled, precision, tensors
 
 VERSION = "2"  # 2: one accuracy path (stages/accuracy.py), samples recorded
 OUTPUTS = ()
 CACHED = False
-PARAMS = {"feeds": Param(dict), "seed": Param(int), "batches": Param(int, min=1)}
+PARAMS = {"feeds": Param(dict), "seed": Param(int), "validation": Param(dict)}
 
 
 class Runner:
@@ -38,9 +37,9 @@ class Runner:
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     c = compiled.lookup(inputs["compiled"])
-    batches = model_inputs.validation_batches(c.specs, model_inputs.sizes(params["feeds"]), params["seed"],
-                                              params["batches"])
+    batches = datasets.validation(c.specs, params["feeds"], params["validation"], params["seed"])
     candidate = Runner(c.fn, c.device, c.dtype, c.output_names, c.channels_last)
     reference = Runner(c.reference, c.device, "fp32", c.output_names)  # TF32 off: the reference is true fp32
-    rows, info = accuracy.evaluate(candidate, reference, batches, f"fp32 eager torch on {c.device}")
+    rows, info = accuracy.evaluate(candidate, reference, batches, f"fp32 eager torch on {c.device}",
+                                   params["validation"].get("metric"))
     return StageResult(info=info, tables={"accuracy": rows})

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import accuracy
+from stages import accuracy, datasets
 from stages import inputs as model_inputs
 from stages import tensorrt as trt_env
 from stages.api import Param, StageInputError, StageResult
@@ -27,8 +27,7 @@ OUTPUTS = ()
 CACHED = False
 PARAMS = {"path": Param(str, keyed=False, executable=True, doc="the trtexec to run"),
           "extra_args": Param(list, doc="extra trtexec flags; each replaces ours of the same name"),
-          "feeds": Param(dict), "seed": Param(int),
-          "batches": Param(int, min=1)}
+          "feeds": Param(dict), "seed": Param(int), "validation": Param(dict)}
 # Flags this stage's result depends on: an extra arg replacing one would validate something else.
 OWN_FLAGS = ("--loadEngine", "--loadInputs", "--exportOutput")
 
@@ -40,11 +39,12 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     clash = [a for a in params["extra_args"] if backend.flag_name(a) in OWN_FLAGS]
     if clash:
         raise StageInputError(f"backend.extra_args = {clash}: validation sets {', '.join(OWN_FLAGS)} itself")
-    specs, sizes = model_inputs.model_specs(inputs["reference"], params["feeds"]), model_inputs.sizes(params["feeds"])
+    specs = model_inputs.model_specs(inputs["reference"], params["feeds"])
     candidate = Runner(exe, Path(inputs["engine"]), inputs["onnx"], params, out_dir)
-    log.info("validate: trtexec runs the engine on %d seeded batches", params["batches"])
-    batches = model_inputs.validation_batches(specs, sizes, params["seed"], params["batches"])
-    rows, info = accuracy.evaluate(candidate, session.reference_runner(inputs["reference"]), batches, REFERENCE)
+    log.info("validate: trtexec runs the engine on each validation batch")
+    batches = datasets.validation(specs, params["feeds"], params["validation"], params["seed"])
+    rows, info = accuracy.evaluate(candidate, session.reference_runner(inputs["reference"]), batches, REFERENCE,
+                                   params["validation"].get("metric"))
     return StageResult(info={**info, "tensorrt": candidate.version}, tables={"accuracy": rows})
 
 

@@ -1,0 +1,70 @@
+"""Accuracy you can ship on: real data for validation (.npz or a loader), task metrics with labels, the trained
+default model's real top-1 per precision, and data that does not fit the model refused before any work."""
+import numpy as np
+import pytest
+
+from pipeline import results
+from tests.conftest import FAST, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def metrics_of(loaded, run_id=None) -> dict:
+    acc = loaded.accuracy if run_id is None else loaded.accuracy[loaded.accuracy.run_id == run_id]
+    return dict(zip(acc.metric, acc.value))
+
+
+def test_an_npz_with_labels_gives_top1_over_every_sample(workdir):
+    rng = np.random.default_rng(0)
+    np.savez(workdir / "val.npz", input=rng.standard_normal((37, 3, 32, 32), dtype=np.float32),
+             labels=rng.integers(0, 100, 37))
+    proc = run_cli(["model=tiny_cnn", "validate.data=val.npz", "batch_size=8", *FAST], workdir)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    loaded = results.load(workdir / "outputs")
+    acc = loaded.accuracy
+    assert set(acc.samples) == {37}  # every sample once: the padded last batch counts its 5 real rows
+    m = metrics_of(loaded)
+    assert {"top1_accuracy", "top1_accuracy_reference", "top1_accuracy_drop", "top5_accuracy"} <= set(m)
+    assert m["top1_accuracy"] == m["top1_accuracy_reference"] and m["top1_accuracy_drop"] == 0  # fp32 vs fp32
+    assert "on 37 labelled samples" in proc.stdout
+
+
+def test_a_loader_and_a_user_metric(workdir):
+    proc = run_cli(["model=tiny_cnn", "validate.data={_target_:tests.factories.labelled_batches,n:40}",
+                    "validate.metric={_target_:tests.factories.agreement}",
+                    "validate.max_samples=30", "batch_size=4", *FAST], workdir)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    loaded = results.load(workdir / "outputs")
+    m = metrics_of(loaded)
+    assert set(loaded.accuracy.samples) == {30}  # validate.max_samples
+    assert m["agreement"] == pytest.approx(m["top1_accuracy"]) and "agreement_reference" in m
+
+
+@pytest.mark.parametrize("arrays, words", [
+    ({"image": (8, 3, 32, 32)}, ["validate.data = 'bad.npz'", "has arrays ['image', 'labels']", "needs ['input']"]),
+    ({"input": (8, 3, 16, 16)}, ["validate.data = 'bad.npz': array 'input' has shape (8, 3, 16, 16)",
+                                 "needs (batch, 3, 32, 32)"]),
+])
+def test_data_that_does_not_fit_the_model_fails_before_any_work(workdir, arrays, words):
+    np.savez(workdir / "bad.npz", labels=np.zeros(8, dtype=np.int64),
+             **{k: np.zeros(s, dtype=np.float32) for k, s in arrays.items()})
+    proc = run_cli(["model=tiny_cnn", "validate.data=bad.npz", *FAST], workdir)
+    row = results.load(workdir / "outputs").runs.iloc[0]
+    assert proc.returncode == 1 and row.status == "failed" and "Traceback" not in proc.stdout
+    assert "export_seconds" not in row or row.export_seconds != row.export_seconds  # the export never finished
+    for word in words:
+        assert word in row.error, row.error
+
+
+def test_the_trained_default_reports_real_top1_per_precision(workdir):
+    proc = run_cli(["-m", "precision=fp32,int8", "hydra.sweep.dir=s", *FAST], workdir)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    loaded = results.load(workdir / "s")
+    runs = loaded.runs.set_index("precision")
+    assert set(runs.model) == {"digits"} and set(runs.status) == {"ok"}
+    assert runs.loc["int8", "convert_calibration_source"] == "stages.datasets.digits"  # calibrated on real images
+    for precision in ("fp32", "int8"):
+        m = metrics_of(loaded, runs.loc[precision, "run_id"])
+        assert m["top1_accuracy"] > 0.9  # well above the 0.1 of chance, on the 359 held-out digits
+    assert set(loaded.accuracy.samples) == {359}
+    assert "best: " in proc.stdout and runs["selected"].sum() == 1
