@@ -201,3 +201,25 @@ def gpu_timeline(series: dict[str, pd.DataFrame], path: Path, note: str | None =
         ax.grid(alpha=0.3)
     clock.legend(fontsize=8, ncols=min(4, len(series)))
     _save(fig, path, note)
+
+
+def costs(points: pd.DataFrame, columns: list[str], path: Path, note: str | None = None) -> None:
+    """One bar panel per cost column (energy per sample, peak GPU memory while timing), one bar per run.
+
+    points: label and the columns, in display order (pipeline.report.cost_view)."""
+    labels = list(points["label"])
+    fig, axes = _figure(_width(len(labels)) * len(columns) / 1.3, 4.2, ncols=len(columns))
+    x = np.arange(len(labels))
+    for ax, column, colour in zip(axes[0], columns, ("#d69e2e", "#805ad5")):
+        values = points[column].astype(float)
+        ax.bar(x, values.fillna(0), color=colour, alpha=0.85)
+        for xi, v in zip(x, values):
+            if v == v:  # not NaN
+                ax.annotate(f"{v:.3g}", (xi, v), textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
+        ax.set_ylabel(column)
+        ax.set_title(column.split(" (")[0])
+        _categories(ax, labels)
+        ax.grid(axis="y", alpha=0.3)
+        top = float(values.max()) if values.notna().any() else 1.0
+        ax.set_ylim(0, top * 1.15 or 1.0)
+    _save(fig, path, note)

@@ -23,7 +23,9 @@ from pipeline.job import column_of
 
 # runs columns that are sweep axes even when no override names them (e.g. several sweeps loaded together)
 AXES = ("model", "backend", "precision", "batch_size", "optimization_level", "max_aux_streams")
-IMAGES = ("latency.png", "accuracy.png", "distribution.png", "layers.png", "gpu.png")
+IMAGES = ("latency.png", "accuracy.png", "distribution.png", "layers.png", "gpu.png", "costs.png")
+# swept keys that decide an axis column (a point of +sweep=gpu_precision names its precision): not shown twice
+COVERS = {"backend.point": ("precision",)}
 # axes whose values name themselves in a label ("int8", not "precision=int8")
 _NAMED = ("model", "backend", "precision")
 TOP_LAYERS = 12
@@ -39,6 +41,7 @@ class Section:
     title: str
     caption: str             # plain text; the HTML escapes it
     image: str | None = None  # file name beside index.html; None: the caption says why there is no plot
+    table: str | None = None  # an HTML table (already escaped) under the caption
 
 
 def build_report(path: str | Path, out: str | Path | None = None) -> Path:
@@ -53,7 +56,7 @@ def build_report(path: str | Path, out: str | Path | None = None) -> Path:
     view, swept = run_view(loaded, sweeps.by_run)
     axes = list(swept.columns)
     sections = [_latency(view, axes, out), _accuracy(view, out), _distribution(view, loaded.samples, out),
-                _layers(view, swept, loaded.layers, out), _gpu(view, loaded.gpu, out)]
+                _layers(view, swept, loaded.layers, out), _gpu(view, loaded.gpu, out), _costs(view, loaded, out)]
     index = out / "index.html"
     index.write_text(report_html.page(path, view, axes, sections, loaded, sweeps.lines), encoding="utf-8")
     return index
@@ -138,6 +141,7 @@ def swept_values(runs: pd.DataFrame) -> pd.DataFrame:
     keys = dict.fromkeys(k for p in parsed for k in p)
     swept = {k: [p.get(k, "") for p in parsed] for k in keys if len({p.get(k) for p in parsed}) > 1}
     covered = {k if k in AXES else column_of(k) for k in swept}  # backend.optimization_level: optimization_level
+    covered.update(c for k in swept for c in COVERS.get(k, ()))
     for column in AXES:
         if column not in covered and runs[column].nunique() > 1:
             swept[column] = ["" if pd.isna(v) else str(v) for v in runs[column]]
@@ -318,6 +322,70 @@ def _gpu(view: pd.DataFrame, gpu: pd.DataFrame, out: Path) -> Section:
     plots.gpu_timeline(series, out / IMAGES[4], note)
     return Section(title, "SM clock (MHz) and temperature (°C) sampled during each measurement: a falling "
                           "clock means a throttled result. " + (note or ""), IMAGES[4])
+
+
+# The costs table: (header, summary metric, stat) per column; shown where some run has it (stages/gpu/costs.py)
+COST_ROWS = (
+    ("peak GPU memory, timed (MiB)", "gpu_memory", "peak_timed"),
+    ("peak GPU memory, build (MiB)", "gpu_memory", "peak_build"),
+    ("weights in memory (MiB)", "gpu_memory", "weights"),
+    ("weights file (MiB)", "artifact", "weights_file"),
+    ("engine (MiB)", "artifact", "engine"),
+    ("ONNX export (MiB)", "artifact", "onnx_export"),
+    ("energy / inference (mJ)", "energy", "per_inference"),
+    ("energy / sample (mJ)", "energy", "per_sample"),
+    ("inferences / J", "energy", "inferences_per_joule"),
+    ("mean power, timed (W)", "power", "mean_timed"),
+    ("power cap (W)", "power", "cap"),
+)
+# runs columns of the costs table: (header, column), the build's stages first
+COST_COLUMNS = (("throttled while timing", "benchmark_timed_throttle_reasons"),
+                ("compile first call (s)", "compile_first_call_s"), ("compile cache", "compile_inductor_cache"),
+                ("quantization", "compile_quantization"))
+MEASURING = ("benchmark", "validate", "profile")  # stages that measure: every other stage's time is the build's
+
+
+def cost_view(view: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Per run (view's order): its label and status, each cost metric it has, its build time (the seconds of its
+    stages that are not measurements: export, convert, build, model, compile; cache hits take about none), and the
+    runs columns above. Only columns that some run has."""
+    out = pd.DataFrame({"label": view["label"], "status": view["status"]})
+    for header, metric, stat in COST_ROWS:
+        values = _one(summary, metric, stat) if len(summary) else pd.Series(dtype=float)
+        column = view["run_id"].map(values).astype(float)
+        if column.notna().any():
+            out[header] = column
+    stages = [c for c in view.columns if c.endswith("_seconds") and c != "job_seconds"
+              and c.removesuffix("_seconds") not in MEASURING]
+    if stages:
+        out["build time (s)"] = view[stages].astype(float).sum(axis=1, min_count=1)
+    for header, column in COST_COLUMNS:
+        if column in view and view[column].notna().any():
+            out[header] = view[column]
+    return out
+
+
+def _costs(view: pd.DataFrame, loaded: results.Results, out: Path) -> Section:
+    title = "Costs beyond latency"
+    costs = cost_view(view, loaded.summary)
+    measured = [c for c in costs.columns if c not in ("label", "status")]
+    if view.empty or not measured:
+        return Section(title, "No cost figures: no run recorded memory, artifact sizes, energy or build times.")
+    table = report_html.costs_table(costs)
+    energy, memory = "energy / sample (mJ)", "peak GPU memory, timed (MiB)"
+    plotted = [c for c in (energy, memory) if c in costs]
+    caption = ("What each build costs besides its latency: GPU memory at its peak while timing and while building, "
+               "the size of its weights and artifacts, the energy of the timed loop from NVML's energy counter (the "
+               "whole GPU's draw, idle power included) with the power cap and the throttle reasons seen while "
+               "timing, and the build time (every stage that is not a measurement; a cache hit costs about none). ")
+    if not plotted:
+        return Section(title, caption + "No run measured energy or GPU memory (a CPU run): no plot.", table=table)
+    shown = costs[plotted].notna().any(axis=1) & (costs["status"] == "ok")
+    note = _left_out(view, shown, "energy or GPU memory figures")
+    from pipeline import plots
+
+    plots.costs(costs[shown], plotted, out / IMAGES[5], note)
+    return Section(title, caption + (note or ""), IMAGES[5], table=table)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,8 +73,35 @@ def _section(section) -> str:
         parts.append(f'<p class="caption">{escape(section.caption)}</p>')
         parts.append(f'<img src="{escape(section.image)}" alt="{escape(section.title)}">')
     else:
-        parts.append(f'<p class="note">{escape(section.caption)}</p>')
+        parts.append(f'<p class="{"caption" if getattr(section, "table", None) else "note"}">'
+                     f'{escape(section.caption)}</p>')
+    if getattr(section, "table", None):
+        parts.append(section.table)
     return "\n".join(parts)
+
+
+def costs_table(costs: pd.DataFrame) -> str:
+    """The costs per run (pipeline.report.cost_view): numbers right-aligned, '-' where a run has none."""
+    header = "".join(f"<th>{escape(str(c))}</th>" for c in ["point", *costs.columns[1:]])
+    rows = []
+    for _, run in costs.iterrows():
+        cells = [f"<td>{escape(str(run['label']))}</td>",
+                 f'<td class="{escape(str(run["status"]))}">{escape(str(run["status"]))}</td>']
+        for column in costs.columns[2:]:
+            value = run[column]
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            cells.append(_cell(value, _number_format(column)) if numeric or value is None else
+                         f"<td>{escape(_text(value))}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<table class="costs"><tr>{header}</tr>\n' + "\n".join(rows) + "</table>"
+
+
+def _number_format(column: str) -> str:
+    if "MiB" in column:
+        return ",.1f"
+    if "(W)" in column:
+        return ",.0f"
+    return ".3g" if "/ J" in column or "mJ" in column else ".4g"
 
 
 def _runs_table(view: pd.DataFrame, axes: list[str]) -> str:

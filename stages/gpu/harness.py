@@ -10,6 +10,8 @@
 - One inference captured in a CUDA graph after one plain enqueue (TensorRT needs that first enqueue);
   a failed capture falls back to plain enqueue and the reason is kept.
 - Spin-wait (poll the event) or blocking sync; several inference streams; repeated trials.
+- Hooks told when the timed span starts and ends (after warm-up, around all trials, the GPU idle at both
+  points): the NVML monitor reads the energy counter there, a backend resets and reads its peak memory.
 """
 from __future__ import annotations
 
@@ -46,6 +48,14 @@ class Workload(Protocol):
 
     # Optional: `capture(stream) -> launch(stream)` when the backend must capture its own CUDA graph
     # (torch's allocator must know about the capture); otherwise the harness captures the stream itself.
+
+
+class SpanHook(Protocol):
+    """Told when the timed loops start and end (warm-up, graph capture and the first replay are before)."""
+
+    def timed_start(self) -> None: ...
+
+    def timed_end(self) -> None: ...
 
 
 @dataclass
@@ -274,8 +284,9 @@ def _destroy_graph(graph) -> None:
         rt().cudaGraphDestroy(graph)  # its own error, if any, is not the one to report
 
 
-def run(workloads: list[Workload], settings: Settings) -> Measurement:
-    """Measure `workloads` (one per inference stream) and return every counted iteration's timings."""
+def run(workloads: list[Workload], settings: Settings, hooks: tuple | list = ()) -> Measurement:
+    """Measure `workloads` (one per inference stream) and return every counted iteration's timings. `hooks`
+    (SpanHook) are told when the timed span starts and ends: it covers every trial and nothing else."""
     lanes: list[_Lane] = []
     try:
         for w in workloads:
@@ -285,7 +296,13 @@ def run(workloads: list[Workload], settings: Settings) -> Measurement:
             for lane in lanes:
                 lane.launch = lane.workload.enqueue
         warmup = _warm_up(lanes, settings)
-        trials = [_timed_loop(lanes, settings) for _ in range(settings.trials)]
+        for hook in hooks:
+            hook.timed_start()
+        try:
+            trials = [_timed_loop(lanes, settings) for _ in range(settings.trials)]
+        finally:
+            for hook in reversed(hooks):
+                hook.timed_end()
         return Measurement(trials, warmup, settings.cuda_graph and not notes, "; ".join(sorted(notes)) or None,
                            len(lanes), settings.sync, settings.data_transfers)
     finally:

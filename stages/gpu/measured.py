@@ -4,13 +4,15 @@ from __future__ import annotations
 from stages import flops as flop_counter
 from stages import timing_tables
 from stages.api import StageResult
-from stages.gpu import harness, peaks
+from stages.gpu import costs, harness, peaks
 
 
 def stage_result(m: harness.Measurement, monitor, batch_size: int, *, flops: int | None = None,
-                 gpu: str | None = None, dtype: str | None = None, info: dict | None = None) -> StageResult:
+                 gpu: str | None = None, dtype: str | None = None, info: dict | None = None,
+                 rows: list[dict] | None = None) -> StageResult:
     """`summary`/`samples` from the timings, the `gpu` table from the monitor, runs info from both; with
-    `flops`, achieved TFLOP/s and the % of `gpu`'s dense peak for `dtype`."""
+    `flops`, achieved TFLOP/s and the % of `gpu`'s dense peak for `dtype`; the energy of the timed span where the
+    monitor marked it (a harness hook), and the backend's own cost `rows` (memory, artifact sizes)."""
     tables, out = timing_tables.tables([t.times for t in m.trials], [t.bench_time_ms / 1e3 for t in m.trials],
                                        batch_size, streams=m.streams)
     out.update(warmup_iterations=m.warmup_iterations, cuda_graph=m.cuda_graph, graph_note=m.graph_note,
@@ -22,4 +24,22 @@ def stage_result(m: harness.Measurement, monitor, batch_size: int, *, flops: int
         median = next(r["value"] for r in tables["summary"] if (r["metric"], r["stat"]) == ("gpu_compute", "median"))
         tables["summary"] += flop_counter.efficiency_rows(flops, median, peaks.peak_tflops(gpu, dtype or ""),
                                                           peaks.SOURCE)
+    tables["summary"] += energy(m, monitor, batch_size, out) + list(rows or [])
     return StageResult(info=out, tables=tables)
+
+
+def energy(m: harness.Measurement, monitor, batch_size: int, out: dict) -> list[dict]:
+    """The timed span's energy rows (and runs info: its method, the span's throttle reasons), with the power cap."""
+    rows = []
+    cap = getattr(monitor, "power_cap_w", None)
+    if cap:
+        rows.append(costs.row("power", "cap", cap, "W"))
+    spent = monitor.energy() if hasattr(monitor, "energy") else None
+    if hasattr(monitor, "timed_throttle_reasons"):
+        out["timed_throttle_reasons"] = monitor.timed_throttle_reasons()
+    if not spent:
+        return rows
+    inferences = sum(len(t.times["gpu_compute"]) for t in m.trials)
+    out["energy_method"] = spent["method"]
+    out["energy_span_s"] = spent["span_s"]
+    return rows + costs.energy_rows(spent["energy_j"], spent["span_s"], inferences, batch_size)

@@ -189,6 +189,10 @@ class Context:
         outs = [buf for buf, _, t in self.io.values() if not t.is_input and not t.on_host]
         return ins, outs
 
+    def io_bytes(self) -> int:
+        """The device memory of this context's input and output buffers (host tensors excluded)."""
+        return sum(buf.nbytes for buf, _, t in self.io.values() if not t.on_host)
+
     # --- synchronous helpers for validation and profiling
     def write(self, feeds: dict[str, np.ndarray]) -> None:
         """Upload inputs and wait until they are on the device: the inference streams are non-blocking, so a

@@ -5,13 +5,23 @@ The plugin: its options (`backend.<key>`, values in conf/backend/torch.yaml), wh
 """
 from stages.api import Param
 from stages.availability import Requires
+from stages.torch_backend import quantize
 
 OPTIONS = {
     "compile": Param(str, choices=("eager", "default", "max-autotune"),
-                     doc="eager, or torch.compile with that mode"),
+                     doc="eager, or torch.compile with that mode (max-autotune: without its own CUDA graphs)"),
     "channels_last": Param(bool, doc="NHWC memory format for 4-d activations"),
     "device": Param(str, choices=("auto", "cuda", "cpu"), doc="auto: cuda when torch sees one"),
+    "quantization": Param(str, choices=quantize.CHOICES,
+                          doc="int8/fp8 recipe (torchao): auto = int8_dynamic for int8, fp8_dynamic_rowwise for "
+                              "fp8, none otherwise"),
+    "keep_high_precision": Param(list, doc="layers a recipe leaves in bf16: module-name patterns, @first, @last"),
+    # Set only by conf/sweep/gpu_precision.yaml: a named point of that sweep, whose precision and quantization it
+    # takes from the table `points` (they change no result of their own: precision and quantization do).
+    "point": Param(str, optional=True, keyed=False, doc="a point of +sweep=gpu_precision (a key of backend.points)"),
+    "points": Param(dict, optional=True, keyed=False, doc="+sweep=gpu_precision's points: {precision, quantization}"),
 }
 REQUIRES = Requires(modules=("torch",))            # it runs on CPU too (host-timed)...
 AUTO_REQUIRES = Requires(modules=("torch",), torch_cuda=True)  # ...but `auto` takes it only on CUDA
-HOW_TO_GET = "The torch backend on a GPU needs a CUDA build of torch and an NVIDIA GPU."
+HOW_TO_GET = ("The torch backend on a GPU needs a CUDA build of torch and an NVIDIA GPU; its int8/fp8 recipes need "
+              "torchao (pip install -e '.[gpu]').")

@@ -1,4 +1,9 @@
-"""benchmark_torch stage: the compiled callable timed by the GPU harness (CUDA) or the host loop (CPU)."""
+"""benchmark_torch stage: the compiled callable timed by the GPU harness (CUDA) or the host loop (CPU).
+
+On a GPU it also reports what the timed loop cost: the peak memory torch's allocator held while timing
+(`gpu_memory/peak_timed`, reset when the timed span starts: the model, its CUDA graph's pool and the loop's
+activations; the fp32 reference stays on the CPU until validation), and the energy NVML counted (stages/gpu/costs.py).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,12 +11,12 @@ from pathlib import Path
 from stages import cpu_timing, flops
 from stages import inputs as model_inputs
 from stages.api import Param, StageResult
-from stages.gpu import harness, measured, peaks
+from stages.gpu import costs, harness, measured, peaks
 from stages.gpu.harness import PARAMS as GPU_TIMING
 from stages.torch_backend import compiled, precision, tensors
 from stages.torch_backend.workload import TorchWorkload
 
-VERSION = "1"
+VERSION = "2"  # 2: peak memory and energy of the timed span
 OUTPUTS = ()
 CACHED = False
 PARAMS = {"feeds": Param(dict), "seed": Param(int), **GPU_TIMING}
@@ -46,7 +51,36 @@ def _run_gpu(c: compiled.Compiled, params: dict, dtype, seed: int, sizes: dict) 
     workloads = [TorchWorkload(c.fn, tensors.seeded(c.specs, sizes, seed + lane, "cuda", dtype, c.channels_last))
                  for lane in range(params["streams"])]
     settings = harness.Settings.from_params(params)
+    memory = PeakMemory()
     with session.exclusive(watch=True) as mon, torch.inference_mode():
-        m = harness.run(workloads, settings)
+        m = harness.run(workloads, settings, hooks=(mon, memory))
     return measured.stage_result(m, mon, c.batch_size, flops=c.flops, gpu=torch.cuda.get_device_name(),
-                                 dtype=c.dtype)
+                                 dtype=c.dtype, info=memory.info(),
+                                 rows=memory.rows())
+
+
+class PeakMemory:
+    """A harness hook: torch's peak allocated (and reserved) GPU memory over the timed span."""
+
+    def __init__(self):
+        self.peak = self.reserved = None
+
+    def timed_start(self) -> None:
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+    def timed_end(self) -> None:
+        import torch
+
+        torch.cuda.synchronize()
+        self.peak, self.reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+
+    def rows(self) -> list[dict]:
+        if self.peak is None:
+            return []
+        return [costs.memory_row("peak_timed", self.peak), costs.memory_row("peak_reserved_timed", self.reserved)]
+
+    def info(self) -> dict:
+        return {} if self.peak is None else {"peak_memory_mib": self.peak / costs.MIB}

@@ -1,26 +1,45 @@
-"""torch_compile stage: load the weights, put the model on its device in its precision, and make the
-callable that is timed (eager, or torch.compile). It runs in-process: see compiled.py."""
+"""torch_compile stage: load the weights, put the model on its device in its precision, quantize it (int8 / fp8:
+a torchao recipe, stages/torch_backend/quantize.py), and make the callable that is timed (eager, or torch.compile).
+It runs in-process: see compiled.py.
+
+torch.compile's caches (FX graph, AOT autograd, autotuning, Triton kernels) live under cache.dir/shared/torchinductor
+(inductor.py), so a warm re-run compiles from them; the row says whether it did (`compile_inductor_cache`: hit,
+miss, partial).
+Besides its runs columns the stage writes `summary` rows of what the build costs (stages/gpu/costs.py): the weights
+file's size, what the model takes in memory, and on a GPU the peak memory while it was built and first called.
+"""
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
 from pathlib import Path
 
+from stages import datasets
 from stages import flops as flop_counter
 from stages import inputs as model_inputs
 from stages.api import Param, StageResult, Unsupported
-from stages.torch_backend import compiled, model, precision, tensors
+from stages.gpu import costs
+from stages.torch_backend import compiled, inductor, model, precision, quantize, tensors
 
-VERSION = "1"
+VERSION = "2"  # 2: int8/fp8 recipes, compile caches, cost rows
 OUTPUTS = ("compiled",)
 CACHED = False
 FILE = "compiled.json"
-# Graphs are the harness's job (benchmark.cuda_graph), so max-autotune is asked for without its own graphs.
+# backend.compile -> torch.compile's mode (None: its default). Graphs are the harness's job (benchmark.cuda_graph:
+# one CUDA graph around the whole call), so max-autotune is asked for without its own graphs. `reduce-overhead` is
+# left out on purpose: all it adds over `default` is torch.compile's own CUDA graphs (cudagraph trees), which the
+# harness's graph already gives; and a cudagraph-tree callable cannot be captured inside another graph, so with
+# benchmark.cuda_graph on it would only fall back to plain enqueue.
 MODES = {"default": None, "max-autotune": "max-autotune-no-cudagraphs"}
+CALIBRATION = {"method": "max", "samples": 64, "data": None}  # convert.calibration's defaults
 PARAMS = {"precision": Param(str), "mode": Param(str, choices=tuple(MODES) + ("eager",)),
           "channels_last": Param(bool), "device": Param(str, choices=("auto", "cuda", "cpu")),
-          "feeds": Param(dict), "seed": Param(int)}
+          "feeds": Param(dict), "seed": Param(int),
+          "quantization": Param(str, optional=True, choices=quantize.CHOICES, doc="backend.quantization"),
+          "keep_high_precision": Param(list, optional=True, doc="backend.keep_high_precision"),
+          "calibration": Param(dict, optional=True, doc="convert.calibration: static recipes' activation scales")}
 
 
 def resolve_device(requested: str) -> str:
@@ -33,21 +52,46 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
+def plan(params: dict) -> tuple[str, str | None]:
+    """(device, recipe) for these params, or Unsupported / ParamError naming why they cannot run here; before any
+    model is built."""
     import torch
 
     name = params["precision"]
-    dtype = precision.torch_dtype(name)
+    recipe = quantize.resolve(name, params.get("quantization") or "auto")
+    quantize.check_keep(params.get("keep_high_precision", list(quantize.DEFAULT_KEEP)))
     device = resolve_device(params["device"])
     if name == "tf32" and device == "cpu":
         raise Unsupported("precision=tf32: TF32 is a tensor-core math mode of NVIDIA GPUs; torch on CPU "
                           "computes plain fp32 (use precision=fp32)")
+    precision.torch_dtype(name)
+    if recipe:
+        quantize.check_runnable(recipe, device, torch.cuda.get_device_capability() if device == "cuda" else None)
+        method = (params.get("calibration") or CALIBRATION).get("method", "max")
+        if quantize.RECIPES[recipe].static and method != "max":
+            raise Unsupported(f"backend.quantization={recipe} with convert.calibration.method={method}: the torch "
+                              f"backend's static recipes calibrate by max (the largest |activation| seen); "
+                              f"use convert.calibration.method=max")
+    return device, recipe
+
+
+def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
+    import torch
+
+    name = params["precision"]
+    device, recipe = plan(params)
+    compiled.release()  # the previous job's model, compiled graphs and cached GPU blocks
+    dtype = precision.torch_dtype(name)
     spec = json.loads((Path(inputs["weights"]).parent / model.SPEC).read_text())
     built = model.instantiate(spec)
     module = built.module
     module.load_state_dict(torch.load(inputs["weights"], map_location="cpu", weights_only=True))
     module.eval()
-    reference = copy.deepcopy(module).to(device)
+    reference = compiled.on_device(copy.deepcopy(module), device)  # fp32, moved to the GPU when validation calls it
+    gpu = device == "cuda"
+    if gpu:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     module = module.to(device=device, dtype=dtype)
     if params["channels_last"]:
         module = module.to(memory_format=torch.channels_last)
@@ -55,19 +99,76 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     sizes = model_inputs.sizes(params["feeds"])
     example = tensors.seeded(built.specs, sizes, params["seed"], device, dtype, params["channels_last"])
     batch = params["feeds"]["batch_size"]
-    flops = flop_counter.count_torch(module, example) if device == "cuda" or batch <= 8 else None
+    # counted on the model before quantization: what the work is (a tensor subclass would hide its matmuls)
+    flops = flop_counter.count_torch(module, example) if gpu or batch <= 8 else None
+    info: dict = {"quantization": quantize.label(recipe)}
+    if recipe:
+        started = time.perf_counter()
+        calibrate = _calibrator(built.specs, params, device, dtype) if quantize.RECIPES[recipe].static else None
+        info.update(quantize.apply(module, recipe, params.get("keep_high_precision", quantize.DEFAULT_KEEP),
+                                   calibrate))
+        info["quantize_s"] = time.perf_counter() - started
     mode = params["mode"]
-    fn = module if mode == "eager" else torch.compile(module, mode=MODES[mode], dynamic=False)
+    fn, patch, before = module, contextlib.nullcontext(), None
+    if mode != "eager":
+        info["cache_dir"] = inductor.use_shared_cache()
+        # (compiled.release() reset dynamo: every job compiles afresh, no earlier job's recompile budget in the way)
+        before = inductor.snapshot()
+        fn = torch.compile(module, mode=MODES[mode], dynamic=False)
+        if recipe:  # torchao's recommended inductor settings, for this compile only
+            patch = torch._inductor.config.patch(quantize.INDUCTOR)
+            info["inductor_config"] = "torchao recommended: " + ", ".join(quantize.INDUCTOR)
     started = time.perf_counter()
-    with torch.inference_mode():  # the first call compiles; later calls must hit the same guards
+    with patch, torch.inference_mode():  # the first call compiles; later calls must hit the same guards
         fn(*example)
-    if device == "cuda":
+    if gpu:
         torch.cuda.synchronize()
     compile_s = time.perf_counter() - started
+    if before is not None:
+        info.update(inductor.delta(before, inductor.snapshot()))
+    weights_bytes = quantize.module_bytes(module)
+    rows = [costs.artifact_row("weights_file", costs.file_bytes(inputs["weights"])),
+            costs.memory_row("weights", weights_bytes)]
+    if gpu:
+        rows.append(costs.memory_row("peak_build", torch.cuda.max_memory_allocated()))
+        info["peak_build_mib"] = torch.cuda.max_memory_allocated() / costs.MIB
     compiled.register(compiled.Compiled(fn, reference, device, name, built.specs, spec["outputs"],
-                                        params["channels_last"], flops, batch), out_dir / FILE)
-    info = {"device": device, "mode": mode, "dtype": str(dtype).removeprefix("torch."), "first_call_s": compile_s,
-            "flops": flops}
-    if device == "cuda":
+                                        params["channels_last"], flops, batch, quantize.label(recipe), weights_bytes),
+                      out_dir / FILE)
+    info.update({"device": device, "mode": mode, "torch_mode": (MODES.get(mode) or mode) if mode != "eager" else None,
+                 "dtype": str(dtype).removeprefix("torch."), "first_call_s": compile_s, "flops": flops,
+                 "weights_mib": weights_bytes / costs.MIB})
+    if gpu:
         info["gpu"] = torch.cuda.get_device_name()
-    return StageResult(outputs={"compiled": FILE}, info=info)
+    return StageResult(outputs={"compiled": FILE}, info={k: v for k, v in info.items() if v is not None},
+                       tables={"summary": rows})
+
+
+def calibration_batches(specs: list, feeds: dict, calibration: dict, seed: int):
+    """The calibration samples, in batches of the run's batch size: at most `calibration.samples` of
+    `calibration.data`, else the seeded random samples the ONNX backends calibrate on (the same values)."""
+    sizes = model_inputs.sizes(feeds)
+    batch, samples = sizes[model_inputs.BATCH], calibration.get("samples") or CALIBRATION["samples"]
+    if calibration.get("data"):
+        for data, _, rows in datasets.batches(calibration["data"], specs, "convert.calibration.data", sizes, samples):
+            yield {k: v[:rows] for k, v in data.items()}
+        return
+    data = model_inputs.random_inputs(specs, {**sizes, model_inputs.BATCH: samples},
+                                      seed + model_inputs.SEED_CALIBRATION)
+    for start in range(0, samples, batch):
+        yield {k: v[start:start + batch] for k, v in data.items()}
+
+
+def _calibrator(specs: list, params: dict, device: str, dtype):
+    def calibrate(run) -> int:
+        import torch
+
+        fed = 0
+        with torch.no_grad():  # not inference_mode: observers keep what they see in ordinary tensors
+            for arrays in calibration_batches(specs, params["feeds"], params.get("calibration") or CALIBRATION,
+                                              params["seed"]):
+                run(*tensors.place(arrays, device, dtype, params["channels_last"]))
+                fed += len(next(iter(arrays.values())))
+        return fed
+    return calibrate
+

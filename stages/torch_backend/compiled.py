@@ -18,14 +18,53 @@ _LIVE: dict[str, "Compiled"] = {}
 @dataclass
 class Compiled:
     fn: Callable                 # what is timed: eager module or torch.compile'd
-    reference: Any               # the fp32 eager module on the same device (validation)
+    reference: Any               # the fp32 eager module (validation), moved to `device` on its first call
     device: str                  # "cuda" or "cpu"
-    dtype: str                   # fp32 | tf32 | fp16 | bf16
+    dtype: str                   # the precision: fp32 | tf32 | fp16 | bf16 | int8 | fp8 (precision.torch_dtype)
     specs: list                  # the inputs, in the order the callable takes them (stages.inputs.InputSpec)
     output_names: list[str]
     channels_last: bool
     flops: int | None            # per inference at the compiled sizes
     batch_size: int
+    quantization: str = "none"   # what ran: `torchao:<recipe>`, or none
+    weights_bytes: int | None = None  # what the timed model's parameters and buffers take in memory
+
+
+def on_device(module, device: str):
+    """`module` (the fp32 reference) kept on the CPU until its first call, then moved to `device` for good: the
+    benchmark's peak-memory figure then counts only the model being timed, not the reference the validation needs
+    (the validation stage runs after the benchmark)."""
+    if device == "cpu":
+        return module
+    import torch
+
+    class OnFirstCall(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.moved = inner, False
+
+        def forward(self, *args):
+            if not self.moved:
+                with torch.inference_mode(False), torch.no_grad():  # ordinary tensors, whatever mode calls it
+                    self.inner.to(device)
+                self.moved = True
+            return self.inner(*args)
+
+    return OnFirstCall(module).eval()
+
+
+def release() -> None:
+    """Free the previous job's model before this job builds its own (one job at a time per process), so this one's
+    memory figures count only itself: its callable, the graphs torch.compile keeps for it, the cached blocks."""
+    _LIVE.clear()
+    import gc
+
+    import torch
+
+    torch._dynamo.reset()
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def register(compiled: Compiled, out: Path) -> None:
@@ -33,7 +72,8 @@ def register(compiled: Compiled, out: Path) -> None:
     _LIVE.clear()  # one job at a time per process: free the previous job's model and GPU memory
     _LIVE[token] = compiled
     out.write_text(json.dumps({"token": token, "device": compiled.device, "dtype": compiled.dtype,
-                               "flops": compiled.flops, "batch_size": compiled.batch_size}))
+                               "flops": compiled.flops, "batch_size": compiled.batch_size,
+                               "quantization": compiled.quantization}))
 
 
 def lookup(handle: Path) -> Compiled:

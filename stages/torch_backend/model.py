@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from stages import datasets, models, sources
 from stages import inputs as model_inputs
-from stages import models, sources
 from stages.api import Param, StageResult, package_version
 
 VERSION = "3"  # 3: every model source, its input specs and output names
@@ -29,7 +29,7 @@ def key_files(params: dict) -> dict:
 
 def instantiate(spec: dict) -> sources.Built:
     """The model (fp32, CPU, random or factory weights) that a recorded `spec` describes."""
-    built = sources.build(spec["model"], spec["seed"])
+    built = sources.build(spec["model"], spec["seed"], trained=False)  # its weights are loaded next
     built.specs = model_inputs.loads(spec["inputs"])
     return built
 
@@ -43,6 +43,7 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
         models.warn_unkeyed(built.module, model["_target_"])
     specs = model_inputs.resolve(built.specs, params["feeds"])
     model_inputs.check_sizes(specs, model_inputs.sizes(params["feeds"]))
+    datasets.check_all(params["feeds"], specs)
     torch.save(built.module.state_dict(), out_dir / WEIGHTS)
     spec = {"model": model, "seed": params["seed"], "inputs": model_inputs.dumps(specs),
             "outputs": built.output_names}

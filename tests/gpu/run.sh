@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # Every GPU test and GPU benchmark in one command, on a machine with an NVIDIA GPU and a CUDA build of torch.
 #
-#   tests/gpu/run.sh [tests] [fidelity] [sweep] [report]     (no argument: all four)
+#   OUT=/some/dir tests/gpu/run.sh [tests] [fidelity] [lowp] [sweep] [report]   (no argument: tests fidelity lowp;
+#                                                                                 all: every part)
 #
-# The machine needs nothing of ours but torch: what else is missing is installed from wheels in .whl/
-# (fetch them on a machine with a network: tests/gpu/wheels.sh). Results go to $OUT if set, else
+#   tests     the gpu-marked tests (tests/gpu: harness, torch backend, int8/fp8 recipes, compile modes): gpu_tests.log
+#   fidelity  the pipeline's median against an independent CUDA-event replay of the same callable: gpu_fidelity.json
+#             (fp16/bf16 torch.compile, within 3 %) and gpu_fidelity_lowp.json (int8/fp8 recipes, max-autotune, 1 %)
+#   lowp      benchmarks/torch_lowp.py $LOWP_ARGS (default --quick: about 8 minutes): torch_lowp.json / .md and the
+#             sweeps' HTML reports under torch_lowp_sweeps/
+#   sweep, report   the fp32/tf32/fp16/bf16 sweep (torch_precision.json) and a small sweep's report pictures
+# Each part fits a 10-minute command on an H200; run them one per command where that is the limit.
+#
+# The machine needs nothing of ours but torch: what else is missing (Hydra, torchao) is installed from wheels in
+# .whl/ (fetch them on a machine with a network: tests/gpu/wheels.sh 3.12). Results go to $OUT if set, else
 # docs/benchmarks/.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-docs/benchmarks}
 mkdir -p "$out"
-parts=${*:-tests fidelity sweep report}
+parts=${*:-tests fidelity lowp}
+[ "$parts" = all ] && parts="tests fidelity lowp sweep report"
 # Install from .whl/ only what this Python lacks (shadowing an installed numpy or pandas could break torch),
 # and Hydra's trio whatever is installed: omegaconf 2.3 works with antlr4 4.9 only.
 missing=$(python3 - <<'PY'
@@ -32,18 +42,25 @@ if [ -n "$missing" ]; then
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv | tee "$out/gpu_env.txt"
-python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/gpu_env.txt"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'capability',
+torch.cuda.get_device_capability())" | tee -a "$out/gpu_env.txt"
+python3 -c "import torchao; print('torchao', torchao.__version__)" 2>&1 | tail -1 | tee -a "$out/gpu_env.txt"
 rc=0
 for part in $parts; do
   case $part in
     tests) python3 -m pytest -q -m gpu tests/gpu -p no:cacheprovider 2>&1 | tee "$out/gpu_tests.log"; rc=$((rc | PIPESTATUS[0])) ;;
-    fidelity) python3 benchmarks/gpu_fidelity.py --out "$out/gpu_fidelity.json" || rc=1 ;;
+    fidelity)
+      python3 benchmarks/gpu_fidelity.py --out "$out/gpu_fidelity.json" || rc=1
+      python3 benchmarks/gpu_fidelity.py --new-modes --tolerance 1 --out "$out/gpu_fidelity_lowp.json" || rc=1 ;;
+    lowp)  # stops itself at its budget and keeps what it measured; the timeout is a backstop
+      timeout -s TERM -k 20 580 python3 benchmarks/torch_lowp.py ${LOWP_ARGS:---quick} --out "$out/torch_lowp.json" \
+        || rc=1 ;;
     sweep) python3 benchmarks/torch_precision.py --out "$out/torch_precision.json" || rc=1 ;;
     report)  # a small GPU sweep's HTML report: its pictures (clock and temperature included) come back to look at
       python3 -m pipeline -m backend=torch model=resnet50 precision=fp32,fp16 batch_size=32 \
         benchmark.duration_s=2 hydra.sweep.dir=outputs/gpu-report-sweep || rc=1
       for png in outputs/gpu-report-sweep/report/*.png; do cp "$png" "$out/report-$(basename "$png")"; done ;;
-    *) echo "unknown part: $part (tests, fidelity, sweep, report)"; exit 2 ;;
+    *) echo "unknown part: $part (tests, fidelity, lowp, sweep, report)"; exit 2 ;;
   esac
 done
 exit $rc
