@@ -1,6 +1,7 @@
 """The package installs like a library: `pip install .` or a wheel, into a fresh virtual environment, runs from any
 directory, with its configs inside the package (conf/ ships as pipeline/conf)."""
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -25,6 +26,13 @@ def fresh_venv(where: Path) -> Path:
     return site
 
 
+def source_copy(tmp_path: Path) -> Path:
+    """The checkout without its local state: setuptools builds in the source tree (build/, *.egg-info), so two
+    builds of one tree race, and a stale build/ could ship files the tree no longer has."""
+    return Path(shutil.copytree(ROOT, tmp_path / "src", ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".whl", "build", "*.egg-info", "__pycache__", ".pytest_cache", "outputs")))
+
+
 def install(source: Path, site: Path, tmp_path: Path, how: str) -> None:
     pip = [sys.executable, "-m", "pip", "-q"]
     if how == "wheel":
@@ -46,7 +54,7 @@ def run(python: Path, args: list[str], cwd: Path) -> subprocess.CompletedProcess
 @pytest.mark.parametrize("how", ["wheel", "pip install ."])
 def test_installed_package_runs_from_any_directory(tmp_path, how):
     site = fresh_venv(tmp_path / "venv")
-    install(ROOT, site, tmp_path, how)
+    install(source_copy(tmp_path), site, tmp_path, how)
     python, elsewhere = tmp_path / "venv/bin/python", tmp_path / "elsewhere"
     elsewhere.mkdir()
     where = run(python, ["-c", "import pipeline.app as a; print(a.CONF_DIR)"], elsewhere)
