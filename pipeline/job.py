@@ -20,6 +20,7 @@ from pipeline import backends, environment, progress, results, runner, schema
 from pipeline.cache import Cache, CacheError, digest
 from stages import api, sources
 from stages.api import StageInputError, Unsupported
+from stages.gpu import pinning
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ CONFIG_FILE = results.JOB_CONFIG
 # The one notion of "never changes a result": these top-level keys, the backend options and stage params declared
 # keyed=False (stages.api.Param). All are left out of config_hash, as they are out of every cache key, so a moved
 # cache, other output dirs or isolation settings, or a reproduction hash the same.
-NEVER_CHANGES_RESULT = ("cache", "resume", "isolation", "report", "select")
+NEVER_CHANGES_RESULT = ("cache", "resume", "isolation", "report", "select", "gpu")
 # Config keys with a fixed column in `runs`; every scalar backend option gets a column named after its key
 # (`backend.optimization_level` -> optimization_level), other overridden keys one named after their path.
 COLUMNS = {
@@ -101,7 +102,10 @@ def previous_ok(job_dir: Path, config: dict) -> JobOutcome | None:
 def run_job(config: dict, job_dir: Path, meta: JobMeta) -> JobOutcome:
     job_dir = Path(job_dir)
     started, clock = dt.datetime.now(dt.timezone.utc), time.perf_counter()
+    pinned = _pin_gpu(config)  # first: the environment captured next already talks to the GPU
     row = _base_row(config, meta, started)
+    if pinned is not None:
+        row.update(gpu_device=pinned.device, gpu_shared=pinned.shared)
     tables: dict[str, Any] = {}
     try:
         job_dir.mkdir(parents=True, exist_ok=True)
@@ -185,6 +189,12 @@ def record_not_run(job_dir: Path, meta: JobMeta, config: dict, why: str) -> JobO
     return _finish(Path(job_dir), meta, row, {}, "failed",
                    f"not run: the sweep was stopped ({why}) before this point; rerun it with resume=true",
                    time.perf_counter())
+
+
+def _pin_gpu(config: dict) -> pinning.Pin | None:
+    """This process's own GPU where it sees several (stages/gpu/pinning.py); a bad gpu.pin fails in schema.check."""
+    mode = str(schema.lookup(config, "gpu.pin") or "auto")
+    return pinning.pin(mode) if mode in pinning.MODES else None
 
 
 def _open_cache(settings: dict) -> Cache:

@@ -53,6 +53,11 @@ class SyncMode(str, Enum):
     blocking = "blocking"  # cudaEventBlockingSync: the thread sleeps until the GPU is done
 
 
+class PinMode(str, Enum):
+    auto = "auto"  # a process that sees several GPUs takes one of its own (stages/gpu/pinning.py)
+    off = "off"    # CUDA_VISIBLE_DEVICES stays as the launcher or the shell set it
+
+
 class IsolationMode(str, Enum):
     auto = "auto"  # stages that declare themselves crash-prone (engine builds)
     all = "all"    # every artifact stage
@@ -126,6 +131,11 @@ class ReportConfig:
 
 
 @dataclass
+class GpuConfig:
+    pin: PinMode = PinMode.auto
+
+
+@dataclass
 class IsolationConfig:
     mode: IsolationMode = IsolationMode.auto
     timeout_s: float = 3600.0  # a child stage still running after this is killed and the job fails
@@ -184,6 +194,7 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     isolation: IsolationConfig = field(default_factory=IsolationConfig)
+    gpu: GpuConfig = field(default_factory=GpuConfig)
     resume: bool = False  # a re-run into an existing sweep directory keeps its ok jobs with the same config
     cache: CacheConfig = field(default_factory=CacheConfig)
 
@@ -200,6 +211,14 @@ def register() -> None:
     for key in OPEN:
         OmegaConf.set_struct(OmegaConf.select(node, key), False)
     ConfigStore.instance().store(name="schema", node=node)
+    # ${visible_gpus:}: how many GPUs this process may use (hydra/launcher=gpus runs that many jobs at once)
+    OmegaConf.register_new_resolver("visible_gpus", _visible_gpus, replace=True)
+
+
+def _visible_gpus() -> int:
+    from stages.gpu import pinning
+
+    return max(len(pinning.visible()), 1)
 
 
 # key -> (lowest valid, highest valid or None); checked before any stage runs

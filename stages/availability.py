@@ -41,6 +41,9 @@ def unmet(requires: Requires, options: dict | None = None) -> str | None:
             need = ".".join(map(str, requires.min_compute_capability))
             return f"it needs a GPU of compute capability {need} or higher; this one has {have[0]}.{have[1]}"
     if requires.torch_cuda:
+        # NVML's count, not cudaGetDeviceCount: the latter starts CUDA in this process, which then could no longer
+        # be pinned to a GPU of its own (stages/gpu/pinning.py)
+        os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
         import torch  # only reached on a machine with a GPU
 
         if not torch.cuda.is_available():

@@ -24,9 +24,12 @@ def gpu_uuid(index: int = 0) -> str:
     return identity.cuda_uuid(index) or f"cuda-{index}"
 
 
+def lock_dir() -> Path:
+    return Path(os.environ.get(LOCK_DIR_ENV) or tempfile.gettempdir())
+
+
 def lock_path(index: int = 0) -> Path:
-    root = Path(os.environ.get(LOCK_DIR_ENV) or tempfile.gettempdir())
-    return root / f"pipeline-gpu-{gpu_uuid(index)}.lock"
+    return lock_dir() / f"pipeline-gpu-{gpu_uuid(index)}.lock"
 
 
 @contextlib.contextmanager

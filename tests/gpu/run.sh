@@ -10,6 +10,7 @@
 #   lowp      benchmarks/torch_lowp.py $LOWP_ARGS (default --quick: about 8 minutes): torch_lowp.json / .md and the
 #             sweeps' HTML reports under torch_lowp_sweeps/
 #   sweep, report   the fp32/tf32/fp16/bf16 sweep (torch_precision.json) and a small sweep's report pictures
+#   multi     benchmarks/multi_gpu.py $MULTI_ARGS: a sweep on every visible GPU against one GPU: multi_gpu.json / .md
 # Each part fits a 10-minute command on an H200; run them one per command where that is the limit.
 #
 # The machine needs nothing of ours but torch: what else is missing (Hydra, torchao) is installed from wheels in
@@ -60,7 +61,9 @@ for part in $parts; do
       python3 -m pipeline -m backend=torch model=resnet50 precision=fp32,fp16 batch_size=32 \
         benchmark.duration_s=2 hydra.sweep.dir=outputs/gpu-report-sweep || rc=1
       for png in outputs/gpu-report-sweep/report/*.png; do cp "$png" "$out/report-$(basename "$png")"; done ;;
-    *) echo "unknown part: $part (tests, fidelity, lowp, sweep, report)"; exit 2 ;;
+    multi)  # one sweep over every visible GPU against the same sweep on one (hydra/launcher=gpus)
+      python3 benchmarks/multi_gpu.py --out "$out/multi_gpu.json" ${MULTI_ARGS:-} || rc=1 ;;
+    *) echo "unknown part: $part (tests, fidelity, lowp, sweep, report, multi)"; exit 2 ;;
   esac
 done
 exit $rc
