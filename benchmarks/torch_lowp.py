@@ -38,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.gpu_fidelity import _args_without_out  # noqa: E402 - the command as recorded, without --out
+
 RECIPES = ["fp8_dynamic_rowwise", "fp8_dynamic_tensorwise", "fp8_static", "int8_dynamic", "int8_static",
            "int8_weight_only"]
 QUICK = {"vit_l16": ["bf16", "fp8_dynamic_rowwise"], "vit_b16": ["bf16", "fp8_dynamic_rowwise", "int8_dynamic"],
@@ -324,16 +326,6 @@ def markdown(report: dict) -> str:
     for s in report.get("skipped", []):
         lines.append(f"\nSkipped {s['group']}: {s['why']}")
     return "\n".join(lines) + "\n"
-
-
-def _args_without_out(argv: list[str]) -> list[str]:
-    kept, skip = [], False
-    for arg in argv:
-        if skip or arg.startswith("--out"):
-            skip = arg == "--out"
-            continue
-        kept.append(arg)
-    return kept
 
 
 def main() -> int:
