@@ -211,14 +211,14 @@ def register() -> None:
     for key in OPEN:
         OmegaConf.set_struct(OmegaConf.select(node, key), False)
     ConfigStore.instance().store(name="schema", node=node)
-    # ${visible_gpus:}: how many GPUs this process may use (hydra/launcher=gpus runs that many jobs at once)
+    # ${visible_gpus:}: how many GPUs this process may use; ${visible_gpus:1}: at least 1 (a worker count)
     OmegaConf.register_new_resolver("visible_gpus", _visible_gpus, replace=True)
 
 
-def _visible_gpus() -> int:
+def _visible_gpus(at_least: int = 0) -> int:
     from stages.gpu import pinning
 
-    return max(len(pinning.visible()), 1)
+    return max(len(pinning.visible()), int(at_least))
 
 
 # key -> (lowest valid, highest valid or None); checked before any stage runs
