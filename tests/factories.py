@@ -39,3 +39,18 @@ def labelled_batches(n: int = 40, batch: int = 16, seed: int = 0):
 def agreement(predictions, labels) -> float:
     """A user's task metric (`validate.metric._target_`): the share of top-1 predictions equal to the label."""
     return float((predictions.argmax(axis=1) == labels).mean())
+
+
+def preempted_once(marker: str):
+    """tiny(), but the first call of a sweep (no `marker` file yet) is preempted: the process gets SIGUSR2, as SLURM
+    sends a job it preempts through submitit (`--signal=USR2@...`), and submitit's handler requeues the job."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    if not Path(marker).exists():
+        Path(marker).write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(30)  # the handler exits the process at the next bytecode; this is never reached in full
+    return tiny()
