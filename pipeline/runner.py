@@ -126,6 +126,8 @@ def _run_node(node: dagmod.Node, done: dict[str, NodeOutcome], cache: Cache, wor
     entry = cache.get_or_create(key_spec, build, scratch=work_dir / "artifacts", label=node.name)
     recorded = entry.manifest["info"]
     outputs = {name: entry.file(f) for name, f in recorded["outputs"].items()}
+    if entry.outcome == "hit" and hasattr(module, "check_served"):
+        module.check_served(outputs, node.params)
     digests = {name: entry.digest_of(f) for name, f in recorded["outputs"].items()}
     return NodeOutcome(node.name, node.stage, 0.0, entry.outcome, outputs, digests, recorded["info"],
                        recorded.get("tables") or {})

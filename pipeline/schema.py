@@ -264,6 +264,15 @@ def lookup(config: dict, dotted: str) -> Any:
     return node
 
 
+def metric_key(metric: str) -> tuple[str, str]:
+    """('latency', 'median') from select.metric = 'latency/median'."""
+    name, _, stat = metric.partition("/")
+    if not name or not stat or "/" in stat:
+        raise ConfigError(f"select.metric = '{metric}': expected <metric>/<stat> of the summary table, "
+                          f"e.g. latency/median, latency/p99, throughput/samples_per_s")
+    return name, stat
+
+
 def check(cfg: dict) -> None:
     """Raise ConfigError for the first out-of-range or inconsistent value of a resolved config."""
     for key, value in _floats(cfg):
@@ -281,10 +290,12 @@ def check(cfg: dict) -> None:
         raise ConfigError("model._target_ is not set; model=factory needs model._target_=package.module.function")
     if model.get("input_shape") is not None and any(d < 1 for d in model["input_shape"]):
         raise ConfigError(f"model.input_shape = {model['input_shape']}: every dimension must be >= 1")
-    name, _, stat = str(lookup(cfg, "select.metric") or "").partition("/")
-    if not name or not stat or "/" in stat:
-        raise ConfigError(f"select.metric = '{lookup(cfg, 'select.metric')}': expected <metric>/<stat> of the summary "
-                          f"table, e.g. latency/median, latency/p99, throughput/samples_per_s")
+    metric_key(str(lookup(cfg, "select.metric") or ""))
+    metric = lookup(cfg, "validate.metric")
+    if metric is not None and not (isinstance(metric, dict) and metric.get("_target_")):
+        raise ConfigError(f"validate.metric = {metric!r}: expected {{_target_: package.module.function, ...}}")
+    if metric is not None and not lookup(cfg, "validate.data"):
+        raise ConfigError("validate.metric is set but validate.data is not: a task metric needs labelled data")
     for axis, size in (cfg.get("axes") or {}).items():
         if size < 1:
             raise ConfigError(f"axes.{axis} = {size}: must be >= 1")

@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from pipeline import results
+from pipeline import results, schema
 
 PENALTY = 1e9  # the objective of an infeasible point: above any real latency, and above any negated throughput
 TOP1 = "top1_accuracy"                      # the run's own top-1 accuracy on labelled data
@@ -67,11 +67,10 @@ class Rule:
     @property
     def key(self) -> tuple[str, str]:
         """(summary metric, stat), e.g. ('latency', 'median')."""
-        name, _, stat = self.metric.partition("/")
-        if not name or not stat or "/" in stat:
-            raise SelectError(f"select.metric = '{self.metric}': expected <metric>/<stat> of the summary table, "
-                              f"e.g. latency/median, latency/p99, throughput/samples_per_s")
-        return name, stat
+        try:
+            return schema.metric_key(self.metric)
+        except schema.ConfigError as err:
+            raise SelectError(str(err)) from err
 
     @property
     def higher_is_better(self) -> bool:
@@ -84,9 +83,10 @@ class Rule:
     @classmethod
     def from_config(cls, select: dict | None) -> Rule:
         select = select or {}
-        return cls(str(select.get("metric", cls.metric)),
-                   float(select.get("max_accuracy_drop", cls.max_accuracy_drop)),
-                   float(select.get("max_relative_error", cls.max_relative_error)))
+        drop = float(select.get("max_accuracy_drop", cls.max_accuracy_drop))
+        # a sweep recorded before max_relative_error existed bounded rel_l2_err by max_accuracy_drop: keep its answer
+        relative = select.get("max_relative_error", drop if "max_accuracy_drop" in select else cls.max_relative_error)
+        return cls(str(select.get("metric", cls.metric)), drop, float(relative))
 
 
 @dataclass
@@ -376,7 +376,7 @@ def _accuracy_words(p: Point) -> str:
 
 def _accuracy_text(p: Point, rule: Rule) -> str:
     if p.kind == "top-1":
-        return f"top-1 {p.top1:.3f} ({-p.drop:+.3f})"
+        return f"top-1 {p.top1:.3f} ({0.0 - p.drop:+.3f})"
     return f"rel_l2_err {p.drop:.2g} vs fp32, max {rule.max_relative_error:g}"
 
 

@@ -97,7 +97,8 @@ class TaskAccuracy:
 
 def classifies(output: np.ndarray, labels: np.ndarray | None) -> bool:
     """A (batch, classes) output that labels can index: the one task metrics are computed on."""
-    return labels is not None and output.ndim == 2 and output.shape[1] > 1 and int(labels.max()) < output.shape[1]
+    return (labels is not None and output.ndim == 2 and output.shape[1] > 1
+            and 0 <= int(labels.min()) and int(labels.max()) < output.shape[1])
 
 
 def evaluate(candidate: Runner, reference: Runner, batches: Iterable[tuple[dict, np.ndarray | None, int]],
@@ -128,12 +129,15 @@ def evaluate(candidate: Runner, reference: Runner, batches: Iterable[tuple[dict,
     rows_out, info = [], {"samples": samples}
     for i, (name, agreement_of) in enumerate(agreement.items()):
         metrics = agreement_of.metrics()
-        if name in task:
-            metrics.update(task[name].metrics())
-        if metric and kept["labels"] and name == next(iter(task), None):
-            metrics.update(user_metric(metric, kept))
         rows_out += [{"output": name, "metric": k, "value": v, "reference": reference_name, "samples": samples}
                      for k, v in metrics.items()]
+        if name in task:  # over the batches whose labels this output can index: their own count
+            scored = task[name].metrics()
+            if metric and kept["labels"] and name == next(iter(task)):
+                scored.update(user_metric(metric, kept))
+            rows_out += [{"output": name, "metric": k, "value": v, "reference": reference_name,
+                          "samples": task[name].samples} for k, v in scored.items()]
+            metrics.update(scored)
         if i == 0:
             info.update({k: metrics[k] for k in ("rel_l2_err", "top1_agreement") if k in metrics})
         if name == next(iter(task), None):

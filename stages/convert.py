@@ -54,7 +54,8 @@ def key_files(params: dict) -> dict:
         if not Path(data).is_file():
             raise StageInputError(f"convert.calibration.data = '{data}': file not found")
         return {"convert.calibration.data": file_sha256(Path(data))}
-    return {"convert.calibration.data": datasets.digest(data), "code": models.factory_source_digest(data["_target_"])}
+    return {"convert.calibration.data": datasets.digest(data),
+            "code": models.factory_source_digest(data["_target_"], "convert.calibration.data._target_")}
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:

@@ -94,6 +94,11 @@ def _user_file_digest(path: str) -> str:
     return digest
 
 
+def check_served(outputs: dict, params: dict) -> None:
+    """On a hit too, the data (feeds, not in the key) must fit the model before any later stage works."""
+    datasets.check_all(params["feeds"], model_inputs.model_specs(outputs["onnx"], params["feeds"]))
+
+
 def _take_onnx(src: Path, out: Path, feeds: dict) -> dict:
     import onnx
 

@@ -307,24 +307,6 @@ def _is_ml_float(dtype: np.dtype) -> bool:
 # --------------------------------------------------------------------------- user data
 
 
-def load_npz(path: str, specs: list[InputSpec], key: str) -> dict[str, np.ndarray]:
-    """User-supplied data: one array per input name, batch axis first."""
-    file = Path(path)
-    if not file.is_file():
-        raise StageInputError(f"{key} = '{path}': file not found")
-    try:
-        with np.load(file) as data:
-            arrays = {name: data[name] for name in data.files}
-    except Exception as err:
-        raise StageInputError(f"{key} = '{path}': not a readable .npz file ({err})") from err
-    missing = [s.name for s in specs if s.name not in arrays]
-    if missing:
-        raise StageInputError(f"{key} = '{path}' has arrays {sorted(arrays)}; the model needs {missing}")
-    for spec in specs:
-        check_array(arrays[spec.name], spec, f"{key} = '{path}': array '{spec.name}'")
-    return {s.name: arrays[s.name].astype(s.dtype, copy=False) for s in specs}
-
-
 def check_array(array: np.ndarray, spec: InputSpec, where: str) -> None:
     """The model's shape past the batch axis (a named axis takes any size) and a dtype that converts without
     losing meaning: otherwise the work fails deep inside a framework, or float data is truncated to ints."""

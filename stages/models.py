@@ -361,6 +361,14 @@ TRAINED = ("digits",)  # built-ins whose weights are trained, not random: their 
 TRAIN_EPOCHS, TRAIN_BATCH, TRAIN_LR, TRAIN_THREADS = 8, 64, 3e-3, 2
 
 
+def training_recipe() -> str:
+    """What the trained weights depend on besides the seed and the data: in the cache key of their export."""
+    import inspect
+
+    settings = f"{TRAIN_EPOCHS} {TRAIN_BATCH} {TRAIN_LR} {TRAIN_THREADS}\n{inspect.getsource(train_digits)}"
+    return hashlib.sha256(settings.encode()).hexdigest()
+
+
 def train_digits(model, seed: int = 0):
     """Train `model` on the train split of scikit-learn's digits (stages/datasets.py): seeded (the order of the
     batches; the split itself is fixed), deterministic, a few seconds on a CPU. Returns it in eval mode."""
@@ -373,6 +381,7 @@ def train_digits(model, seed: int = 0):
     order_rng = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=TRAIN_LR)
     deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(TRAIN_THREADS)  # sums split over threads round differently: fixed, one result everywhere
     try:
@@ -385,7 +394,7 @@ def train_digits(model, seed: int = 0):
                 torch.nn.functional.cross_entropy(model(x[rows]), y[rows]).backward()
                 optimizer.step()
     finally:
-        torch.use_deterministic_algorithms(deterministic)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         torch.set_num_threads(threads)
     return model.eval()
 
@@ -453,7 +462,7 @@ def load_factory(target: str, kwargs: dict | None = None):
     return model.eval()
 
 
-def factory_source_digest(target: str) -> str | None:
+def factory_source_digest(target: str, key: str = "model._target_") -> str | None:
     """sha256 (hex) over the user's code that the factory named by ``target`` builds its model from, and the
     versions of the installed packages that code imports; None if neither exists (``builtins.len``).
 
@@ -469,7 +478,7 @@ def factory_source_digest(target: str) -> str | None:
     name, so the same code gives the same digest in any process. A model class reached only through a dynamic
     import (importlib by a string) is not seen here: ``warn_unkeyed`` names such modules once the model is built.
     """
-    files, dists = _user_code(target)
+    files, dists = _user_code(target, key)
     if not files and not dists:
         return None
     h = hashlib.sha256()
@@ -501,9 +510,9 @@ def warn_unkeyed(model: Any, target: str) -> list[str]:
     return missing
 
 
-def _user_code(target: str) -> tuple[dict[str, str], dict[str, str | None]]:
+def _user_code(target: str, key: str = "model._target_") -> tuple[dict[str, str], dict[str, str | None]]:
     """(user module name -> file, distribution -> version) reachable by import from the factory's module."""
-    module, factory = resolve(target)
+    module, factory = resolve(target, key)
     roots = {module.__name__, getattr(factory, "__module__", None) or module.__name__}
     # with their parent packages: importing a.b runs a/__init__.py too
     todo = sorted({".".join(r.split(".")[:i]) for r in roots for i in range(1, r.count(".") + 2)})

@@ -66,7 +66,11 @@ def model_id(model: dict) -> str:
 def provider_versions(model: dict) -> dict[str, str | None]:
     """The version of the package a model comes from (transformers, timm, torchvision): part of its cache key."""
     dist = PROVIDERS.get(model.get("source"))
-    return {dist: package_version(dist)} if dist else {}
+    if dist:
+        return {dist: package_version(dist)}
+    if model.get("source") == "builtin" and model.get("name") in models.TRAINED:  # weights from training
+        return {"training": models.training_recipe(), "scikit-learn": package_version("scikit-learn")}
+    return {}
 
 
 def build(model: dict, seed: int, trained: bool = True) -> Built:
@@ -79,6 +83,10 @@ def build(model: dict, seed: int, trained: bool = True) -> Built:
         if source == "builtin":
             module = models.build_builtin(model["name"], seed=seed, num_classes=model.get("num_classes"))
             if trained and model["name"] in models.TRAINED:
+                classes = models.BUILTIN[model["name"]][1]
+                if model.get("num_classes") not in (None, classes):
+                    raise StageInputError(f"model.num_classes = {model['num_classes']}: {model['name']} is trained "
+                                          f"on {classes} classes; leave it unset")
                 module = models.train_digits(module, seed)
             built = Built(module, [_image_spec(models.BUILTIN[model["name"]][0])])
         elif source == "factory":

@@ -71,8 +71,9 @@ def test_uuids_name_the_claims(host, monkeypatch):
 def test_a_sweep_spreads_over_the_gpus(host, monkeypatch, launcher, plugin):
     pytest.importorskip(f"hydra_plugins.{plugin}")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    proc = run_cli(["-m", f"hydra/launcher={launcher}", "model=tiny_cnn", "backend=onnxruntime", "precision=fp32,int8,bf16",
-                    "batch_size=1,2", "report.enabled=false", "hydra.sweep.dir=sweep", *FAST], host, timeout=600)
+    proc = run_cli(["-m", f"hydra/launcher={launcher}", "model=tiny_cnn", "backend=onnxruntime",
+                    "precision=fp32,int8,bf16", "batch_size=1,2", "report.enabled=false", "hydra.sweep.dir=sweep",
+                    *FAST], host, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = results.load(host / "sweep").runs
     assert len(runs) == 6 and set(runs.status) == {"ok", "unsupported"}  # bf16: not on ORT's CPU provider

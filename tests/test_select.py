@@ -23,7 +23,8 @@ def write_job(root: Path, job: int, precision: str, median: float, *, error: flo
     `columns`: more runs columns (model=..., benchmark_verdict=...)."""
     run_id = f"run-{job}-{precision}-{batch_size}"
     config = {"model": {"name": "tiny_cnn"}, "precision": {"name": precision}, "batch_size": batch_size,
-              "select": select_cfg or {"metric": "latency/median", "max_accuracy_drop": 0.01},
+              "select": select_cfg or {"metric": "latency/median", "max_accuracy_drop": 0.01,
+                                       "max_relative_error": 0.05},
               "seed": 0}
     row = {"run_id": run_id, "sweep": "precision", "job": job, "status": status, "backend": "onnxruntime",
            "model": "tiny_cnn", "precision": precision, "batch_size": batch_size, "config_hash": f"h-{job}",
@@ -125,6 +126,13 @@ def test_nothing_within_the_drop_names_the_closest_miss(tmp_path):
                                 "rel_l2_err 0.2, 0.2 ms median latency)")
     runs = results.load(tmp_path).runs
     assert not runs["selected"].any() and not runs["feasible"].any()
+
+
+def test_a_sweep_recorded_before_max_relative_error_keeps_its_answer(tmp_path):
+    old = {"metric": "latency/median", "max_accuracy_drop": 0.01}  # rel_l2_err was held to max_accuracy_drop
+    write_job(tmp_path, 0, "fp32", 1.0, error=1e-7, select_cfg=old)
+    write_job(tmp_path, 1, "int8", 0.5, error=0.03, select_cfg=old)  # within 0.05, beyond 0.01
+    assert select.choose(results.load(tmp_path)).best.name == "precision=fp32"
 
 
 def test_no_ok_point(tmp_path):

@@ -56,6 +56,20 @@ def test_data_that_does_not_fit_the_model_fails_before_any_work(workdir, arrays,
         assert word in row.error, row.error
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_data_that_does_not_fit_fails_before_any_work_on_a_warm_cache_too(workdir, backend):
+    """The data is not in the model's cache key: a hit must still check it, before the build and the benchmark."""
+    common = ["model=tiny_cnn", f"backend={backend}", "backend.device=cpu" if backend == "torch" else "seed=0",
+              *FAST]
+    assert run_cli([*common, "hydra.run.dir=warm"], workdir).returncode == 0
+    np.savez(workdir / "bad.npz", image=np.zeros((8, 3, 32, 32), dtype=np.float32))
+    proc = run_cli([*common, "validate.data=bad.npz", "hydra.run.dir=bad"], workdir)
+    row = results.load(workdir / "bad").runs.iloc[0]
+    assert proc.returncode == 1 and row.status == "failed" and "needs ['input']" in row.error, row.error
+    first = "export" if backend == "onnxruntime" else "model"
+    assert row.error.startswith(f"{first}: ") and "benchmark_seconds" not in row  # stopped at the hit
+
+
 def test_the_trained_default_reports_real_top1_per_precision(workdir):
     proc = run_cli(["-m", "precision=fp32,int8", "hydra.sweep.dir=s", *FAST], workdir)
     assert proc.returncode == 0, proc.stdout[-3000:]
@@ -68,3 +82,34 @@ def test_the_trained_default_reports_real_top1_per_precision(workdir):
         assert m["top1_accuracy"] > 0.9  # well above the 0.1 of chance, on the 359 held-out digits
     assert set(loaded.accuracy.samples) == {359}
     assert "best: " in proc.stdout and runs["selected"].sum() == 1
+
+
+@pytest.mark.parametrize("value, words", [
+    ("{_target_:tests.factories.agreement}", "validate.metric is set but validate.data is not"),
+    ("agreement", "validate.metric = 'agreement': expected {_target_: package.module.function, ...}"),
+])
+def test_a_metric_without_labelled_data_or_a_target_is_one_line(workdir, value, words):
+    proc = run_cli(["model=tiny_cnn", f"validate.metric={value}", *FAST], workdir)
+    row = results.load(workdir / "outputs").runs.iloc[0]
+    assert proc.returncode == 1 and row.status == "failed" and words in row.error, row.error
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_top1_counts_only_the_batches_its_labels_fit():
+    """A batch whose labels the output cannot index (12 on 10 classes, a -100 'ignore') is left out of top-1, and
+    the top-1 rows say how many samples they are over."""
+    from stages import accuracy
+
+    class Runner:
+        on_gpu = False
+
+        def infer(self, feeds):
+            return {"logits": feeds["input"]}
+
+    logits = np.eye(10, dtype=np.float32)[:8]
+    batches = [({"input": logits}, np.arange(8), 8), ({"input": logits}, np.array([12, *range(7)]), 8),
+               ({"input": logits}, np.array([-100, *range(7)]), 8)]
+    rows, info = accuracy.evaluate(Runner(), Runner(), batches, "fp32")
+    samples = {r["metric"]: r["samples"] for r in rows}
+    values = {r["metric"]: r["value"] for r in rows}
+    assert samples["rel_l2_err"] == 24 and samples["top1_accuracy"] == 8 and values["top1_accuracy"] == 1.0

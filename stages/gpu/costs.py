@@ -30,14 +30,10 @@ def artifact_row(name: str, nbytes: int | float) -> dict:
 
 
 def file_bytes(path: str | Path) -> int:
-    """A file's size, with the external-data files an ONNX model keeps beside it (`<name>.data`, ...)."""
+    """A file's size, with the external weights an ONNX model keeps beside it (`<name>.data`, as our exports and
+    conversions write them)."""
     path = Path(path)
-    size = path.stat().st_size
-    if path.suffix == ".onnx":
-        for sibling in path.parent.iterdir():
-            if sibling != path and sibling.name.startswith(path.stem) and sibling.suffix in (".data", ".bin", ".pb"):
-                size += sibling.stat().st_size
-    return size
+    return path.stat().st_size + sum(side.stat().st_size for side in path.parent.glob(f"{path.name}.data"))
 
 
 def energy_rows(energy_j: float, span_s: float, inferences: int, batch_size: int) -> list[dict]:

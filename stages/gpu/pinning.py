@@ -75,6 +75,8 @@ def pin(mode: str = "auto") -> Pin | None:
         log.warning("all %d GPUs (%s) are held by other workers: sharing GPU %s (measurements take turns)",
                     len(devices), ",".join(devices), _pinned.device)
     os.environ[ENV] = _pinned.device
+    if not _pinned.device.startswith(("GPU-", "MIG-")):  # an index: in NVML's order, the one the claim names
+        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     log.info("GPU %s of %s: this process's CUDA device 0", _pinned.device, ",".join(devices))
     return _pinned
 
@@ -100,5 +102,6 @@ def _uuid(device: str) -> str | None:
 
 
 def _cuda_started() -> bool:
+    """torch's CUDA, or our cuda-python calls (once imported, they may have started it: assume so)."""
     torch = sys.modules.get("torch")
-    return bool(torch is not None and torch.cuda.is_initialized())
+    return bool(torch is not None and torch.cuda.is_initialized()) or "stages.gpu.cuda" in sys.modules

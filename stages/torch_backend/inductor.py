@@ -51,7 +51,7 @@ def snapshot() -> dict[str, int]:
 
 def delta(before: dict[str, int], after: dict[str, int]) -> dict:
     """The cache counters a compile moved, and one word for it: hit (every graph from the cache), miss (none),
-    partial, or none (nothing was looked up: eager, or the cache was bypassed)."""
+    partial, or none (nothing was looked up: eager). A bypassed look-up (a graph the cache cannot hold) is a miss."""
     out = {k: after[k] - before.get(k, 0) for k in after}
     hits, misses = out["fx_graph_cache_hits"], out["fx_graph_cache_misses"] + out["fx_graph_cache_bypasses"]
     out["inductor_cache"] = ("hit" if hits and not misses else "miss" if misses and not hits

@@ -34,6 +34,13 @@ def instantiate(spec: dict) -> sources.Built:
     return built
 
 
+def check_served(outputs: dict, params: dict) -> None:
+    """On a hit too, the data (feeds, not in the key) must fit the model before any later stage works."""
+    recorded = json.loads((outputs["weights"].parent / SPEC).read_text())
+    specs = model_inputs.resolve(model_inputs.loads(recorded["inputs"]), params["feeds"])
+    datasets.check_all(params["feeds"], specs)
+
+
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     import torch
 
