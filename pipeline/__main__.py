@@ -19,7 +19,7 @@ def resolve_backend(argv: list[str]) -> list[str]:
     if given and given[-1].split("=", 1)[1] != "auto":
         return argv
     if not given and any(override_in(group, argv, "/backend") for group in ("sweep", "search")):
-        return argv  # a sweep that names its backend (conf/sweep/gpu_precision.yaml: torch) keeps it
+        return argv  # a sweep that names its backend (its defaults list overrides /backend) keeps it
     from pipeline import app, backends
     from stages.api import Unsupported
 
@@ -49,7 +49,7 @@ def resolve_search(argv: list[str]) -> list[str]:
 
 def override_in(group: str, argv: list[str], target: str) -> str | None:
     """What the option of `group` chosen on the command line (`+sweep=<name>`) overrides `target` with in its
-    defaults list (`override /backend: torch`), read from the packaged conf/<group>/<name>.yaml; None if nothing.
+    defaults list (`override /backend: <name>`), read from the packaged conf/<group>/<name>.yaml; None if nothing.
     A group option in a user's --config-dir is left to Hydra."""
     chosen = [a for a in argv if a.lstrip("+~").split("=", 1)[0] == group and "=" in a]
     if not chosen:

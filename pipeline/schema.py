@@ -181,7 +181,7 @@ class Config:
     precision: PrecisionConfig = MISSING
     batch_size: int = 1
     axes: Dict[str, int] = field(default_factory=dict)  # the size of every other named axis: axes.sequence=128
-    # the sizes a built model must serve per axis, [min, opt, max] (TensorRT's optimization profile);
+    # the sizes a built model must serve per axis, [min, opt, max] (an engine's optimization profile);
     # an axis not named here serves the run's size only
     shapes: Dict[str, List[int]] = field(default_factory=dict)
     feeds: Any = None  # derived (conf/config.yaml): what a stage needs to size and fill the inputs
