@@ -93,14 +93,7 @@ def _quantize(src: Path, out: Path, precision: str, params: dict) -> dict:
 
     calib = params["calibration"]
     specs = model_inputs.resolve(model_inputs.specs_from_onnx(src), params["feeds"])
-    if calib.get("data"):  # at most `samples` of the data set, in one batch
-        sizes = {**model_inputs.sizes(params["feeds"]), model_inputs.BATCH: calib["samples"]}
-        data, _, rows = next(datasets.batches(calib["data"], specs, "convert.calibration.data", sizes,
-                                              calib["samples"]))
-        data = {k: v[:rows] for k, v in data.items()}
-    else:
-        sizes = {**model_inputs.sizes(params["feeds"]), model_inputs.BATCH: calib["samples"]}
-        data = model_inputs.random_inputs(specs, sizes, params["seed"] + model_inputs.SEED_CALIBRATION)
+    data = next(datasets.calibration(specs, params["feeds"], calib, params["seed"]))  # one batch of them all
     with _quiet():
         from modelopt.onnx.quantization import quantize
 

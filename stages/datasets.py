@@ -57,6 +57,23 @@ def validation(specs: list[model_inputs.InputSpec], feeds: dict, settings: dict,
     return ((f, None, batch) for f in model_inputs.validation_batches(specs, axis_sizes, seed, settings["batches"]))
 
 
+def calibration(specs: list[model_inputs.InputSpec], feeds: dict, settings: dict, seed: int,
+                batch: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """The calibration samples of `convert.calibration` (settings): at most `samples` of its data, else that many
+    seeded random ones (the same values for every backend), in batches of `batch` (default: one batch)."""
+    sizes, samples = model_inputs.sizes(feeds), settings["samples"]
+    batch = batch or samples
+    if settings.get("data"):
+        for data, _, rows in batches(settings["data"], specs, KEYS["calibration"],
+                                     {**sizes, model_inputs.BATCH: batch}, samples):
+            yield {k: v[:rows] for k, v in data.items()}
+        return
+    data = model_inputs.random_inputs(specs, {**sizes, model_inputs.BATCH: samples},
+                                      seed + model_inputs.SEED_CALIBRATION)
+    for start in range(0, samples, batch):
+        yield {k: v[start:start + batch] for k, v in data.items()}
+
+
 def batches(source, specs: list[model_inputs.InputSpec], key: str, axis_sizes: dict, max_samples: int
             ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None, int]]:
     """(feeds, labels or None, real rows) per batch of the run's batch size, up to `max_samples` samples in all."""

@@ -384,7 +384,9 @@ def test_calibration_batches_are_the_onnx_backends_samples_in_run_sized_batches(
 
     specs = [_image_spec((3, 8, 8))]
     feeds = {"batch_size": 24, "axes": {}, "inputs": {}, "input_shape": None, "data": {}}
-    batches = list(compile_stage.calibration_batches(specs, feeds, {"samples": 64, "data": None}, seed=3))
+    from stages import datasets
+
+    batches = list(datasets.calibration(specs, feeds, {"samples": 64, "data": None}, seed=3, batch=24))
     assert [len(b["input"]) for b in batches] == [24, 24, 16]
     same = model_inputs.random_inputs(specs, {"batch": 64}, 3 + model_inputs.SEED_CALIBRATION)["input"]
     np.testing.assert_array_equal(np.concatenate([b["input"] for b in batches]), same)  # what convert calibrates on

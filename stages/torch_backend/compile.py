@@ -144,29 +144,15 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
                        tables={"summary": rows})
 
 
-def calibration_batches(specs: list, feeds: dict, calibration: dict, seed: int):
-    """The calibration samples, in batches of the run's batch size: at most `calibration.samples` of
-    `calibration.data`, else the seeded random samples the ONNX backends calibrate on (the same values)."""
-    sizes = model_inputs.sizes(feeds)
-    batch, samples = sizes[model_inputs.BATCH], calibration.get("samples") or CALIBRATION["samples"]
-    if calibration.get("data"):
-        for data, _, rows in datasets.batches(calibration["data"], specs, "convert.calibration.data", sizes, samples):
-            yield {k: v[:rows] for k, v in data.items()}
-        return
-    data = model_inputs.random_inputs(specs, {**sizes, model_inputs.BATCH: samples},
-                                      seed + model_inputs.SEED_CALIBRATION)
-    for start in range(0, samples, batch):
-        yield {k: v[start:start + batch] for k, v in data.items()}
-
-
 def _calibrator(specs: list, params: dict, device: str, dtype):
     def calibrate(run) -> int:
         import torch
 
         fed = 0
         with torch.no_grad():  # not inference_mode: observers keep what they see in ordinary tensors
-            for arrays in calibration_batches(specs, params["feeds"], params.get("calibration") or CALIBRATION,
-                                              params["seed"]):
+            settings = {**CALIBRATION, **(params.get("calibration") or {})}
+            batch = model_inputs.sizes(params["feeds"])[model_inputs.BATCH]  # the run's batch, as it will run
+            for arrays in datasets.calibration(specs, params["feeds"], settings, params["seed"], batch):
                 run(*tensors.place(arrays, device, dtype, params["channels_last"]))
                 fed += len(next(iter(arrays.values())))
         return fed
