@@ -81,7 +81,7 @@ def batches(source, specs: list[model_inputs.InputSpec], key: str, axis_sizes: d
     pending: list[dict[str, np.ndarray]] = []
     have = seen = 0
     for raw in _raw(source, key):
-        batch = _fit(raw, specs, key, source, axis_sizes)
+        batch = _fit(raw, specs, key, source, axis_sizes, offset=seen)
         take = min(len(next(iter(batch.values()))), max_samples - seen)
         if take <= 0:
             break
@@ -154,10 +154,12 @@ def _load_npz(path: str, key: str) -> dict[str, np.ndarray]:
         raise StageInputError(f"{key} = '{path}': not a readable .npz file ({err})") from err
 
 
-def _fit(raw: dict, specs: list[model_inputs.InputSpec], key: str, source, axis_sizes: dict | None = None
-         ) -> dict[str, np.ndarray]:
+def _fit(raw: dict, specs: list[model_inputs.InputSpec], key: str, source, axis_sizes: dict | None = None,
+         offset: int = 0) -> dict[str, np.ndarray]:
     """The batch's arrays for the model's inputs (in spec order, in their dtypes) and its labels, checked: a named
-    axis besides the batch must have the run's size (the engine is built for it)."""
+    axis besides the batch must have the run's size (the engine is built for it), and every value is finite (a NaN
+    would make every accuracy metric NaN, which no bound can judge). `offset`: the data set's sample index of the
+    batch's first row, for the message."""
     if not isinstance(raw, dict):
         raise StageInputError(f"{key} = {_show(source)}: a batch must be a dict of arrays by input name, "
                               f"got {type(raw).__name__}")
@@ -174,6 +176,7 @@ def _fit(raw: dict, specs: list[model_inputs.InputSpec], key: str, source, axis_
                 raise StageInputError(f"{where} has {axis} {size}; the run is sized axes.{axis}={axis_sizes[axis]} "
                                       f"(set it to the data's, or give data of that size)")
         out[spec.name] = array.astype(spec.dtype, copy=False)
+        _require_finite(out[spec.name], where, offset)
     n = len(next(iter(out.values())))
     if any(len(a) != n for a in out.values()):
         raise StageInputError(f"{key} = {_show(source)}: its arrays hold different numbers of samples "
@@ -185,6 +188,19 @@ def _fit(raw: dict, specs: list[model_inputs.InputSpec], key: str, source, axis_
                                   f"{labels.dtype}; it needs one integer class index per sample, shape ({n},)")
         out[LABELS] = labels.astype(np.int64)
     return out
+
+
+def _require_finite(array: np.ndarray, where: str, offset: int) -> None:
+    if not np.issubdtype(array.dtype, np.floating) and array.dtype.kind != "V":  # ints cannot hold a NaN
+        return
+    finite = np.isfinite(array.astype(np.float32, copy=False)) if array.dtype.kind == "V" else np.isfinite(array)
+    if finite.all():
+        return
+    bad = np.argwhere(~finite)
+    first = tuple(int(i) for i in bad[0])
+    value = array[first]
+    raise StageInputError(f"{where} holds {len(bad)} non-finite value(s) ({value}); the first at sample "
+                          f"{offset + first[0]} (index {first}); validation and calibration data must be finite")
 
 
 def _split(batch: dict, start: int, rows: int, size: int) -> tuple[dict, np.ndarray | None, int]:

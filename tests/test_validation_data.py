@@ -113,3 +113,30 @@ def test_top1_counts_only_the_batches_its_labels_fit():
     samples = {r["metric"]: r["samples"] for r in rows}
     values = {r["metric"]: r["value"] for r in rows}
     assert samples["rel_l2_err"] == 24 and samples["top1_accuracy"] == 8 and values["top1_accuracy"] == 1.0
+
+
+def test_non_finite_data_is_refused_naming_the_array_and_sample(workdir):
+    data = np.zeros((8, 3, 32, 32), dtype=np.float32)
+    data[5, 1, 2, 3] = np.nan
+    np.savez(workdir / "nan.npz", input=data, labels=np.zeros(8, dtype=np.int64))
+    proc = run_cli(["model=tiny_cnn", "validate.data=nan.npz", *FAST], workdir)
+    row = results.load(workdir / "outputs").runs.iloc[0]
+    assert proc.returncode == 1 and row.status == "failed" and "Traceback" not in proc.stdout
+    for word in ("validate.data = 'nan.npz': array 'input'", "1 non-finite value(s) (nan)", "at sample 5",
+                 "(5, 1, 2, 3)"):
+        assert word in row.error, row.error
+
+
+def test_a_non_finite_value_in_a_later_loader_batch_names_its_sample_in_the_data_set(monkeypatch):
+    from stages import datasets
+    from stages import inputs as model_inputs
+    from stages.api import StageInputError
+
+    spec = model_inputs.InputSpec("x", ("batch", 4), np.dtype("float32"))
+    later = np.ones((3, 4), dtype=np.float32)
+    later[1, 2] = np.inf
+    batches = [{"x": np.ones((3, 4), dtype=np.float32)}, {"x": later}]
+    monkeypatch.setattr(datasets, "_raw", lambda source, key: batches)  # what the loader yields
+    with pytest.raises(StageInputError, match=r"array 'x' holds 1 non-finite value\(s\) \(inf\); the first at "
+                                              r"sample 4 \(index \(1, 2\)\)"):
+        list(datasets.batches({"_target_": "loader"}, [spec], "validate.data", {"batch": 2}, 100))
