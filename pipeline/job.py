@@ -239,21 +239,21 @@ def _base_row(config: dict, meta: JobMeta, started: dt.datetime) -> dict[str, An
     }
     for key, column in COLUMNS.items():
         value = schema.lookup(config, key)
-        if value is not None:  # absent, not None: a null here would give the column a second type
-            row[column] = value
+        if value is not None and results.fits_column("runs", column, value):  # absent, not None: a null (or a
+            row[column] = value  # mistyped value, which the checks then refuse by name) would break the table
     if isinstance(config.get("model"), dict) and config["model"].get("source"):
         row["model_id"] = sources.model_id(config["model"])
     row.update({f"axes_{axis}": size for axis, size in (config.get("axes") or {}).items()})
     backend = config.get("backend") if isinstance(config.get("backend"), dict) else {}
     for key, value in backends.options(backend).items():
-        if isinstance(value, (bool, int, float, str)) and key not in row:
+        if isinstance(value, (bool, int, float, str)) and key not in row and results.fits_column("runs", key, value):
             row[key] = value
     for override in meta.overrides:
         key = override.lstrip("+~").partition("=")[0]
         if key.split(".")[0] in _GROUPS or key in COLUMNS:
             continue
         value = schema.lookup(config, key)
-        if isinstance(value, (bool, int, float, str)):
+        if isinstance(value, (bool, int, float, str)) and results.fits_column("runs", key.replace(".", "_"), value):
             row.setdefault(key.replace(".", "_"), value)
     row.update({f"env_{k}": v for k, v in environment.capture().items()})
     return row

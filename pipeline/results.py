@@ -170,6 +170,19 @@ def build_table(name: str, data: object) -> pa.Table | None:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
+def fits_column(table: str, column: str, value) -> bool:
+    """Whether `value` can be stored in `table`'s fixed `column` (any value fits a column that is not fixed)."""
+    schema = SCHEMAS[table]
+    if column not in schema.names:
+        return True
+    kind = schema.field(column).type
+    if pa.types.is_integer(kind):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if pa.types.is_floating(kind):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
 def _to_columns(name: str, data: object) -> dict[str, list] | None:
     """Normalise rows or columns to an ordered dict of equal-length columns."""
     if data is None:

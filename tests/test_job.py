@@ -80,3 +80,15 @@ def test_unavailable_backend_is_unsupported_with_how_to_get_it(base_config, tmp_
     out = job.run_job(cfg, tmp_path, job.JobMeta())
     assert out.status == "unsupported"
     assert "backend=tensorrt cannot run here" in out.error and "onnxruntime" in out.error
+
+
+@pytest.mark.parametrize("value", ["high", 2.5, True])
+def test_a_mistyped_option_with_a_fixed_runs_column_is_a_failed_row_naming_the_key(base_config, tmp_path, value):
+    """`optimization_level` is a fixed int64 column of `runs`: a string there once broke the table and lost the
+    job; now the job's row is written and the option's check names the key, the value and what is valid."""
+    cfg = copy.deepcopy(base_config)
+    cfg["backend"]["optimization_level"] = value
+    out = job.run_job(cfg, tmp_path, job.JobMeta())
+    row = results.load(tmp_path).runs.iloc[0]
+    assert out.status == row.status == "failed"
+    assert f"backend.optimization_level = {value!r}: expected int" in row.error, row.error
