@@ -81,11 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(f) for f in (args.log, args.times, args.profile, args.layers) if f and not f.is_file()]
     if missing:
         parser.error(f"no such file: {', '.join(missing)}")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out}: a file is there; --out names a directory to write tables/ into")
     row, tables = trtexec(args.log, args.times, args.profile, args.layers, args.batch_size)
-    aside = results.set_aside(args.out)  # the same as a job re-run into its directory: never overwritten
-    if aside is not None:
-        print(f"{args.out} already held tables: moved them aside to {aside}", file=sys.stderr)
-    job.write_row_and_tables(args.out, row["run_id"], row, tables)
+    try:
+        aside = results.set_aside(args.out)  # the same as a job re-run into its directory: never overwritten
+        if aside is not None:
+            print(f"{args.out} already held tables: moved them aside to {aside}", file=sys.stderr)
+        job.write_row_and_tables(args.out, row["run_id"], row, tables)
+    except OSError as err:
+        print(f"error: --out {args.out}: cannot write the tables there ({job.os_reason(err)})", file=sys.stderr)
+        return 2
     if row["status"] != "ok":
         print(f"{row['status']}: {row['error']}", file=sys.stderr)
         return 1

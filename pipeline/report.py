@@ -48,6 +48,9 @@ def build_report(path: str | Path, out: str | Path | None = None) -> Path:
     """Write the report of the run or sweep at `path` into `out` (default `path/report`); return index.html."""
     path = Path(path)
     loaded = results.load(path)
+    if loaded.runs.empty:  # as select and compare say: an empty report would pass for a sweep with nothing in it
+        raise FileNotFoundError(f"{path}: no results (no tables/runs.parquet below it); pass a run, a sweep or an "
+                                f"outputs directory")
     out = Path(out) if out is not None else path / "report"
     out.mkdir(parents=True, exist_ok=True)
     for name in IMAGES:  # a re-run must not leave a plot the new index no longer describes

@@ -42,9 +42,7 @@ def page(path: Path, view: pd.DataFrame, axes: list[str], sections: list, loaded
             f'<p class="meta">{escape(str(path.resolve()))}<br>{len(view)} runs: {escape(tally)}. '
             f"Swept: {escape(', '.join(axes) or 'nothing (a single configuration)')}. "
             f"Generated {dt.datetime.now().isoformat(timespec='seconds')}.</p>"]
-    if view.empty:
-        head.append('<p class="alert">No runs found under this path (no tables/runs.parquet).</p>')
-    elif not counts.get("ok", 0):
+    if not counts.get("ok", 0):
         head.append(f'<p class="alert">No run succeeded: nothing to plot. All {len(view)} runs are listed '
                     f"below with their status and error.</p>")
     head += [f'<p class="best">{escape(line)}</p>' for line in best_lines]

@@ -158,3 +158,11 @@ def test_aux_streams_left_to_tensorrt_are_recorded_as_minus_one(tmp_path):
     assert ingest(tmp_path, tmp_path / "auto.log", "--out", tmp_path / "auto").returncode == 0
     runs = results.load(tmp_path / "auto").runs
     assert runs.max_aux_streams.tolist() == [-1] and str(runs.max_aux_streams.dtype).lower() == "int64"
+
+
+def test_out_naming_an_existing_file_is_one_line_and_leaves_it_alone(tmp_path):
+    target = tmp_path / "results.txt"
+    target.write_text("mine")
+    proc = ingest(tmp_path, DATA / "trt11_run.log", "--out", target)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"--out {target}: a file is there" in proc.stderr and target.read_text() == "mine"

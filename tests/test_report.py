@@ -208,8 +208,8 @@ def test_all_failed_still_lists_every_run(tmp_path):
 
 
 def test_no_runs_at_all(tmp_path):
-    page = report.build_report(tmp_path).read_text()
-    assert "No runs found" in page
+    with pytest.raises(FileNotFoundError, match="no results"):
+        report.build_report(tmp_path)
 
 
 def test_rebuild_drops_plots_it_no_longer_makes(grid):
@@ -299,3 +299,9 @@ def test_report_cli_of_two_sweeps(two_sweeps):
     assert made.returncode == 0, made.stderr
     page = (two_sweeps / "report" / "index.html").read_text()
     assert "fp32 (precision 2026-01-01_10-00-00)" in page and "fp32 (precision 2026-01-02_10-00-00)" in page
+
+
+def test_a_report_of_a_directory_without_results_is_an_error_like_select_and_compare(tmp_path):
+    proc = run_cli([str(tmp_path)], tmp_path, module="pipeline.report", timeout=120)
+    assert proc.returncode == 2 and "no results" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "report").exists()
