@@ -19,7 +19,7 @@ from stages import datasets, models, sources
 from stages import inputs as model_inputs
 from stages.api import Param, StageInputError, StageResult, file_sha256, package_version
 
-VERSION = "3"  # 3: several inputs, named dynamic axes, output names, input specs in the metadata
+VERSION = "4"  # 3: several inputs, named dynamic axes, output names, input specs in the metadata; 4: traced at the run's axis sizes
 OUTPUTS = ("onnx",)
 CACHED = True
 PARAMS = {"model": Param(dict), "seed": Param(int), "opset": Param(int, min=13),
@@ -117,13 +117,13 @@ def _take_onnx(src: Path, out: Path, feeds: dict) -> dict:
 
 def _export_torch(model_cfg: dict, seed: int, opset: int, feeds: dict, out: Path) -> dict:
     _check_opset(opset)
-    built = sources.build(model_cfg, seed)
+    built = sources.build(model_cfg, seed, sizes=model_inputs.sizes(feeds))
     if model_cfg["source"] == "factory":
         models.warn_unkeyed(built.module, model_cfg["_target_"])
     specs = model_inputs.resolve(built.specs, feeds)
     model_inputs.check_sizes(specs, model_inputs.sizes(feeds))
     datasets.check_all(feeds, specs)
-    example = sources.example(specs)
+    example = sources.example(specs, model_inputs.sizes(feeds))
     n_params = sum(p.numel() for p in built.module.parameters())
     exporter, fallback_reason = "dynamo", None
     try:

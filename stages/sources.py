@@ -73,9 +73,10 @@ def provider_versions(model: dict) -> dict[str, str | None]:
     return {}
 
 
-def build(model: dict, seed: int, trained: bool = True) -> Built:
+def build(model: dict, seed: int, trained: bool = True, sizes: dict[str, int] | None = None) -> Built:
     """The model `model` (the `model.*` config) names, with seeded weights where they are random, trained where
-    it is a trained built-in (`trained=False`: the architecture only, for weights to be loaded into)."""
+    it is a trained built-in (`trained=False`: the architecture only, for weights to be loaded into). Its first
+    call (for the output names) sizes the named axes as `sizes` says (the run's), else by `example`'s default."""
     source = model["source"]
     if source in PROVIDERS:
         _require(PROVIDERS[source], source)
@@ -102,17 +103,18 @@ def build(model: dict, seed: int, trained: bool = True) -> Built:
             raise Unsupported(f"model.source = {source}: a torch backend needs a torch model (builtin, factory, hf, "
                               f"timm, torchvision); an ONNX file runs on the ONNX backends")
     keywords = [s.name for s in built.specs] if source == "hf" else None
-    built.output_names = output_names(built.module, example(built.specs), keywords)
+    built.output_names = output_names(built.module, example(built.specs, sizes), keywords)
     if source == "hf":  # by keyword in, a ModelOutput out: wrapped to positional in, a tuple out
         built.module = _keywords_in_tuple_out(built.module, [s.name for s in built.specs])
     return built
 
 
-def example(specs: list[model_inputs.InputSpec]) -> tuple:
-    """Torch tensors to trace or first-call a model with: batch 2, every other named axis _EXAMPLE_SIZE."""
+def example(specs: list[model_inputs.InputSpec], sizes: dict[str, int] | None = None) -> tuple:
+    """Torch tensors to trace or first-call a model with: batch 2, every other named axis at its size in `sizes`
+    (the run's: a model that only works at its own length traces there), else _EXAMPLE_SIZE."""
     import torch
 
-    axis_sizes = {axis: _EXAMPLE_SIZE for s in specs for axis in s.axes()}
+    axis_sizes = {axis: (sizes or {}).get(axis, _EXAMPLE_SIZE) for s in specs for axis in s.axes()}
     axis_sizes[model_inputs.BATCH] = 2
     arrays = model_inputs.random_inputs(specs, axis_sizes, seed=0)
     return tuple(torch.from_numpy(arrays[s.name]) for s in specs)

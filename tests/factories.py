@@ -54,3 +54,20 @@ def preempted_once(marker: str):
         os.kill(os.getpid(), signal.SIGUSR2)
         time.sleep(30)  # the handler exits the process at the next bytecode; this is never reached in full
     return tiny()
+
+
+def fixed_length(sequence: int = 64, vocab: int = 50, features: int = 8):
+    """A model that only works at its own sequence length: the embedded tokens are flattened into one Linear."""
+    import torch
+
+    class FixedLength(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(vocab, features)
+            self.head = torch.nn.Linear(sequence * features, 4)
+
+        def forward(self, ids):
+            return self.head(self.embed(ids).flatten(1))
+
+    torch.manual_seed(5)
+    return FixedLength()

@@ -144,3 +144,15 @@ def test_a_model_source_that_does_not_import_says_how_to_get_it(workdir):
     row = results.load(workdir / "outputs").runs.iloc[0]
     assert proc.returncode == 0 and row.status == "unsupported" and "pip install timm" in row.error
     assert row.model_id == "timm:resnet18"
+
+
+@pytest.mark.slow
+def test_a_factory_is_traced_at_the_runs_axis_sizes(workdir):
+    """A model that works only at its own length: traced at axes.sequence, not at a fixed example size."""
+    for backend in ("onnxruntime", "torch"):
+        proc = run_cli(["model=factory", "model._target_=tests.factories.fixed_length",
+                        "model.inputs.ids.shape=[batch,sequence]", "model.inputs.ids.dtype=int64",
+                        "model.inputs.ids.range=[0,50]", "axes.sequence=64", f"backend={backend}",
+                        f"hydra.run.dir={backend}", *FAST], workdir)
+        row = results.load(workdir / backend).runs.iloc[0]
+        assert proc.returncode == 0 and row.status == "ok", row.error

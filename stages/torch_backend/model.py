@@ -29,7 +29,7 @@ def key_files(params: dict) -> dict:
 
 def instantiate(spec: dict) -> sources.Built:
     """The model (fp32, CPU, random or factory weights) that a recorded `spec` describes."""
-    built = sources.build(spec["model"], spec["seed"], trained=False)  # its weights are loaded next
+    built = sources.build(spec["model"], spec["seed"], trained=False, sizes=spec.get("sizes"))  # weights: next
     built.specs = model_inputs.loads(spec["inputs"])
     return built
 
@@ -45,7 +45,8 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     import torch
 
     model = params["model"]
-    built = sources.build(model, params["seed"])
+    sizes = model_inputs.sizes(params["feeds"])
+    built = sources.build(model, params["seed"], sizes=sizes)
     if model["source"] == "factory":
         models.warn_unkeyed(built.module, model["_target_"])
     specs = model_inputs.resolve(built.specs, params["feeds"])
@@ -53,7 +54,7 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     datasets.check_all(params["feeds"], specs)
     torch.save(built.module.state_dict(), out_dir / WEIGHTS)
     spec = {"model": model, "seed": params["seed"], "inputs": model_inputs.dumps(specs),
-            "outputs": built.output_names}
+            "outputs": built.output_names, "sizes": sizes}
     (out_dir / SPEC).write_text(json.dumps(spec, indent=2))
     return StageResult(outputs={"weights": WEIGHTS},
                        info={"parameters": sum(p.numel() for p in built.module.parameters()),
