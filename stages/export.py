@@ -19,7 +19,7 @@ from stages import datasets, models, sources
 from stages import inputs as model_inputs
 from stages.api import Param, StageInputError, StageResult, file_sha256, package_version
 
-VERSION = "4"  # 3: several inputs, named dynamic axes, output names, input specs in the metadata; 4: traced at the run's axis sizes
+VERSION = "4"  # 3: several inputs, named dynamic axes, specs in the metadata; 4: traced at the run's axis sizes
 OUTPUTS = ("onnx",)
 CACHED = True
 PARAMS = {"model": Param(dict), "seed": Param(int), "opset": Param(int, min=13),
