@@ -17,6 +17,7 @@ draws its data here, so the same seed gives the same tensors whatever the precis
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -86,12 +87,25 @@ def specs_from_onnx(path: Path) -> list[InputSpec]:
         for i, d in enumerate(value.type.tensor_type.shape.dim):
             if d.HasField("dim_value") and d.dim_value > 0:
                 dims.append(d.dim_value)
-            elif d.dim_param and d.dim_param != batch:
-                dims.append(d.dim_param)
+            elif _named(d.dim_param) and d.dim_param != batch:
+                dims.append(axis_name(d.dim_param))
             else:  # the batch axis, or a dynamic axis the graph gives no name
-                dims.append(BATCH if d.dim_param == batch or (i == 0 and not d.dim_param) else f"{value.name}_{i}")
+                first_unnamed = i == 0 and not _named(d.dim_param)
+                dims.append(BATCH if d.dim_param == batch or first_unnamed else axis_name(f"{value.name}_{i}"))
         specs.append(_default_values(InputSpec(value.name, tuple(dims), _np_dtype(value)), rows.get(value.name)))
     return specs
+
+
+def _named(dim_param: str) -> bool:
+    """Whether a graph names a dynamic dim: exporters write '', '?' or '-1' for one they do not name."""
+    return bool(dim_param) and dim_param != "?" and not re.fullmatch(r"-?\d+", dim_param)
+
+
+def axis_name(name: str) -> str:
+    """A graph's dim name as an axis name that `axes.<name>=N` can set on Hydra's command line: a plain identifier
+    (`DynamicDimension.1` -> `DynamicDimension_1`, `x:0_1` -> `x_0_1`)."""
+    plain = re.sub(r"\W+", "_", name).strip("_") or "axis"
+    return plain if re.fullmatch(r"[A-Za-z_]\w*", plain) else f"axis_{plain}"
 
 
 def _np_dtype(value) -> np.dtype:
@@ -235,8 +249,10 @@ def concrete_shape(spec: InputSpec, axis_sizes: dict[str, int]) -> tuple[int, ..
             shape.append(axis_sizes[dim])
         else:
             key = "batch_size" if dim == BATCH else f"axes.{dim}"
+            fixed = ",".join(str(d) if isinstance(d, int) or d in axis_sizes or d == BATCH else "N" for d in spec.dims)
             raise StageInputError(f"input '{spec.name}' has the axis '{dim}' {list(spec.dims)}, which has no size: "
-                                  f"set {key}=N")
+                                  f"set {key}=N, or fix the input's shape with model.inputs.{spec.name}.shape="
+                                  f"[{fixed}]")
     return tuple(shape)
 
 

@@ -156,3 +156,22 @@ def test_a_factory_is_traced_at_the_runs_axis_sizes(workdir):
                         f"hydra.run.dir={backend}", *FAST], workdir)
         row = results.load(workdir / backend).runs.iloc[0]
         assert proc.returncode == 0 and row.status == "ok", row.error
+
+
+@pytest.mark.slow
+def test_dims_named_with_dots_or_left_unnamed_get_hints_that_work(workdir):
+    """Paddle's `DynamicDimension.1` and an unnamed `?` dim: the error's suggestions, typed as given, run."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["DynamicDimension.0", 3, "DynamicDimension.1", "?"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["DynamicDimension.0", 3, "DynamicDimension.1", "?"])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(workdir / "dyn.onnx"))
+    base = ["model=onnx", "model.path=dyn.onnx", "batch_size=2", *FAST]
+    unsized = run_cli([*base, "hydra.run.dir=unsized"], workdir)
+    error = results.load(workdir / "unsized").runs.iloc[0].error
+    assert unsized.returncode == 1 and "set axes.DynamicDimension_1=N" in error, error
+    assert "model.inputs.x.shape=[batch,3,N,N]" in error, error
+    for name, hint in (("axes", ["axes.DynamicDimension_1=6", "axes.x_3=5"]),
+                       ("shape", ["model.inputs.x.shape=[batch,3,6,5]"])):
+        proc = run_cli([*base, *hint, f"hydra.run.dir={name}"], workdir)
+        row = results.load(workdir / name).runs.iloc[0]
+        assert proc.returncode == 0 and row.status == "ok", (name, row.error)
