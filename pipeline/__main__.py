@@ -30,7 +30,14 @@ def resolve_backend(argv: list[str]) -> list[str]:
         sys.exit(1)
     why = f" (passed over: {'; '.join(passed)})" if passed else ""
     print(f"backend: auto -> {name}{why}", flush=True)
-    return [a for a in argv if a not in given] + [f"backend={name}"]
+    return with_override([a for a in argv if a not in given], f"backend={name}")
+
+
+def with_override(argv: list[str], override: str) -> list[str]:
+    """`argv` with `override` beside the others: Hydra's parser takes the overrides as one run of positionals, so
+    one added after a flag (`... --cfg job`) would be refused, and one put before `-m` would end the run early."""
+    last = max((i for i, a in enumerate(argv) if "=" in a and not a.startswith("-")), default=len(argv) - 1)
+    return [*argv[:last + 1], override, *argv[last + 1:]]
 
 
 def resolve_search(argv: list[str]) -> list[str]:
@@ -44,7 +51,7 @@ def resolve_search(argv: list[str]) -> list[str]:
     if sweeper is None:
         return argv
     _require_sweeper(argv, sweeper)
-    return [*argv, f"hydra/sweeper={sweeper}"]
+    return with_override(argv, f"hydra/sweeper={sweeper}")
 
 
 def override_in(group: str, argv: list[str], target: str) -> str | None:

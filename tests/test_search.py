@@ -18,6 +18,8 @@ FIRST_SIX = [("tf32", 32), ("int8", 32), ("fp16", 8), ("fp32", 32), ("fp16", 1),
 
 def test_the_search_config_names_its_sweeper_on_the_command_line():
     assert resolve_search(["+search=optuna", "x=1"]) == ["+search=optuna", "x=1", "hydra/sweeper=optuna"]
+    assert resolve_search(["+search=optuna", "--cfg", "job"]) == ["+search=optuna", "hydra/sweeper=optuna", "--cfg",
+                                                                  "job"]
     assert resolve_search(["+search=optuna", "hydra/sweeper=basic"]) == ["+search=optuna", "hydra/sweeper=basic"]
     assert resolve_search(["+sweep=precision"]) == ["+sweep=precision"]
     assert resolve_search(["+search=mine"]) == ["+search=mine"]  # not ours (a user's config dir): Hydra decides
