@@ -1,5 +1,6 @@
 """reproduce runs nothing that a recorded config chose unless trusted: trampolines, executable params of any node,
 where files go, and a hand-edited record refused in one line (pipeline/trust.py, pipeline/reproduce.py)."""
+import copy
 import inspect
 import shutil
 
@@ -35,6 +36,17 @@ def _reproduce(tmp_path, src, *args):
 
 def _touch(marker) -> dict:
     return {"target": "os.system", "kwargs": {"command": f"touch {marker}"}}
+
+
+def _set_validate_data(config: dict, data: dict) -> None:
+    """validate.data, and each resolved copy of it: the nodes' feeds (the export checks them) and validation."""
+    config["validate"]["data"] = config["feeds"]["data"]["validate"] = copy.deepcopy(data)
+    for node in config["backend"]["dag"].values():
+        params = node.get("params") or {}
+        if "feeds" in params:
+            params["feeds"]["data"]["validate"] = copy.deepcopy(data)
+        if "validation" in params:
+            params["validation"]["data"] = copy.deepcopy(data)
 
 
 def _refused(proc, *words):
@@ -83,18 +95,16 @@ def test_reproduce_refuses_a_trampoline_and_runs_nothing(tmp_path, route):
         model = {**config["model"], "source": "factory", "_target_": "stages.models.load_factory",
                  "kwargs": _touch(marker)}
         if route == "factory":
-            config["model"] = model
+            config["model"] = copy.deepcopy(model)
         config["backend"]["dag"]["export"]["params"]["model"] = model
         words = ["stages.models.load_factory", "os.system"]
     elif route == "validate_data":
-        data = {"_target_": "stages.models.load_factory", **_touch(marker)}
-        config["validate"]["data"] = config["feeds"]["data"]["validate"] = data
+        _set_validate_data(config, {"_target_": "stages.models.load_factory", **_touch(marker)})
         words = ["validate.data._target_", "validate.data.target = 'os.system'"]
     else:
-        data = {"_target_": "pipeline.isolation.run_isolated", "module_name": "subprocess",
-                "inputs": [shutil.which("sh"), "-c", f"touch {marker}"], "params": -1,
-                "out_dir": shutil.which("sh"), "timeout_s": 60}
-        config["validate"]["data"] = config["feeds"]["data"]["validate"] = data
+        _set_validate_data(config, {"_target_": "pipeline.isolation.run_isolated", "module_name": "subprocess",
+                                    "inputs": [shutil.which("sh"), "-c", f"touch {marker}"], "params": -1,
+                                    "out_dir": shutil.which("sh"), "timeout_s": 60})
         words = ["pipeline.isolation.run_isolated", "module_name = 'subprocess'"]
     src = _record(tmp_path, config)
     _refused(_reproduce(tmp_path, src), *words)
