@@ -306,17 +306,23 @@ def check(cfg: dict) -> None:
 
 def check_types(cfg: Any, schema: type = Config, path: str = "") -> None:
     """Raise ConfigError for the first key of a plain config (a recorded one, maybe edited by hand) that the
-    schema refuses: a key or section missing, a section that is not a mapping, a value of the wrong type, an enum
-    value not among its choices. A config Hydra composed always passes: OmegaConf checked the same then."""
+    schema refuses: a section (or a key without a default) missing, a section that is not a mapping, a value of
+    the wrong type, an enum value not among its choices. A key with a default that a section lacks (recorded
+    before the key existed) is given its default. A config Hydra composed always passes: OmegaConf checked the
+    same then."""
     import dataclasses
     import typing
 
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
         key = f"{path}.{f.name}" if path else f.name
+        if isinstance(cfg, dict) and f.name not in cfg and not dataclasses.is_dataclass(hints[f.name]):
+            if f.default is not dataclasses.MISSING and f.default is not MISSING:
+                cfg[f.name] = f.default.value if isinstance(f.default, Enum) else f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                cfg[f.name] = f.default_factory()
         if not isinstance(cfg, dict) or f.name not in cfg:
-            raise ConfigError(f"{key} is missing; a recorded config has every key of the schema "
-                              f"(pipeline/schema.py), so restore it")
+            raise ConfigError(f"{key} is missing and has no default (pipeline/schema.py): restore it")
         _check_type(cfg[f.name], hints[f.name], key)
 
 

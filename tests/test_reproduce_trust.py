@@ -202,3 +202,15 @@ def test_a_failed_reproduction_says_why():
               "error": "benchmark: it broke", "config_hash_same": True, "cache": {}, "environment_diff": {},
               "metrics": {}}
     assert "  error: benchmark: it broke" in reproduce.render(report).splitlines()
+
+
+def test_a_record_from_before_a_key_existed_gets_its_default_but_a_missing_section_is_refused():
+    from pipeline import schema
+
+    config = _config()
+    del config["select"]["max_relative_error"]
+    schema.check_types(config)
+    assert config["select"]["max_relative_error"] == schema.SelectConfig.max_relative_error
+    del config["precision"]["name"]
+    with pytest.raises(schema.ConfigError, match=r"^precision\.name is missing and has no default"):
+        schema.check_types(config)
