@@ -7,6 +7,7 @@ node or output, a cycle.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from typing import Any, Callable
@@ -19,6 +20,10 @@ class DagError(ConfigError):
     pass
 
 
+# A node's name is a directory (<job>/stages/<name>) and a column prefix (<name>_seconds): a plain identifier.
+NODE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 @dataclass(frozen=True)
 class Node:
     name: str
@@ -29,10 +34,15 @@ class Node:
 
 
 def parse(dag: dict[str, dict], *, where: str = "backend.dag") -> dict[str, Node]:
+    if not isinstance(dag, dict):
+        raise DagError(f"{where} = {dag!r}: expected a mapping of nodes")
     if not dag:
         raise DagError(f"{where} is empty: a backend needs at least one node")
     nodes = {}
     for name, spec in dag.items():
+        if not isinstance(name, str) or not NODE_NAME.fullmatch(name):
+            raise DagError(f"{where}: node name {str(name)!r} is not a plain identifier (letters, digits and _, "
+                           f"not starting with a digit)")
         if not isinstance(spec, dict) or "stage" not in spec:
             raise DagError(f"{where}.{name}: a node needs `stage:` (and optional `inputs:`, `params:`)")
         inputs = {}

@@ -4,6 +4,10 @@ RUN_DIR is one job (outputs/runs/<time>, or one job of a sweep) or a whole sweep
 again from `config.resolved.yaml` exactly as recorded (the backend included), into a new directory, and
 compared with the original: environment differences, config hash, artifact cache outcomes, median latency
 ratio and accuracy deltas.
+
+Before anything runs, every recorded config is checked: trust (pipeline/trust.py: no code from outside this
+project unless allowed), then the schema, the backend's options and the DAG (one line naming the key). The new run
+uses the caller's artifact cache (the CLI's default, or --cache-dir), never the cache.dir the record names.
 """
 from __future__ import annotations
 
@@ -17,8 +21,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from pipeline import backends, results, runner, schema, trust
 from pipeline import job as jobmod
-from pipeline import results, trust
+from stages.api import StageInputError, Unsupported
 
 TRUST_ENV = "PIPELINE_TRUSTED_TARGETS"  # comma-separated modules (or executables) the user trusts
 
@@ -67,10 +72,41 @@ def check_trust(config: dict, src: Path, allowed: tuple[str, ...]) -> None:
                         f"(or executable) with --allow NAME (or {TRUST_ENV}=NAME,...)")
 
 
-def reproduce_job(src: Path, out: Path, allowed: tuple[str, ...] = (), trusted: bool = False) -> dict:
+def check_config(config: dict, src: Path) -> None:
+    """BadRecord, one line naming the key, for a recorded config that the schema, its backend's plugin or its
+    DAG refuses (a record edited by hand). Run only on a trusted config: it imports the plugin and the stages."""
+    try:
+        schema.check_types(config)
+        schema.check(config)
+        try:
+            backends.check(config["backend"])
+        except Unsupported:
+            return  # cannot run here: the job records that as `unsupported`, as the original run would
+        runner.plan(config["backend"]["dag"])
+    except (schema.ConfigError, StageInputError) as err:
+        raise BadRecord(f"{src / jobmod.CONFIG_FILE}: {err}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as err:  # a shape the checks above do not foresee
+        raise BadRecord(f"{src / jobmod.CONFIG_FILE}: cannot be checked ({type(err).__name__}: {err})") from None
+
+
+def default_cache_dir() -> Path:
+    """The artifact cache that `python -m pipeline` uses by default (conf/config.yaml's cache.dir)."""
+    try:
+        from pipeline import app
+
+        return Path(yaml.safe_load((Path(app.CONF_DIR) / "config.yaml").read_text())["cache"]["dir"])
+    except Exception:  # noqa: BLE001 - the schema's default is the same
+        return Path(schema.CacheConfig.dir)
+
+
+def reproduce_job(src: Path, out: Path, allowed: tuple[str, ...] = (), trusted: bool = False,
+                  cache_dir: Path | None = None) -> dict:
     config = read_config(src)
     if not trusted:
         check_trust(config, src, allowed)
+    check_config(config, src)
+    # the caller's cache, not the recorded one: a config someone sent does not choose where files are written
+    config["cache"] = {**config["cache"], "dir": str(cache_dir or default_cache_dir())}
     original = results.load(src)
     row = original.runs.iloc[0].to_dict() if len(original.runs) else {}
     meta = jobmod.JobMeta(sweep=_none(row.get("sweep")), job=_none(row.get("job")),
@@ -94,7 +130,7 @@ def compare(old_row: dict, old: results.Results, outcome: jobmod.JobOutcome, out
             metrics[metric] = {"original": a, "new": b, "delta": (b - a) if a is not None and b is not None else None}
     caches = {k[:-6]: new_row[k] for k in new_row if k.endswith("_cache")}
     return {"source": old_row.get("run_id"), "new": outcome.run_id, "out": str(out),
-            "status": {"original": old_row.get("status"), "new": outcome.status},
+            "status": {"original": old_row.get("status"), "new": outcome.status}, "error": outcome.error,
             "config_hash_same": old_row.get("config_hash") == new_row.get("config_hash"),
             "environment_diff": env_diff, "metrics": metrics, "cache": caches}
 
@@ -121,6 +157,8 @@ def render(report: dict) -> str:
              f"  status: {report['status']['original']} -> {report['status']['new']}   "
              f"config_hash {'same' if report['config_hash_same'] else 'DIFFERS'}   "
              f"cache: {', '.join(f'{k} {v}' for k, v in report['cache'].items())}"]
+    if report.get("error"):
+        lines.append(f"  error: {report['error']}")
     if report["environment_diff"]:
         lines.append("  environment differs:")
         lines += [f"    {k}: {a} -> {b}" for k, (a, b) in report["environment_diff"].items()]
@@ -144,13 +182,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trust", action="store_true", help="run `_target_` callables from outside this project")
     parser.add_argument("--allow", action="append", default=[], metavar="MODULE",
                         help=f"trust `_target_` callables under this module (repeatable; also ${TRUST_ENV})")
+    parser.add_argument("--cache-dir", type=Path, metavar="DIR",
+                        help=f"the artifact cache to use (default: {default_cache_dir()}, as `python -m pipeline`); "
+                             f"the recorded cache.dir is never used")
     args = parser.parse_args(argv)
     allowed = tuple(args.allow) + tuple(p for p in os.environ.get(TRUST_ENV, "").split(",") if p)
     try:
         jobs = find_jobs(args.run_dir)
-        if not args.trust:  # refuse before anything runs, not halfway through a sweep
-            for src in jobs:
-                check_trust(read_config(src), src, allowed)
+        for src in jobs:  # refuse before anything runs, not halfway through a sweep
+            config = read_config(src)
+            if not args.trust:
+                check_trust(config, src, allowed)
+            check_config(config, src)
     except (FileNotFoundError, Untrusted, BadRecord) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -158,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     reports = []
     for src in jobs:
         dest = out if len(jobs) == 1 else out / src.name
-        report = reproduce_job(src, dest, allowed, trusted=True)  # checked above
+        report = reproduce_job(src, dest, allowed, trusted=True, cache_dir=args.cache_dir)  # checked above
         reports.append(report)
         print(render(report), flush=True)
     out.mkdir(parents=True, exist_ok=True)

@@ -302,3 +302,62 @@ def check(cfg: dict) -> None:
     for axis, sizes in (cfg.get("shapes") or {}).items():
         if len(sizes) != 3 or not 1 <= sizes[0] <= sizes[1] <= sizes[2]:
             raise ConfigError(f"shapes.{axis} = {sizes}: expected [min, opt, max] with 1 <= min <= opt <= max")
+
+
+def check_types(cfg: Any, schema: type = Config, path: str = "") -> None:
+    """Raise ConfigError for the first key of a plain config (a recorded one, maybe edited by hand) that the
+    schema refuses: a section (or a key without a default) missing, a section that is not a mapping, a value of
+    the wrong type, an enum value not among its choices. A key with a default that a section lacks (recorded
+    before the key existed) is given its default. A config Hydra composed always passes: OmegaConf checked the
+    same then."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        key = f"{path}.{f.name}" if path else f.name
+        if isinstance(cfg, dict) and f.name not in cfg and not dataclasses.is_dataclass(hints[f.name]):
+            if f.default is not dataclasses.MISSING and f.default is not MISSING:
+                cfg[f.name] = f.default.value if isinstance(f.default, Enum) else f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                cfg[f.name] = f.default_factory()
+        if not isinstance(cfg, dict) or f.name not in cfg:
+            raise ConfigError(f"{key} is missing and has no default (pipeline/schema.py): restore it")
+        _check_type(cfg[f.name], hints[f.name], key)
+
+
+def _check_type(value: Any, hint: Any, key: str) -> None:
+    import dataclasses
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return
+    if origin is typing.Union:  # Optional[X]
+        if value is None and type(None) in args:
+            return
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            keys = ", ".join(f.name for f in dataclasses.fields(hint))
+            raise ConfigError(f"{key} = {value!r}: expected a mapping of {keys}")
+        check_types(value, hint, key)
+        return
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        valid = [e.value for e in hint]
+        if value not in valid:
+            raise ConfigError(f"{key} = {value!r}: valid: {', '.join(valid)}")
+        return
+    if origin in (list, dict):
+        if not isinstance(value, origin):
+            raise ConfigError(f"{key} = {value!r}: expected a {'list' if origin is list else 'mapping'}")
+        items = enumerate(value) if origin is list else value.items()
+        for k, v in items:
+            _check_type(v, args[-1], f"{key}[{k}]" if origin is list else f"{key}.{k}")
+        return
+    wanted = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(hint, (hint,))
+    if not isinstance(value, wanted) or (isinstance(value, bool) and hint is not bool):
+        names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+        raise ConfigError(f"{key} = {value!r}: expected {names.get(hint, getattr(hint, '__name__', str(hint)))}, "
+                          f"got {type(value).__name__}")
