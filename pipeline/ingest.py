@@ -9,8 +9,10 @@ a `runs` row (backend=trtexec, the settings the log states), the summary trtexec
 as samples, and per-layer times joined with the layer information. A DIR that already holds tables keeps them,
 moved aside to `tables.replaced-<time>/` as a re-run job's are.
 
-A log whose performance summary is missing or cut short is a `failed` row. A complete summary without trtexec's
-final `&&&& PASSED` line (a pasted summary) is accepted, with a note in `benchmark_note`.
+A log whose performance summary is missing or cut short is a `failed` row whose error says why (a run profiled
+inside its timed loop keeps the per-layer table trtexec printed). A complete summary without trtexec's final
+`&&&& PASSED` line (a pasted summary) is accepted, with a note in `benchmark_note`; so is trtexec 7.x's report
+(`benchmark_log_format`). A file that several runs were appended to gives its last complete run, with a note.
 """
 from __future__ import annotations
 
@@ -34,8 +36,9 @@ def trtexec(log_file: Path, times: Path | None = None, profile: Path | None = No
         tables, info, log = backend.ingest(parse.read(log_file), parse.read(times), parse.read(profile),
                                            parse.read(layers), batch_size=batch_size)
         status, error = "ok", None
-    except backend.NoMeasurement as err:
-        tables, info, log = {}, {}, parse.parse_log(parse.read(log_file))
+    except backend.NoMeasurement as err:  # what could still be read (a printed per-layer profile) is kept
+        tables, info = err.tables, err.info
+        log = err.log or parse.parse_log(parse.read(log_file))
         status, error = "failed", f"{log_file}: {err}"
     known = parse.settings(log)
     config = {"trtexec_command": log.command, **{k: v for k, v in known.items() if v is not None},
@@ -49,7 +52,7 @@ def trtexec(log_file: Path, times: Path | None = None, profile: Path | None = No
         "overrides": "", "config_hash": digest(config), "config": yaml.safe_dump(config, sort_keys=False),
         "started": log.started.isoformat() if log.started else None,
         "duration_s": known["duration_s"],  # as for a pipeline job: the configured timed duration
-        "job_seconds": (log.ended - log.started).total_seconds() if log.started and log.ended else None,
+        "job_seconds": log.job_seconds,  # None where the log does not say (no or one timestamp, a paste)
         "env_tensorrt": log.version, "env_gpu": known["gpu"], "env_compute_capability": known["compute_capability"],
         "trtexec_precision_flags": known["precision_flags"], "trtexec_tf32": known["tf32"],
         "trtexec_workspace_mb": known["workspace_mb"],
@@ -81,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(f) for f in (args.log, args.times, args.profile, args.layers) if f and not f.is_file()]
     if missing:
         parser.error(f"no such file: {', '.join(missing)}")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error(f"--batch-size {args.batch_size}: a batch holds one sample at least")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out}: a file is there; --out names a directory to write tables/ into")
     row, tables = trtexec(args.log, args.times, args.profile, args.layers, args.batch_size)

@@ -2,6 +2,7 @@
 The fixtures in tests/data/trtexec/ are hand-written in trtexec's documented formats (README there)."""
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -166,3 +167,49 @@ def test_out_naming_an_existing_file_is_one_line_and_leaves_it_alone(tmp_path):
     proc = ingest(tmp_path, DATA / "trt11_run.log", "--out", target)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"--out {target}: a file is there" in proc.stderr and target.read_text() == "mine"
+
+
+def test_a_run_profiled_in_its_timed_loop_is_failed_with_the_true_reason_and_keeps_its_layers(tmp_path):
+    proc = ingest(tmp_path, DATA / "trt10_dump_profile_no_e2e.log", "--out", tmp_path / "prof")
+    assert proc.returncode == 1 and "e2e network timing is not reported" in proc.stderr
+    r = results.load(tmp_path / "prof")
+    row = r.runs.iloc[0]
+    assert row.status == "failed" and "--separateProfileRun" in row.error and "end banner" not in row.error
+    assert row.env_tensorrt == "10.16.0" and row.benchmark_profiled_inferences == 27085
+    assert len(r.layers) == 5 and r.summary.empty
+    assert r.layers.set_index("layer").loc["node_mean", "time_ms"] == 0.002
+
+
+@pytest.mark.parametrize("name, version, fmt, batch, job_seconds", [
+    ("trt8_0_tf_names.log", "8.0.3", "trtexec 8.x+", 4, 7.0), ("trt7_run.log", None, "trtexec 7.x", None, 34.0),
+    ("trt8_6_wrapped.log", "8.6.1", "trtexec 8.x+", 16, 19.0),
+    ("trt10_pasted_no_timestamps.log", None, "trtexec 8.x+", None, None)])
+def test_other_versions_and_prefixes_are_ingested(tmp_path, name, version, fmt, batch, job_seconds):
+    proc = ingest(tmp_path, DATA / name, "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    r = results.load(tmp_path / "out")
+    row = r.runs.iloc[0]
+    assert row.status == "ok" and row.benchmark_log_format == fmt
+    def known(value):
+        return None if pd.isna(value) else value
+
+    assert (known(row.env_tensorrt), known(row.batch_size), known(row.job_seconds)) == (version, batch, job_seconds)
+    s = r.summary.set_index(["metric", "stat"])["value"]
+    if batch:
+        assert s[("throughput", "samples_per_s")] == pytest.approx(s[("throughput", "qps")] * batch)
+
+
+def test_two_runs_appended_to_one_file_give_the_last_with_a_note(tmp_path):
+    both = tmp_path / "both.log"
+    both.write_text((DATA / "trt10_build_and_run.log").read_text() + (DATA / "trt11_run.log").read_text())
+    proc = ingest(tmp_path, both, "--out", tmp_path / "both")
+    assert proc.returncode == 0, proc.stderr
+    row = results.load(tmp_path / "both").runs.iloc[0]
+    assert (row.env_tensorrt, row.model, row.env_gpu) == ("11.1.0", "tiny_cnn_fp16", "NVIDIA H100 80GB HBM3")
+    assert "2 trtexec runs" in row.benchmark_note and "note: the log holds 2 trtexec runs" in proc.stderr
+    assert "--onnx=tiny_cnn.onnx" not in row.config  # nothing of the first run
+
+
+def test_batch_size_zero_is_a_usage_error(tmp_path):
+    proc = ingest(tmp_path, DATA / "trt11_run.log", "--batch-size", "0", "--out", tmp_path / "x")
+    assert proc.returncode == 2 and "--batch-size 0" in proc.stderr and not (tmp_path / "x").exists()

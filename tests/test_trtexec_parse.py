@@ -382,3 +382,167 @@ def test_name_repair_keeps_compact_profiles_apart():
     """One entry per line is how trtexec writes; a hand-written file on one line must not run names together."""
     text = '[{"count": 1}, {"name": "a"b", "timeMs": 1, "averageMs": 1}, {"name": "c", "timeMs": 2, "averageMs": 2}]'
     assert parse.parse_profile(text).mean_ms == {'a"b': 1, "c": 2}
+
+
+# ------------------------------------------------------------------------------------------- other versions and shapes
+
+@pytest.mark.parametrize("encoded, version", [(7103, "7.1.3"), (8003, "8.0.3"), (8601, "8.6.1"), (9300, "9.3.0"),
+                                              (100000, "10.0.0"), (101600, "10.16.0"), (110100, "11.1.0")])
+def test_the_banner_version_of_every_major(encoded, version):
+    """NV_TENSORRT_VERSION is major*1000 + minor*100 + patch up to 9.x, major*10000 + ... from 10.0."""
+    got = parse.parse_log(f"&&&& RUNNING TensorRT.trtexec [TensorRT v{encoded}] # trtexec --onnx=m.onnx\n")
+    assert got.version == version
+
+
+def test_8_0_log_prints_its_version_as_an_integer_and_names_with_colons():
+    got = log("trt8_0_tf_names.log")
+    assert (got.version, got.major, got.result, got.format) == ("8.0.3", 8, "PASSED", parse.FORMAT)
+    assert got.inference_shapes == {"x:0": "4x1x28x28"} and parse.settings(got)["batch_size"] == 4
+    assert parse.parse_log("[08/10/2021-09:14:02] [I] TensorRT version: 8003\n").version == "8.0.3"
+    assert got.summary["end_to_end"] == {"min": 0.301025, "max": 0.802734, "mean": 0.392617, "median": 0.390869,
+                                         "p99": 0.451416}
+
+
+def test_an_8_6_log_cut_before_its_dotted_version_line_keeps_the_banners():
+    text = (DATA / "trt8_6_wrapped.log").read_text()
+    assert "TensorRT version" not in text and log("trt8_6_wrapped.log").version == "8.6.1"
+
+
+@pytest.mark.parametrize("command, batch", [
+    ("trtexec --onnx=m --shapes=x:0:4x1x28x28", 4), ("trtexec --onnx=m --shapes=x:0:4x1x28x28,y:0:4x7", 4),
+    ("trtexec --onnx=m --optShapes='a:b':32x3", 32), ("trtexec --onnx=m --shapes=x:0x3", 0),
+    ("trtexec --onnx=m --shapes=x:scalar", None)])
+def test_batch_is_read_from_the_right_of_the_shape(command, batch):
+    assert parse.batch_from_command(command) == batch
+
+
+def test_the_logs_own_inference_shape_wins_over_the_command_line():
+    text = ("&&&& RUNNING TensorRT.trtexec [TensorRT v101600] # trtexec --loadEngine=e --shapes=x:0:4x1x28x28\n"
+            "[I] Input inference shape : x:0=6x1x28x28\n")  # 10.x/11.x put a space before the colon
+    assert parse.settings(parse.parse_log(text))["batch_size"] == 6
+
+
+def test_a_batch_of_zero_is_refused():
+    text = (DATA / "trt8_0_tf_names.log").read_text().replace("x:0=4x1x28x28", "x:0=0x1x28x28")
+    with pytest.raises(backend.NoMeasurement, match="batch size is 0"):
+        backend.ingest(text)
+    with pytest.raises(backend.NoMeasurement, match="--batch-size"):
+        backend.ingest((DATA / "trt8_0_tf_names.log").read_text(), batch_size=0)
+
+
+def test_samples_per_second_count_the_batch_of_a_tensor_named_with_a_colon():
+    tables, _, _ = backend.ingest((DATA / "trt8_0_tf_names.log").read_text())
+    rows = {(r["metric"], r["stat"]): r["value"] for r in tables["summary"]}
+    assert rows[("throughput", "samples_per_s")] == pytest.approx(2498.33 * 4)
+    assert rows[("end_to_end", "median")] == 0.390869
+
+
+# ------------------------------------------------------------------------------------------- prefixes
+
+@pytest.mark.parametrize("name", ["trt10_pasted_no_timestamps.log", "trt8_6_wrapped.log"])
+def test_a_complete_summary_under_another_prefix_is_accepted(name):
+    tables, info, got = backend.ingest((DATA / name).read_text())
+    assert got.has_summary and not got.missing_summary_lines
+    assert {r["metric"] for r in tables["summary"]} >= {"latency", "gpu_compute", "throughput"}
+
+
+def test_prefixes_before_the_severity_tag_are_stripped():
+    got = parse.parse_log("[INFO] [05/27/2023-12:05:31] [I] Throughput: 1 qps\n"
+                          "wrapper: [I] === Device Information ===\n[I] Selected Device: NVIDIA A10\n"
+                          "[05/27/2023-12:05:33] [W] * GPU compute time is unstable, with coefficient of "
+                          "variance = 3%.\n")
+    assert got.sections == {"Device Information": {"Selected Device": "NVIDIA A10"}}
+    assert got.unstable_cov_pct == 3.0 and got.stamps == 2 and got.started.isoformat() == "2023-05-27T12:05:31"
+    wrapped = log("trt8_6_wrapped.log")
+    assert wrapped.result == "PASSED" and wrapped.command.startswith("trtexec --loadEngine=resnet18.engine")
+    assert parse.settings(wrapped)["batch_size"] == 16 and parse.settings(wrapped)["gpu"] == "NVIDIA A10"
+
+
+# ------------------------------------------------------------------------------------------- 7.x
+
+def test_7x_report_is_parsed():
+    got = log("trt7_run.log")
+    assert (got.format, got.result, got.version) == (parse.FORMAT_7X, "PASSED", None)  # 7.x's banner has no version
+    assert got.command.startswith("trtexec --avgRuns=3 --deploy=resnet50.prototxt")
+    assert got.summary["latency"] == {"min": 55.1414, "max": 57.6218, "mean": 55.3183, "median": 55.2527,
+                                      "p99": 57.542}
+    assert got.summary["end_to_end"] == {"min": 55.1486, "max": 57.6291, "mean": 55.3256, "median": 55.2599,
+                                         "p99": 57.5493}
+    assert got.summary["enqueue"] == {"min": 1.85498, "max": 2.40674, "median": 1.92139}
+    assert got.summary["gpu_compute"] == {"min": 55.0659, "max": 57.5464, "mean": 55.2428, "median": 55.1772,
+                                          "p99": 57.4666}
+    assert (got.throughput_qps, got.host_walltime_s, got.gpu_compute_total_s) == (18.0758, 3.04274, 3.03835)
+    assert (got.warmup_queries, got.timed_queries) == (4, 55) and not got.missing_summary_lines
+    assert parse.settings(got)["streams"] == 1 and parse.settings(got)["gpu"] == "Jetson-AGX"
+
+
+def test_7x_report_is_ingested_and_marked():
+    tables, info, _ = backend.ingest((DATA / "trt7_run.log").read_text())
+    rows = {(r["metric"], r["stat"]): r["value"] for r in tables["summary"]}
+    assert info["log_format"] == "trtexec 7.x" and info["note"] is None
+    assert rows[("latency", "p99")] == 57.542 and rows[("end_to_end", "mean")] == 55.3256
+    assert rows[("throughput", "qps")] == 18.0758 and rows[("gpu_compute", "total")] == 3.03835
+    assert rows[("host_walltime", "total")] == 3.04274
+
+
+def test_7x_report_cut_short_or_with_a_zero_throughput():
+    text = (DATA / "trt7_run.log").read_text()
+    with pytest.raises(backend.NoMeasurement, match="'GPU Compute:'.*'total compute time:'"):
+        backend.ingest(text[:text.index("] GPU Compute") - 20])
+    # explicit-batch networks: 7.x counts queries as --batch, which is 0, and prints 0 qps
+    tables, info, _ = backend.ingest(text.replace("throughput: 18.0758 qps", "throughput: 0 qps"))
+    assert "throughput: 0 qps" in info["note"] and "throughput" not in {r["metric"] for r in tables["summary"]}
+
+
+# ------------------------------------------------------------------------------------------- true reasons
+
+def test_a_run_profiled_inside_its_timed_loop_says_so_and_keeps_its_printed_profile():
+    got = log("trt10_dump_profile_no_e2e.log")
+    assert got.e2e_not_reported and not got.has_summary and got.result == "PASSED"
+    assert got.printed_profile.count == 27085 and len(got.printed_profile.mean_ms) == 5
+    with pytest.raises(backend.NoMeasurement) as err:
+        backend.ingest((DATA / "trt10_dump_profile_no_e2e.log").read_text())
+    assert "e2e network timing is not reported" in str(err.value) and "--separateProfileRun" in str(err.value)
+    assert "end banner" not in str(err.value) and "skipInference" not in str(err.value)
+    layers = {r["layer"]: r for r in err.value.tables["layers"]}
+    assert set(layers) == set(got.printed_profile.mean_ms) and "Total" not in layers
+    assert layers["node_Conv_55 + node_relu"]["time_ms"] == 0.0173
+    assert layers["node_Conv_55 + node_relu"]["median_ms"] == 0.0172
+
+
+@pytest.mark.parametrize("header, row, median", [
+    ("Layer   Time (ms)   Avg. Time (ms)   Time %", "conv 1   12.50   0.0125   62.5", None),  # 7.x-8.2
+    ("Layer   Time (ms)   Avg. Time (ms)   Median Time (ms)   Time %", "conv 1   12.50   0.0125   0.0120   62.5",
+     0.012)])  # 8.4-8.5
+def test_printed_profiles_of_older_versions(header, row, median):
+    text = f"=== Profile (1000 iterations ) ===\n   {header}\n  {row}\n Total   20.00   0.0200   100.0\n\n"
+    prof = parse.parse_log(text).printed_profile
+    assert prof.count == 1000 and prof.mean_ms == {"conv 1": 0.0125} and prof.median_ms == {"conv 1": median}
+
+
+def test_a_printed_profile_gives_the_layers_table_without_an_export():
+    tables, info, _ = backend.ingest((DATA / "trt10_build_and_run.log").read_text())
+    assert len(tables["layers"]) == 5 and info["profiled_inferences"] == 2104
+
+
+def test_two_appended_runs_are_never_mixed():
+    first, second = (DATA / "trt10_build_and_run.log").read_text(), (DATA / "trt11_run.log").read_text()
+    assert len(parse.split_runs(first + second)) == 2 and parse.split_runs(first) == [first]
+    tables, info, got = backend.ingest(first + second)
+    assert got.version == "11.1.0" and got.command.startswith("trtexec --loadEngine=tiny_cnn_fp16.engine")
+    assert parse.settings(got)["cuda_graph"] is True and "2 trtexec runs" in info["note"]
+    assert "run 2 of 2" in info["note"]
+    rows = {(r["metric"], r["stat"]): r["value"] for r in tables["summary"]}
+    assert rows[("throughput", "qps")] == 182039
+    failed = (DATA / "trt10_failed.log").read_text()
+    tables, info, got = backend.ingest(second + failed)  # the later run failed: the earlier is the measurement
+    assert got.version == "11.1.0" and "run 1 of 2" in info["note"]
+    with pytest.raises(backend.NoMeasurement, match="2 trtexec runs.*run 1: .*FAILED.*run 2: .*FAILED"):
+        backend.ingest(failed + failed)
+
+
+def test_job_seconds_is_unknown_without_two_timestamps():
+    assert log("trt10_pasted_no_timestamps.log").job_seconds is None
+    one = "&&&& RUNNING TensorRT.trtexec [TensorRT v101600] # trtexec\n[11/20/2026-17:42:10] [I] Device: 0\n"
+    assert parse.parse_log(one).job_seconds is None
+    assert log("trt10_build_and_run.log").job_seconds == 27.0

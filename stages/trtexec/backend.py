@@ -139,42 +139,121 @@ def flag_name(arg: str) -> str:
 # ----------------------------------------------------------------------------------------- ingestion
 
 class NoMeasurement(ValueError):
-    """The log holds no performance summary: trtexec failed, stopped early, or skipped inference."""
+    """The log holds no (complete) measurement: trtexec failed, stopped early, skipped inference, or profiled
+    inside the timed run. `log` is the run it is about; `tables` what could still be read (e.g. the per-layer
+    table trtexec printed), `info` the runs-row facts that go with them."""
+
+    def __init__(self, message: str, log: parse.Log | None = None, tables: dict | None = None,
+                 info: dict | None = None):
+        super().__init__(message)
+        self.log, self.tables, self.info = log, tables or {}, info or {}
 
 
 def ingest(log_text: str, times_text: str | None = None, profile_text: str | None = None,
            layers_text: str | None = None, batch_size: int | None = None) -> tuple[dict, dict, parse.Log]:
-    """trtexec's log and exports as our tables (summary, samples, layers; no run_id) and runs-row info."""
+    """trtexec's log and exports as our tables (summary, samples, layers; no run_id) and runs-row info.
+
+    A log that several runs were appended to (two '&&&& RUNNING' banners, as `tee -a` makes) is never read as one:
+    the last run with a complete measurement is ingested, with a note saying so; with none, the last run's
+    reason is given. The exports are taken to belong to the run ingested."""
+    runs = parse.split_runs(log_text)
+    if len(runs) == 1:
+        return _ingest_run(runs[0], times_text, profile_text, layers_text, batch_size)
+    failures: list[NoMeasurement] = []  # the last run's first
+    for index in range(len(runs), 0, -1):
+        try:
+            tables, info, log = _ingest_run(runs[index - 1], times_text, profile_text, layers_text, batch_size)
+        except NoMeasurement as err:
+            failures.append(err)
+            continue
+        note = (f"the log holds {len(runs)} trtexec runs (appended to one file, e.g. by `tee -a`): ingested run "
+                f"{index} of {len(runs)} (`{log.command}`), the last with a complete measurement; the others "
+                f"were left out")
+        info["note"] = "; ".join(n for n in (note, info.get("note")) if n)
+        return tables, info, log
+    reasons = "; ".join(f"run {i}: {err}" for i, err in enumerate(reversed(failures), 1))
+    last = failures[0]
+    raise NoMeasurement(f"the log holds {len(runs)} trtexec runs (appended to one file) and none has a complete "
+                        f"measurement: {reasons}", last.log, last.tables, last.info)
+
+
+def _no_summary_reason(log: parse.Log) -> str:
+    if log.e2e_not_reported:
+        return ("trtexec did not report end-to-end timing: it profiled layers inside the timed run (--dumpProfile "
+                "or --exportProfile without --separateProfileRun), and then prints 'The e2e network timing is not "
+                "reported since it is inaccurate due to the extra synchronizations when the profiler is enabled' "
+                "instead of a performance summary. The per-layer profile it printed is kept (layers table); "
+                "re-run with --separateProfileRun for a measurement")
+    if log.result == "FAILED":
+        ending = "trtexec reported FAILED"
+    elif log.result is None:
+        ending = "the log stops before trtexec's end banner"
+    elif _skipped_inference(log):
+        ending = "trtexec ran with --skipInference: a build only"
+    else:
+        ending = "trtexec reported PASSED but printed no summary"
+    return f"no '=== Performance summary ===' block (nor a 7.x 'Host Latency' report) in the log ({ending})"
+
+
+def _skipped_inference(log: parse.Log) -> bool:
+    said = log.sections.get("Build Options", {}).get("Skip inference") or log.sections.get(
+        "Inference Options", {}).get("Skip inference")
+    return said == "Enabled" or "--skipInference" in (log.command or "").split()
+
+
+def _layers(log: parse.Log, profile_text: str | None, layers_text: str | None) -> tuple[dict, dict]:
+    """The layers table from --exportProfile (else the table trtexec printed) joined with --exportLayerInfo."""
+    profile = parse.parse_profile(profile_text) if profile_text else None
+    if profile is None and log.printed_profile is not None and log.printed_profile.mean_ms:
+        profile = log.printed_profile
+    if not (profile or layers_text):
+        return {}, {"profiled_inferences": None, "layers_overlap": None, "layers_note": None}
+    layer_info = inspector.parse(layers_text) if layers_text else []
+    rows = inspector.rows(profile.mean_ms if profile else {}, layer_info, SOURCE,
+                          median_ms=profile.median_ms if profile else None)
+    overlap = bool(log.aux_streams) or inspector.uses_aux_streams(layer_info)
+    return {"layers": rows}, {"profiled_inferences": profile.count if profile else None, "layers_overlap": overlap,
+                              "layers_note": inspector.OVERLAP_NOTE if overlap else None}
+
+
+def _ingest_run(log_text: str, times_text: str | None, profile_text: str | None, layers_text: str | None,
+                batch_size: int | None) -> tuple[dict, dict, parse.Log]:
     log = parse.parse_log(log_text)
     if not log.has_summary:
-        ending = {"FAILED": "trtexec reported FAILED", None: "the log stops before trtexec's end banner"}.get(
-            log.result, "did it run with --skipInference?")
-        raise NoMeasurement(f"no '=== Performance summary ===' block in the log ({ending})")
+        tables, layer_info = _layers(log, profile_text, layers_text) if log.e2e_not_reported else ({}, {})
+        info = {**layer_info, "trtexec_result": log.result, "log_format": log.format}
+        raise NoMeasurement(_no_summary_reason(log), log, tables, info)
     if log.missing_summary_lines:  # cut inside the block: what is there would pass for a whole measurement
         missing = ", ".join(f"'{label}:'" for label in log.missing_summary_lines)
+        block = "7.x report ('Host Latency' ...)" if log.format == parse.FORMAT_7X else \
+            "'=== Performance summary ===' block"
         raise NoMeasurement(f"the performance summary is incomplete, it has no {missing} line (the log was cut "
-                            f"inside the '=== Performance summary ===' block?)")
+                            f"inside the {block}?)", log)
     known = parse.settings(log)
-    batch = batch_size or known["batch_size"] or 1
+    batch = batch_size if batch_size is not None else known["batch_size"] if known["batch_size"] is not None else 1
+    if batch < 1:
+        raise NoMeasurement(f"the batch size is {batch} (from "
+                            f"{'--batch-size' if batch_size is not None else 'the shapes in the log'}): samples/s "
+                            f"cannot be computed; give the real batch with --batch-size", log)
     times = parse.parse_times(times_text) if times_text else None
+    notes = []
+    if log.format == parse.FORMAT_7X and log.throughput_qps == 0:
+        notes.append("trtexec 7.x printed 'throughput: 0 qps' (it counts queries as its --batch, which is 0 for an "
+                     "explicit-batch network): no throughput was recorded")
     tables = {"summary": _summary_rows(log, times, batch)}
     if times:  # per-query timings in the layout of our own harness's samples
         tables["samples"] = timing_tables.tables([times], [log.host_walltime_s or 1.0], batch)[0]["samples"]
-    profile = parse.parse_profile(profile_text) if profile_text else None
-    overlap = None
-    if profile or layers_text:
-        layer_info = inspector.parse(layers_text) if layers_text else []
-        tables["layers"] = inspector.rows(profile.mean_ms if profile else {}, layer_info, SOURCE,
-                                          median_ms=profile.median_ms if profile else None)
-        overlap = bool(log.aux_streams) or inspector.uses_aux_streams(layer_info)
+    layer_tables, layer_info = _layers(log, profile_text, layers_text)
+    tables.update(layer_tables)
+    if log.result is None:
+        notes.append(NO_END_BANNER)
     info = {
         "iterations": log.timed_queries if log.timed_queries is not None else len(times["latency"]) if times else None,
         "warmup_iterations": log.warmup_queries, "verdict": timing_stats.verdict_label(log.verdicts),
         "warnings": " | ".join(log.warnings) or None, "unstable_cov_pct": log.unstable_cov_pct,
         "seconds_timed": log.host_walltime_s, "timing": "trtexec (its own CUDA events)",
-        "trtexec_result": log.result, "profiled_inferences": profile.count if profile else None,
-        "layers_overlap": overlap, "layers_note": inspector.OVERLAP_NOTE if overlap else None,
-        "note": NO_END_BANNER if log.result is None else None,
+        "trtexec_result": log.result, **layer_info, "log_format": log.format,
+        "note": "; ".join(notes) or None,
         **{k: known[k] for k in ("cuda_graph", "data_transfers", "sync", "streams", "tensorrt", "gpu")},
     }
     return tables, info, log
@@ -191,7 +270,7 @@ def _summary_rows(log: parse.Log, times: dict[str, list[float]] | None, batch: i
     if "gpu_compute" not in covs and log.unstable_cov_pct is not None:
         covs["gpu_compute"] = log.unstable_cov_pct
     rows += [{"metric": m, "stat": "cov", "value": c, "unit": "%"} for m, c in covs.items()]
-    if log.throughput_qps is not None:
+    if log.throughput_qps is not None and not (log.format == parse.FORMAT_7X and log.throughput_qps == 0):
         rows += [{"metric": "throughput", "stat": "qps", "value": log.throughput_qps, "unit": "qps"},
                  {"metric": "throughput", "stat": "samples_per_s", "value": log.throughput_qps * batch,
                   "unit": "samples/s"}]
