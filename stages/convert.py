@@ -19,7 +19,7 @@ from stages import datasets, models
 from stages import inputs as model_inputs
 from stages.api import Param, StageInputError, StageResult, Unsupported, file_sha256, package_version
 
-VERSION = "4"  # 4: input specs from the export's metadata, named axes
+VERSION = "5"  # 4: input specs from the export's metadata, named axes; 5: AutoCast runs on the run's shapes
 OUTPUTS = ("onnx",)
 CACHED = True
 PARAMS = {"precision": Param(dict), "calibration": Param(dict), "high_precision_dtype": Param(str),
@@ -39,16 +39,21 @@ def environment(params: dict) -> dict:
     return env
 
 
+# The conversions that run the model on convert.calibration's data: quantization calibrates on it, AutoCast checks
+# value ranges on it (ModelOpt's own random data would size every dynamic dim 1).
+_RUNS_DATA = ("quantize", "autocast")
+
+
 def key_extra(params: dict) -> dict:
     """Random calibration data takes the run's axis sizes (not its batch: `calibration.samples` is that)."""
-    if params["precision"]["convert"] != "quantize" or params["calibration"].get("data"):
+    if params["precision"]["convert"] not in _RUNS_DATA or params["calibration"].get("data"):
         return {}
     return {"calibration_axes": params["feeds"].get("axes") or {}}
 
 
 def key_files(params: dict) -> dict:
     data = params["calibration"].get("data")
-    if params["precision"]["convert"] != "quantize" or not data:
+    if params["precision"]["convert"] not in _RUNS_DATA or not data:
         return {}
     if isinstance(data, str):
         if not Path(data).is_file():
@@ -76,12 +81,23 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
 
 
 def _autocast(src: Path, out: Path, precision: str, params: dict) -> dict:
+    import numpy as np
     import onnx
 
+    # AutoCast runs the model to find values out of the low precision's range; left to itself it feeds random data
+    # with every dynamic dim 1, which a detector with dynamic height/width cannot take (its Concats mismatch).
+    # One sample of convert.calibration's data at the run's sizes instead (a fixed batch dim: that many).
+    specs = model_inputs.resolve(model_inputs.specs_from_onnx(src), params["feeds"])
+    first = specs[0].dims[0] if specs and specs[0].dims else None
+    batch = first if isinstance(first, int) else 1
+    data = next(datasets.calibration(specs, params["feeds"], params["calibration"], params["seed"], batch=batch))
+    samples = src.parent / "autocast-data"  # a directory of .npz files: one batch each, as ModelOpt reads it
+    samples.mkdir()
+    np.savez(samples / "0.npz", **data)
     with _quiet():  # importing ModelOpt already logs (an NVML error on machines without a GPU)
         from modelopt.onnx.autocast import convert_to_mixed_precision
 
-        proto = convert_to_mixed_precision(str(src), low_precision_type=precision,
+        proto = convert_to_mixed_precision(str(src), low_precision_type=precision, calibration_data=str(samples),
                                            keep_io_types=params["keep_io_types"], providers=["cpu"])
     onnx.save(proto, str(out))
     return {"opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
