@@ -45,10 +45,18 @@ _RUNS_DATA = ("quantize", "autocast")
 
 
 def key_extra(params: dict) -> dict:
-    """Random calibration data takes the run's axis sizes (not its batch: `calibration.samples` is that)."""
-    if params["precision"]["convert"] not in _RUNS_DATA or params["calibration"].get("data"):
-        return {}
-    return {"calibration_axes": params["feeds"].get("axes") or {}}
+    """Random calibration data takes the run's axis sizes (not its batch: `calibration.samples` is that); what
+    ModelOpt quantizes depends on the batch it is told (_calibration_step)."""
+    mode = params["precision"]["convert"]
+    extra = {"calibration_step": _calibration_step(params)} if mode == "quantize" else {}
+    if mode in _RUNS_DATA and not params["calibration"].get("data"):
+        extra["calibration_axes"] = params["feeds"].get("axes") or {}
+    return extra
+
+
+def _calibration_step(params: dict) -> int:
+    """The batch ModelOpt is told the model runs at: the run's, within the calibration samples."""
+    return min(model_inputs.sizes(params["feeds"])[model_inputs.BATCH], params["calibration"]["samples"])
 
 
 def key_files(params: dict) -> dict:
@@ -110,21 +118,36 @@ def _quantize(src: Path, out: Path, precision: str, params: dict) -> dict:
     calib = params["calibration"]
     specs = model_inputs.resolve(model_inputs.specs_from_onnx(src), params["feeds"])
     data = next(datasets.calibration(specs, params["feeds"], calib, params["seed"]))  # one batch of them all
+    # ModelOpt decides which MatMul/Gemm to quantize from the shapes it is told (else it takes every dynamic dim
+    # as 1, and an MLP at any batch looks like matrix-vector products): the run's batch, in calibration steps.
+    step = min(_calibration_step(params), len(next(iter(data.values()))))
+    shapes = ",".join(f"{name}:{'x'.join(map(str, (step, *array.shape[1:])))}" for name, array in data.items())
     with _quiet():
         from modelopt.onnx.quantization import quantize
 
-        quantize(str(src), quantize_mode=precision, calibration_data=data,
+        quantize(str(src), quantize_mode=precision, calibration_data=data, calibration_shapes=shapes,
                  calibration_method=calib["method"], calibration_eps=["cpu"],
                  high_precision_dtype=params["high_precision_dtype"], output_path=str(out), log_level="WARNING")
     proto = onnx.load(str(out), load_external_data=False)
     quantized = sum(n.op_type == "QuantizeLinear" for n in proto.graph.node)
     if quantized == 0:
-        # ModelOpt skips layers it deems unprofitable (e.g. convs with <= 16 channels for fp8); a graph with no
-        # Q/DQ would silently measure fp32 under a "fp8" label.
-        raise Unsupported(f"precision={precision}: ModelOpt inserted no Q/DQ nodes into this model (no layer "
-                          f"it will quantize), so the result would be fp32 under a {precision} label")
+        # ModelOpt skips layers it deems unprofitable; a graph with no Q/DQ would silently measure fp32 under a
+        # "fp8" label.
+        raise Unsupported(f"precision={precision}: ModelOpt inserted no Q/DQ nodes into this model, so the result "
+                          f"would be fp32 under a {precision} label{_why_nothing_quantized(proto, step)}")
     return {"calibration_method": calib["method"], "calibration_samples": len(next(iter(data.values()))),
             "calibration_source": _source_kind(calib.get("data")), "quantize_nodes": quantized}
+
+
+def _why_nothing_quantized(proto, batch: int) -> str:
+    """ModelOpt's rules that leave a graph's matrix products alone (modelopt.onnx.quantization.graph_utils
+    find_nodes_from_matmul_to_exclude), where the graph's quantizable work is all matrix products."""
+    ops = {n.op_type for n in proto.graph.node}
+    if not ops & {"MatMul", "Gemm"} or ops & {"Conv", "ConvTranspose"}:
+        return " (no layer it will quantize: e.g. convolutions with few channels)"
+    return (f": it leaves out every MatMul/Gemm whose output has a dim of 1 (a matrix-vector product: here "
+            f"batch_size={batch}) or whose K or N is below 16, where TensorRT's int8/fp8 kernels gain nothing. A "
+            f"larger batch_size (or wider layers) would change it; at this batch the answer is fp16 or fp32")
 
 
 def _source_kind(data) -> str:
