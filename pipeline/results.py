@@ -530,12 +530,8 @@ def _find(root: Path, tables: tuple[str, ...], selections: list[str] | None = No
 
 
 def _check_all(tables_dirs: list[str]) -> list[str | None]:
-    """_check_manifest (sizes only) of each tables dir, in order."""
-    if len(tables_dirs) < 64:
-        return [_check_manifest(d) for d in tables_dirs]
-    workers = min(8, max(2, _cpu_count()))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_check_manifest, tables_dirs, chunksize=64))
+    """_check_manifest (sizes only) of each tables dir, in order: ~25 us a job (a thread pool measured slower)."""
+    return [_check_manifest(d) for d in tables_dirs]
 
 
 def _missing_points(grids: list[str], overrides: dict[str, list], skipped: list[tuple[Path, str]]
