@@ -181,7 +181,7 @@ class SweepSummary(Callback):
             print(f"lost: {len(lost)} job(s) left no runs row (killed?): {', '.join(lost)}; "
                   f"rerun with resume=true hydra.sweep.dir={sweep_dir}")
         runs = loaded.runs
-        if runs.empty or lost or (runs["status"] == "failed").any():
+        if runs.empty or lost or loaded.missing or (runs["status"] == "failed").any():
             FAILED.append(str(sweep_dir))
         if config.report.enabled:
             _report(sweep_dir)

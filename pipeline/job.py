@@ -28,7 +28,8 @@ CONFIG_FILE = results.JOB_CONFIG
 # The one notion of "never changes a result": these top-level keys, the backend options and stage params declared
 # keyed=False (stages.api.Param). All are left out of config_hash, as they are out of every cache key, so a moved
 # cache, other output dirs or isolation settings, or a reproduction hash the same.
-NEVER_CHANGES_RESULT = ("cache", "resume", "isolation", "report", "select", "gpu")
+# They are no runs columns and no swept axes either (pipeline/report.py swept_values; results.point_key).
+NEVER_CHANGES_RESULT = results.NEVER_CHANGES_RESULT
 # Config keys with a fixed column in `runs`; every scalar backend option gets a column named after its key
 # (`backend.optimization_level` -> optimization_level), other overridden keys one named after their path.
 COLUMNS = {
@@ -91,6 +92,10 @@ def column_of(key: str) -> str:
 def previous_ok(job_dir: Path, config: dict) -> JobOutcome | None:
     """For resume: the job's earlier outcome if it was ok with this very config, else None."""
     if not (Path(job_dir) / "tables" / "runs.parquet").is_file():
+        return None
+    why = results.verify_tables(job_dir, digests=True)  # a table deleted or changed by hand since it was written
+    if why is not None:
+        log.warning("resume: job %s is rerun: %s", job_dir, why)
         return None
     runs = results.load(job_dir, tables=("runs",)).runs
     if len(runs) != 1 or runs["status"].iloc[0] != "ok" or runs["config_hash"].iloc[0] != config_hash(config):
@@ -250,7 +255,7 @@ def _base_row(config: dict, meta: JobMeta, started: dt.datetime) -> dict[str, An
             row[key] = value
     for override in meta.overrides:
         key = override.lstrip("+~").partition("=")[0]
-        if key.split(".")[0] in _GROUPS or key in COLUMNS:
+        if key.split(".")[0] in _GROUPS + NEVER_CHANGES_RESULT or key in COLUMNS:
             continue
         value = schema.lookup(config, key)
         if isinstance(value, (bool, int, float, str)) and results.fits_column("runs", key.replace(".", "_"), value):

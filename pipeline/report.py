@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import report_html, results
-from pipeline.job import column_of
+from pipeline.job import NEVER_CHANGES_RESULT, column_of
 
 # pipeline.plots (matplotlib) is imported where a plot is drawn: the end-of-sweep table uses swept_values()
 # from here and must not pay for matplotlib.
@@ -44,10 +44,10 @@ class Section:
     table: str | None = None  # an HTML table (already escaped) under the caption
 
 
-def build_report(path: str | Path, out: str | Path | None = None) -> Path:
+def build_report(path: str | Path, out: str | Path | None = None, loaded: results.Results | None = None) -> Path:
     """Write the report of the run or sweep at `path` into `out` (default `path/report`); return index.html."""
     path = Path(path)
-    loaded = results.load(path)
+    loaded = loaded or results.load(path)
     if loaded.runs.empty:  # as select and compare say: an empty report would pass for a sweep with nothing in it
         raise FileNotFoundError(f"{path}: no results (no tables/runs.parquet below it); pass a run, a sweep or an "
                                 f"outputs directory")
@@ -162,7 +162,9 @@ def _overrides(text) -> dict[str, str]:
     if text is None or pd.isna(text):
         return {}
     pairs = (item.lstrip("+~").partition("=") for item in str(text).split())
-    return {k: v for k, _, v in pairs if not k.startswith("hydra.") and k != "sweep"}
+    # resume=true, cache.dir=...: never a swept axis, even where a rerun's overrides differ from its twin's
+    return {k: v for k, _, v in pairs
+            if not k.startswith("hydra.") and k != "sweep" and k.split(".")[0] not in NEVER_CHANGES_RESULT}
 
 
 def _sweep_tags(runs: pd.DataFrame, sweep_of: dict[str, str]) -> pd.Series | None:
@@ -397,12 +399,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where to write index.html and its images (default: PATH/report)")
     args = parser.parse_args(argv)
     try:
-        index = build_report(args.path, args.out)
+        loaded = results.load(args.path) if args.path.exists() else None
+        index = build_report(args.path, args.out, loaded)
     except (FileNotFoundError, NotADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"report: {index}")
-    return 0
+    for line in loaded.missing_lines():  # the report shows the points there are, and says so on its page
+        print(f"missing: {line}", file=sys.stderr)
+    return 1 if loaded.missing else 0
 
 
 if __name__ == "__main__":

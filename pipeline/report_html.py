@@ -50,7 +50,8 @@ def page(path: Path, view: pd.DataFrame, axes: list[str], sections: list, loaded
     body += ["<h2>All runs</h2>", _runs_table(view, axes), "<h2>Environment</h2>", _environment(view)]
     if loaded.skipped:
         items = "".join(f"<li>{escape(str(f))}: {escape(err)}</li>" for f, err in loaded.skipped)
-        body.append(f'<h2>Unreadable files (skipped)</h2><ul class="note">{items}</ul>')
+        body.append(f'<h2>Skipped or missing (unreadable files, incomplete jobs, points without a row)</h2>'
+                    f'<ul class="note">{items}</ul>')
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>Report: {escape(name)}</title><style>{_CSS}</style></head>\n<body>\n"
             + "\n".join(head + body) + "\n</body></html>\n")

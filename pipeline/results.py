@@ -51,6 +51,16 @@ INCOMPLETE = "no complete tables: the job was killed, or could not write them; r
 # sweeper was told; lower is better) and `feasible`.
 SELECTION_FILE = "selection.json"
 SELECTION_COLUMNS = ("selected", "objective", "feasible")
+# <job_dir>/tables/manifest.json: each table file's size and sha256, written with the tables (inside the directory
+# that is renamed into place). load() checks the sizes (cheap), resume (pipeline/job.py previous_ok) the digests: a
+# job whose files disagree (a table deleted or changed by hand) is skipped, with the reason, and rerun by resume.
+MANIFEST = "manifest.json"
+# <sweep_dir>/points.json: every point of the sweep's grid (its overrides), written by the sweeper before it
+# launches any. load() compares it with the sweep's runs rows: a point without one is in Results.missing.
+POINTS_FILE = "points.json"
+# Top-level config keys that never change a result (pipeline/job.py): no runs column, no swept axis, and no part
+# of a point's identity (resume=true on the rerun of a point is the same point).
+NEVER_CHANGES_RESULT = ("cache", "resume", "isolation", "report", "select", "gpu")
 
 _S, _I, _F = pa.string(), pa.int64(), pa.float64()
 
@@ -99,7 +109,8 @@ def write_tables(job_dir: str | os.PathLike, tables: Mapping[str, object]) -> li
     (columnar, much faster for large tables such as ``samples``). Missing fixed
     columns become null. Returns the paths written.
 
-    The files are written into a hidden temporary directory, fsynced, and the directory is renamed to
+    The files, and a MANIFEST of their sizes and digests, are written into a hidden temporary directory, fsynced,
+    and the directory is renamed to
     ``tables/`` last: a reader (load, resume) sees every table of the job or none, never a runs row without
     the tables it describes. Tables already there are moved aside (``tables.replaced-<time>/``), never
     overwritten. If anything fails, the temporary directory is removed and the error propagates.
@@ -113,11 +124,14 @@ def write_tables(job_dir: str | os.PathLike, tables: Mapping[str, object]) -> li
     tmp = job_dir / f".tables.{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:
         tmp.mkdir()
+        files = {}
         for name, table in built.items():
             with open(tmp / f"{name}.parquet", "wb") as f:
                 pq.write_table(table, f, **_write_options(name))
                 f.flush()
                 os.fsync(f.fileno())
+            files[f"{name}.parquet"] = _file_entry(tmp / f"{name}.parquet")
+        _write_json(tmp / MANIFEST, {"version": 1, "files": files})
         _fsync_dir(tmp)
         final = job_dir / TABLES_DIR
         aside = set_aside(job_dir)
@@ -132,6 +146,84 @@ def write_tables(job_dir: str | os.PathLike, tables: Mapping[str, object]) -> li
         raise
     _fsync_dir(job_dir)
     return [final / f"{name}.parquet" for name in built]
+
+
+def _file_entry(path: Path) -> dict:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def _write_json(path: Path, data) -> None:
+    """`path`, written under a temporary name, fsynced and renamed into place."""
+    import json
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_points(sweep_dir: str | os.PathLike, points: Iterable[Iterable[str]]) -> Path:
+    """`<sweep_dir>/points.json`: the sweep's grid, each point as its list of overrides (atomically replaced)."""
+    path = Path(sweep_dir) / POINTS_FILE
+    _write_json(path, {"version": 1, "points": [list(p) for p in points]})
+    return path
+
+
+def verify_tables(job_dir: str | os.PathLike, digests: bool = False) -> str | None:
+    """Why the job's `tables/` disagree with their MANIFEST (a file missing, of another size, with digests: of
+    other bytes), or None: they agree, or there is no manifest (tables written before there was one)."""
+    return _check_manifest(str(Path(job_dir) / TABLES_DIR), digests)
+
+
+def _check_manifest(tables_dir: str, digests: bool = False) -> str | None:
+    import json
+
+    try:
+        with open(os.path.join(tables_dir, MANIFEST), encoding="utf-8") as f:
+            files = json.load(f)["files"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"its tables' {MANIFEST} is unreadable ({type(e).__name__}: {e}); rerun it with resume=true"
+    problems = []
+    for name, entry in files.items():
+        path = os.path.join(tables_dir, name)
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            problems.append(f"{name} is missing")
+            continue
+        if size != entry.get("size"):
+            problems.append(f"{name} has {size} bytes, not {entry.get('size')}")
+        elif digests and _file_entry(Path(path))["sha256"] != entry.get("sha256"):
+            problems.append(f"{name} is not the file written (sha256 mismatch)")
+    if not problems:
+        return None
+    return (f"its tables disagree with the {MANIFEST} written with them ({'; '.join(problems)}): changed or "
+            f"deleted after they were published; none of them is loaded; rerun it with resume=true")
+
+
+def point_key(overrides: str | Iterable[str]) -> str:
+    """A sweep point's identity: its overrides less hydra.* and the keys that never change a result, sorted."""
+    items = overrides.split() if isinstance(overrides, str) else [w for o in overrides for w in str(o).split()]
+    kept = []
+    for item in items:
+        key = item.lstrip("+~").partition("=")[0]
+        if key.startswith("hydra.") or key.split(".")[0] in NEVER_CHANGES_RESULT:
+            continue
+        kept.append(item)
+    return " ".join(sorted(kept))
 
 
 def set_aside(job_dir: str | os.PathLike) -> Path | None:
@@ -299,11 +391,20 @@ class Results:
     gpu: pd.DataFrame
 
     def __init__(self, path: Path, frames: Mapping[str, pd.DataFrame],
-                 skipped: list[tuple[Path, str]] | None = None):
+                 skipped: list[tuple[Path, str]] | None = None,
+                 missing: list[tuple[Path, str]] | None = None, grid: Mapping[Path, int] | None = None):
         self.path = path
         self.skipped = list(skipped or [])
+        # (sweep dir, overrides) of each point of a sweep's grid (its POINTS_FILE) without a runs row; and per sweep
+        # dir with such a file, how many points its grid has
+        self.missing = list(missing or [])
+        self.grid = dict(grid or {})
         for name in TABLES:
             setattr(self, name, frames[name])
+
+    def missing_lines(self) -> list[str]:
+        """'sweep X: 2 of 6 points missing (no runs row): ...; run them with resume=true ...', one per sweep."""
+        return _missing_lines(self.missing, self.grid)
 
     def metric(self, metric: str, stat: str = "median") -> pd.DataFrame:
         """``runs`` with the summary value of (metric, stat) as column ``f"{metric}_{stat}"``.
@@ -323,7 +424,21 @@ class Results:
     def __repr__(self) -> str:
         counts = ", ".join(f"{t}={len(getattr(self, t))}" for t in TABLES)
         skipped = f", skipped={len(self.skipped)}" if self.skipped else ""
-        return f"Results({str(self.path)!r}, {counts}{skipped})"
+        missing = f", missing={len(self.missing)}" if self.missing else ""
+        return f"Results({str(self.path)!r}, {counts}{skipped}{missing})"
+
+
+def _missing_lines(missing: list[tuple[Path, str]], grid: Mapping[Path, int]) -> list[str]:
+    by_sweep: dict[Path, list[str]] = {}
+    for sweep_dir, point in missing:
+        by_sweep.setdefault(sweep_dir, []).append(point)
+    return [_missing_line(d, points, grid.get(d, len(points))) for d, points in by_sweep.items()]
+
+
+def _missing_line(sweep_dir: Path, points: list[str], n: int) -> str:
+    shown = "; ".join(f"[{p}]" for p in points[:5]) + (f"; and {len(points) - 5} more" if len(points) > 5 else "")
+    return (f"{len(points)} of {n} points missing in {sweep_dir} (no runs row: the sweep stopped before them, or "
+            f"their tables were lost): {shown}; run them with resume=true hydra.sweep.dir={sweep_dir}")
 
 
 def load(path: str | os.PathLike, tables: Iterable[str] = TABLES) -> Results:
@@ -333,6 +448,10 @@ def load(path: str | os.PathLike, tables: Iterable[str] = TABLES) -> Results:
     logged and listed in ``Results.skipped``. Tables not requested (or without
     files) are empty DataFrames with the fixed columns. Where there is a SELECTION_FILE below ``path`` (or,
     for a job directory, in its sweep directory), ``runs`` also gets SELECTION_COLUMNS from all of them.
+
+    Also in ``Results.skipped``, with the reason: a job whose tables disagree with their MANIFEST (sizes are
+    checked; none of its tables is loaded), and per sweep with a POINTS_FILE, one line for the points of its grid
+    that have no runs row (listed one by one in ``Results.missing``; the grid sizes in ``Results.grid``).
     """
     root = Path(path)
     if not root.exists():
@@ -343,18 +462,34 @@ def load(path: str | os.PathLike, tables: Iterable[str] = TABLES) -> Results:
         raise ValueError(f"unknown table(s) {sorted(unknown)}; expected one of {TABLES}")
 
     selections: list[str] = []
-    found, incomplete = _find(root, wanted, selections)
-    jobs = [(name, f) for name, paths in found.items() for f in paths]
-    parts: dict[str, list[pa.Table]] = {name: [] for name in TABLES}
+    manifests: list[str] = []
+    grids: list[str] = []
+    found, incomplete = _find(root, wanted, selections, manifests, grids)
     skipped = []
+    # a job whose files disagree with its manifest loads none of them (a reader sees all of a job's tables or none)
+    disagree = {os.path.dirname(d): why for d, why in zip(manifests, _check_all(manifests)) if why is not None}
+    for job_dir, why in sorted(disagree.items()):
+        log.warning("skipping job %s: %s", job_dir, why)
+        skipped.append((Path(job_dir), why))
+    incomplete = [d for d in incomplete if d not in disagree]
+    jobs = [(name, f) for name, paths in found.items() for f in paths
+            if not disagree or os.path.dirname(os.path.dirname(f)) not in disagree]
+    parts: dict[str, list[pa.Table]] = {name: [] for name in TABLES}
+    overrides: dict[str, list] = {}  # runs file -> its rows' overrides (for the sweeps' grids)
     for (name, f), (table, err) in zip(jobs, _read_all([f for _, f in jobs])):
         if err is None:
             parts[name].append(table)
+            if grids and name == "runs" and "overrides" in table.column_names:
+                overrides[f] = table.column("overrides").to_pylist()
         else:
             log.warning("skipping unreadable results file %s: %s", f, err)
             skipped.append((Path(f), err))
     for job_dir in incomplete:
         skipped.append((Path(job_dir), INCOMPLETE))
+    missing, grid = _missing_points(grids, overrides, skipped) if "runs" in wanted else ([], {})
+    for sweep_dir, line in zip(dict.fromkeys(d for d, _ in missing), _missing_lines(missing, grid)):
+        log.warning("%s", line)
+        skipped.append((sweep_dir, line))  # the sweep's missing points, on one line
     if incomplete:
         log.warning("%d job(s) under %s have no complete tables (%s): %s", len(incomplete), root, INCOMPLETE,
                     ", ".join(incomplete[:10]) + (" ..." if len(incomplete) > 10 else ""))
@@ -363,7 +498,7 @@ def load(path: str | os.PathLike, tables: Iterable[str] = TABLES) -> Results:
     frames = {name: _to_pandas(_concat(name, parts[name])) for name in TABLES}
     if "runs" in wanted:
         frames["runs"] = _with_selection(frames["runs"], _sweep_selection(root, selections), skipped)
-    return Results(root, frames, skipped)
+    return Results(root, frames, skipped, missing, grid)
 
 
 def incomplete_jobs(root: str | os.PathLike) -> list[Path]:
@@ -371,10 +506,12 @@ def incomplete_jobs(root: str | os.PathLike) -> list[Path]:
     return [Path(d) for d in _find(Path(root), ("runs",))[1]]
 
 
-def _find(root: Path, tables: tuple[str, ...], selections: list[str] | None = None
+def _find(root: Path, tables: tuple[str, ...], selections: list[str] | None = None,
+          manifests: list[str] | None = None, grids: list[str] | None = None
           ) -> tuple[dict[str, list[str]], list[str]]:
     """The table files below root by table, sorted; and the job directories without a complete tables/.
-    The SELECTION_FILEs found on the way are appended to `selections`."""
+    The SELECTION_FILEs found on the way are appended to `selections`, the tables dirs holding a MANIFEST to
+    `manifests`, the POINTS_FILEs to `grids`."""
     # Plain strings: sorting thousands of Path objects costs more than reading the walk.
     names = {f"{t}.parquet": t for t in tables}
     found: dict[str, list[str]] = {t: [] for t in tables}
@@ -384,7 +521,9 @@ def _find(root: Path, tables: tuple[str, ...], selections: list[str] | None = No
     # Symlinked directories are not followed: a "latest" link would load a job twice.
     for dirpath, dirnames, filenames in os.walk(root):
         if os.path.basename(dirpath) == TABLES_DIR:
-            dirnames[:] = []  # a tables dir holds only table files
+            dirnames[:] = []  # a tables dir holds only table files (and their manifest)
+            if manifests is not None and MANIFEST in filenames:
+                manifests.append(dirpath)
             for fn in filenames:
                 if fn in names:
                     found[names[fn]].append(os.path.join(dirpath, fn))
@@ -393,12 +532,49 @@ def _find(root: Path, tables: tuple[str, ...], selections: list[str] | None = No
         dirnames[:] = [d for d in dirnames if d != "cache" and not d.startswith((".", f"{TABLES_DIR}."))]
         if selections is not None and SELECTION_FILE in filenames:
             selections.append(os.path.join(dirpath, SELECTION_FILE))
+        if grids is not None and POINTS_FILE in filenames:
+            grids.append(os.path.join(dirpath, POINTS_FILE))
         started = JOB_CONFIG in filenames or os.path.isdir(os.path.join(dirpath, ".hydra"))
         if started and not os.path.isfile(os.path.join(dirpath, TABLES_DIR, "runs.parquet")):
             incomplete.append(dirpath)
     for paths in found.values():
         paths.sort()
     return found, sorted(incomplete)
+
+
+def _check_all(tables_dirs: list[str]) -> list[str | None]:
+    """_check_manifest (sizes only) of each tables dir, in order: ~25 us a job (a thread pool measured slower)."""
+    return [_check_manifest(d) for d in tables_dirs]
+
+
+def _missing_points(grids: list[str], overrides: dict[str, list], skipped: list[tuple[Path, str]]
+                    ) -> tuple[list[tuple[Path, str]], dict[Path, int]]:
+    """The points of each sweep's grid (a POINTS_FILE) that no runs row below its sweep dir has, and per sweep dir
+    the size of its grid. Points are told apart by point_key (resume=true does not make another point)."""
+    import json
+    from collections import Counter
+
+    missing: list[tuple[Path, str]] = []
+    grid: dict[Path, int] = {}
+    for f in sorted(grids):
+        try:
+            points = [list(p) for p in json.loads(Path(f).read_text(encoding="utf-8"))["points"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("skipping unreadable sweep grid %s: %s", f, e)
+            skipped.append((Path(f), f"{type(e).__name__}: {e}"))
+            continue
+        sweep_dir = os.path.dirname(f)
+        below = sweep_dir + os.sep
+        have = Counter(point_key(o or "") for path, rows in overrides.items() if path.startswith(below)
+                       for o in rows)
+        grid[Path(sweep_dir)] = len(points)
+        for point in points:
+            key = point_key(point)
+            if have[key] > 0:
+                have[key] -= 1
+            else:
+                missing.append((Path(sweep_dir), " ".join(point)))
+    return missing, grid
 
 
 def _sweep_selection(root: Path, found: list[str]) -> list[str]:

@@ -452,7 +452,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(selection.line())
-    return 0 if selection.best is not None else 1
+    for line in loaded.missing_lines():  # chosen among the points there are: not the sweep's choice
+        print(f"missing: {line}", file=sys.stderr)
+    return 0 if selection.best is not None and not loaded.missing else 1
 
 
 if __name__ == "__main__":

@@ -49,8 +49,9 @@ def sweep_summary(loaded, sweep_dir: Path) -> str:
     from pipeline.report import short_keys, swept_values
 
     runs = loaded.runs
+    missing = "".join(f"\nmissing: {line}" for line in getattr(loaded, "missing_lines", list)())
     if runs.empty:
-        return f"sweep {sweep_dir}: no job wrote a runs table"
+        return f"sweep {sweep_dir}: no job wrote a runs table" + missing
     runs = runs.sort_values(["job", "started", "run_id"], na_position="last").reset_index(drop=True)
     table = runs[["job"]].copy()
     swept = swept_values(runs)
@@ -80,7 +81,7 @@ def sweep_summary(loaded, sweep_dir: Path) -> str:
     failed = runs[runs["status"] == "failed"]
     if len(failed):
         text += "\nfailures:\n" + "\n".join(f"  job {r.job} [{r.overrides}]: {r.error}" for r in failed.itertuples())
-    return text
+    return text + missing
 
 
 def lost_jobs(sweep_dir: Path) -> list[str]:

@@ -225,6 +225,7 @@ def test_int_and_float_extra_promote_to_float(tmp_path):
 
 def test_truncated_file_skipped_and_reported(tmp_path, caplog):
     make_sweep(tmp_path)
+    (tmp_path / "job1" / "tables" / results.MANIFEST).unlink()  # tables of an older writer: file by file
     bad = tmp_path / "job1" / "tables" / "runs.parquet"
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 2])
@@ -287,7 +288,7 @@ def test_tables_appear_together_and_old_ones_are_set_aside(tmp_path, monkeypatch
     (aside, aside_to, _), (tmp, final, files) = seen
     assert aside == "tables" and aside_to.startswith("tables.replaced-")
     assert tmp.startswith(f".tables.{os.getpid()}.") and tmp.endswith(".tmp") and final == "tables"
-    assert files == ["runs.parquet", "summary.parquet"]  # one rename publishes every table
+    assert files == [results.MANIFEST, "runs.parquet", "summary.parquet"]  # one rename publishes every table
     assert load(tmp_path).runs["run_id"].tolist() == ["r2"]  # the set-aside tables are not loaded
 
 

@@ -53,6 +53,9 @@ class ResilientSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        from pipeline import results
+
+        results.write_points(sweep_dir, points)  # the grid load() holds the rows against (points.json)
         size = self.max_batch_size or len(points) or 1
         returns, job_idx = [], 0
         for start in range(0, len(points), size):
