@@ -84,8 +84,32 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
         for file in src.parent.glob(f"{src.name}*"):  # the graph and its external weights, if any
             shutil.copyfile(file, Path(scratch) / file.name)
         convert = _autocast if mode == "autocast" else _quantize
-        info = convert(private, out, precision, params)
+        try:
+            info = convert(private, out, precision, params)
+        except (StageInputError, Unsupported):
+            raise
+        except Exception as err:  # noqa: BLE001 - ModelOpt's own failure: named by what in the graph it cannot take
+            others = _other_domains(src)
+            if not others:
+                raise
+            raise Unsupported(f"precision={precision}: ModelOpt failed on this graph ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:200] if str(err) else ''}); it holds operators outside "
+                              f"standard ONNX ({others}), which ModelOpt does not convert; precision=fp32 runs it "
+                              f"as it is") from err
     return StageResult(outputs={"onnx": FILE}, info={"mode": mode, **info})
+
+
+def _other_domains(graph) -> str:
+    """The operators of `graph` (a path or a ModelProto) outside the standard ONNX domain ('ai.onnx.ml:
+    LinearClassifier, ZipMap'), or ''."""
+    import onnx
+
+    proto = onnx.load(str(graph), load_external_data=False) if isinstance(graph, Path) else graph
+    others: dict[str, set] = {}
+    for node in proto.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            others.setdefault(node.domain, set()).add(node.op_type)
+    return "; ".join(f"{domain}: {', '.join(sorted(ops))}" for domain, ops in sorted(others.items()))
 
 
 def _autocast(src: Path, out: Path, precision: str, params: dict) -> dict:
@@ -143,6 +167,9 @@ def _why_nothing_quantized(proto, batch: int) -> str:
     """ModelOpt's rules that leave a graph's matrix products alone (modelopt.onnx.quantization.graph_utils
     find_nodes_from_matmul_to_exclude), where the graph's quantizable work is all matrix products."""
     ops = {n.op_type for n in proto.graph.node}
+    others = _other_domains(proto)
+    if others:
+        return f" (its work is in operators outside standard ONNX, {others}, which ModelOpt does not quantize)"
     if not ops & {"MatMul", "Gemm"} or ops & {"Conv", "ConvTranspose"}:
         return " (no layer it will quantize: e.g. convolutions with few channels)"
     return (f": it leaves out every MatMul/Gemm whose output has a dim of 1 (a matrix-vector product: here "

@@ -107,12 +107,24 @@ def _take_onnx(src: Path, out: Path, feeds: dict) -> dict:
         proto = onnx.load(str(src))
     except Exception as err:
         raise StageInputError(f"model.path = '{src}': not a readable ONNX model ({err})") from err
+    _require_tensor_outputs(proto, src)
     _save(proto, out)
     specs = model_inputs.resolve(model_inputs.specs_from_onnx(out), feeds)
     model_inputs.check_sizes(specs, model_inputs.sizes(feeds))
     datasets.check_all(feeds, specs)
     _record_specs(out, specs)
     return {"source_file": src.name, "opset": _opset(proto), **_describe(specs)}
+
+
+def _require_tensor_outputs(proto, src: Path) -> None:
+    """Every output is compared with the fp32 reference as an array: a sequence or a map (scikit-learn's ZipMap
+    probabilities) is refused by name, saying how to export without it."""
+    for value in proto.graph.output:
+        kind = value.type.WhichOneof("value")
+        if kind != "tensor_type":
+            raise StageInputError(f"model.path = '{src}': output '{value.name}' is a {kind.replace('_type', '')}, "
+                                  f"not a tensor (scikit-learn's ZipMap makes one); export it as a tensor (skl2onnx: "
+                                  f"options={{id(model): {{'zipmap': False}}}})")
 
 
 def _export_torch(model_cfg: dict, seed: int, opset: int, feeds: dict, out: Path) -> dict:
@@ -158,6 +170,12 @@ def _record_specs(out: Path, specs: list[model_inputs.InputSpec]) -> None:
     import onnx
 
     proto = onnx.load(str(out), load_external_data=False)
+    by_name = {s.name: s for s in specs}
+    for value in proto.graph.input:  # a dynamic dim the graph leaves unnamed gets its axis's name: tools downstream
+        spec = by_name.get(value.name)  # (ModelOpt) fail on a dim with neither a size nor a name
+        for dim, axis in zip(value.type.tensor_type.shape.dim, spec.dims if spec else ()):
+            if isinstance(axis, str) and not (dim.HasField("dim_value") and dim.dim_value > 0):
+                dim.dim_param = axis
     kept = [p for p in proto.metadata_props if p.key != model_inputs.METADATA_KEY]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)

@@ -63,3 +63,60 @@ def test_int8_quantizes_a_gemm_headed_model_at_the_runs_batch_and_says_which_rul
     assert row.status == "unsupported", row.error
     for words in ("matrix-vector product: here batch_size=1", "K or N is below 16", "A larger batch_size"):
         assert words in row.error, row.error
+
+
+def sklearn_onnx(path, model: str, zipmap: bool = False):
+    """A scikit-learn classifier trained on the breast-cancer data (it ships with scikit-learn), exported by
+    skl2onnx as users export them: a batch dim with neither a size nor a name."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
+    est = (MLPClassifier(hidden_layer_sizes=(32,), max_iter=300, random_state=0) if model == "mlp"
+           else LogisticRegression(max_iter=300))
+    est.fit(x, y)
+    proto = to_onnx(est, initial_types=[("input", FloatTensorType([None, 30]))],
+                    options={id(est): {"zipmap": zipmap}})
+    path.write_bytes(proto.SerializeToString())
+
+
+def test_real_scikit_learn_exports_give_one_line_each(workdir):
+    pytest.importorskip("skl2onnx")
+    sklearn_onnx(workdir / "mlp.onnx", "mlp")
+    sklearn_onnx(workdir / "lr.onnx", "logistic")
+    sklearn_onnx(workdir / "zipmap.onnx", "logistic", zipmap=True)
+    cases = {  # the unnamed batch dim: named for ModelOpt, so the MLP quantizes
+             "mlp_int8": (["model.path=mlp.onnx", "precision=int8"], "ok", None),
+             "lr_fp32": (["model.path=lr.onnx"], "ok", None),
+             "lr_int8": (["model.path=lr.onnx", "precision=int8"], "unsupported",
+                         "operators outside standard ONNX, ai.onnx.ml: LinearClassifier"),
+             "zipmap": (["model.path=zipmap.onnx"], "failed", "output 'output_probability' is a sequence")}
+    for name, (args, status, words) in cases.items():
+        proc = run_cli(["model=onnx", *args, "batch_size=32", f"hydra.run.dir={name}", *FAST], workdir)
+        row = results.load(workdir / name).runs.iloc[0]
+        assert row.status == status and "Traceback" not in proc.stdout + proc.stderr, (name, row.error)
+        assert words is None or words in row.error, (name, row.error)
+
+
+def test_a_modelopt_failure_on_a_graph_with_other_domains_names_them(tmp_path, monkeypatch):
+    """ModelOpt's own error on such a graph ("Cannot restore public graph output metadata ...", seen with a
+    ZipMap) says nothing of why: the row names the operators it does not convert."""
+    pytest.importorskip("skl2onnx")
+    from stages import convert
+    from stages.api import Unsupported
+
+    sklearn_onnx(tmp_path / "lr.onnx", "logistic", zipmap=True)
+
+    def modelopt_fails(*args):
+        raise RuntimeError("Cannot restore public graph output metadata for output_probability")
+
+    monkeypatch.setattr(convert, "_quantize", modelopt_fails)
+    params = {"precision": {"name": "int8", "convert": "quantize"}}
+    with pytest.raises(Unsupported, match=r"ModelOpt failed on this graph \(RuntimeError: Cannot restore.*\); it "
+                                          r"holds operators outside standard ONNX \(ai.onnx.ml: LinearClassifier, "
+                                          r"ZipMap\)"):
+        convert.run({"onnx": tmp_path / "lr.onnx"}, params, tmp_path)
