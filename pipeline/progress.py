@@ -64,7 +64,10 @@ def _job(k: int, n: int | None) -> str:
 
 
 def _measure_text(fraction: float, elapsed_s: float | None, target_s: float | None) -> str:
-    timing = f" ({elapsed_s:.1f}/{target_s:.1f} s)" if elapsed_s is not None and target_s else ""
+    timing = ""
+    if elapsed_s is not None and target_s:  # past the duration, a measurement waits for its minimum iterations
+        timing = (f" ({elapsed_s:.1f}/{target_s:.1f} s)" if elapsed_s < target_s or fraction >= 1 else
+                  f" ({elapsed_s:.1f} s, past the {target_s:.1f} s minimum: until benchmark.min_iterations)")
     return f"measuring {min(max(fraction, 0.0), 1.0):.0%}{timing}"
 
 

@@ -147,3 +147,13 @@ def test_one_display_per_process():
     progress.end()
     assert type(progress.current()) is progress.Progress  # after the sweep: hooks that do nothing
     assert out.getvalue().splitlines() == ["[job 2/3 precision=int8] started", "[job 2/3 precision=int8] ok"]
+
+
+def test_a_measurement_past_its_duration_says_it_waits_for_its_iterations():
+    out = io.StringIO()
+    display = progress.create(out)
+    display.stage_started("benchmark", "stages.onnxruntime.benchmark")
+    display.measuring(0.33, 1.7, 0.5)  # a slow model: a third of its minimum iterations after 1.7 s of 0.5
+    line = out.getvalue().splitlines()[-1]
+    assert "1.7/0.5" not in line
+    assert "measuring 33% (1.7 s, past the 0.5 s minimum: until benchmark.min_iterations)" in line
