@@ -65,7 +65,8 @@ def hydra_main(cfg: DictConfig) -> float:
     else:
         if hydra_write_error is not None:  # a full disk: this point fails, the sweep goes on
             outcome = job.record_failed(out_dir, meta, config, _hydra_write_failure(hydra_write_error, hc, config))
-            log.error("job %s: %s", meta.job if multirun else "", outcome.row["error"])
+            print(f"error: {'job ' + str(meta.job) if multirun else 'the run'}: {outcome.row['error']}",
+                  file=sys.stderr, flush=True)
         elif STOPPED:  # the sweep was stopped: Hydra still hands over its remaining points; record, do not run
             outcome = job.record_not_run(out_dir, meta, config, STOPPED[0])
         else:
@@ -184,16 +185,17 @@ def _guard_hydra_writes() -> None:
 
 
 _guard_hydra_writes()
+# Hydra logs each job to <job>/<name>.log as well; on a full disk every line it cannot write there would print a
+# "--- Logging error ---" traceback. The console still shows the lines; the row says what failed.
+logging.raiseExceptions = False
 
 
 def _hydra_write_failure(err: OSError, hc, config: dict) -> str:
     """Which directory refused Hydra's files, by the key that sets it; and whether cache.dir shares its disk."""
-    from pipeline import job
-
     key = "hydra.sweep.dir" if hc.mode == RunMode.MULTIRUN else "hydra.run.dir"
     where = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else hc.run.dir
     full = "is full" if err.errno == errno.ENOSPC else "cannot be written"
-    message = f"{key} = '{where}' {full}: Hydra could not write {job.os_reason(err)}"
+    message = f"{key} = '{where}' {full}: Hydra could not write {err.filename} ({err.strerror or err})"
     cache_dir = str((config.get("cache") or {}).get("dir") or "")
     try:
         if cache_dir and os.stat(cache_dir).st_dev == os.stat(where).st_dev:
