@@ -104,6 +104,7 @@ def main() -> None:
     # raises instead, and the user gets one line here. A user who set HYDRA_FULL_ERROR=1 still gets the traceback.
     wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    app.install_sigterm()  # from the start: a SIGTERM while Hydra composes the sweep stops it cleanly too
     try:
         app.hydra_main()
     except Exception as err:  # jobs never raise (they record a row): this is Hydra failing to compose or start
@@ -111,7 +112,7 @@ def main() -> None:
             raise
         print(f"error: {errors.one_line(err)}", file=sys.stderr)
         sys.exit(1)
-    sys.exit(1 if app.FAILED else 0)
+    sys.exit(1 if app.FAILED or app.STOPPED else 0)
 
 
 if __name__ == "__main__":

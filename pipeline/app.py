@@ -6,6 +6,7 @@ The exit status is decided by main() from FAILED.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -51,8 +52,9 @@ def hydra_main(cfg: DictConfig) -> float:
     meta = job.JobMeta(sweep=hc.runtime.choices.get("sweep", "multirun") if multirun else None,
                        job=hc.job.num if multirun else None, overrides=list(hc.overrides.task))
     out_dir = Path(hc.runtime.output_dir)
-    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    install_sigterm()
+    hydra_write_error = _HYDRA_WRITE_ERRORS[0] if _HYDRA_WRITE_ERRORS else None
+    _HYDRA_WRITE_ERRORS.clear()
     try:
         config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         if config["backend"]["name"] == "auto":
@@ -61,7 +63,11 @@ def hydra_main(cfg: DictConfig) -> float:
     except Exception as err:  # an interpolation that does not resolve, or the check above
         outcome = job.record_config_error(out_dir, meta, OmegaConf.to_container(cfg, resolve=False), err)
     else:
-        if STOPPED:  # the sweep was stopped: Hydra still hands over its remaining points; record, do not run
+        if hydra_write_error is not None:  # a full disk: this point fails, the sweep goes on
+            outcome = job.record_failed(out_dir, meta, config, _hydra_write_failure(hydra_write_error, hc, config))
+            print(f"error: {'job ' + str(meta.job) if multirun else 'the run'}: {outcome.row['error']}",
+                  file=sys.stderr, flush=True)
+        elif STOPPED:  # the sweep was stopped: Hydra still hands over its remaining points; record, do not run
             outcome = job.record_not_run(out_dir, meta, config, STOPPED[0])
         else:
             outcome = _run(config, out_dir, meta, multirun, hc.job.num if multirun else 0, list(hc.overrides.task))
@@ -117,6 +123,11 @@ def _run(config: dict, out_dir: Path, meta, multirun: bool, num: int, overrides:
     try:
         outcome = job.run_job(config, out_dir, meta)
         progress.current().job_finished(outcome.status, outcome.error)
+        if STOPPED:  # asked to stop once the stages had run: the job's tables were finished all the same
+            print(f"interrupted ({STOPPED[0]}) during {'job ' + str(meta.job) if multirun else 'the run'}, after "
+                  f"its stages: its row is recorded as {outcome.status}"
+                  + ("; the points not run yet are recorded as not run, resume with resume=true "
+                     f"hydra.sweep.dir={out_dir.parent}" if multirun else ""), file=sys.stderr, flush=True)
         return outcome
     except (KeyboardInterrupt, job.Interrupted) as stop:  # run_job has recorded the row
         why = f"{stop}" if str(stop) else "Ctrl-C"
@@ -132,10 +143,66 @@ def _run(config: dict, out_dir: Path, meta, multirun: bool, num: int, overrides:
             progress.end()
 
 
+def install_sigterm() -> None:
+    """SIGTERM (a scheduler's time limit, `kill`) stops the run, whatever it is doing: see _on_sigterm."""
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def _on_sigterm(signum, frame):
+    """Interrupts a job's stages (run_job records its row as interrupted). Anywhere else (Hydra composing the next
+    point, a job writing its tables, the end-of-sweep summary) it is only noted: the job in hand is finished and
+    recorded, the points not run yet are recorded as not run, the summary runs, and the exit status is 1."""
     from pipeline import job
 
-    raise job.Interrupted("SIGTERM")
+    if not STOPPED:
+        STOPPED.append("SIGTERM")
+    job.request_stop("SIGTERM")
+
+
+# Hydra writes <job>/.hydra/*.yaml itself before it calls the task. On a full disk its OSError would end the whole
+# sweep, outside any job's handling: here it is kept, and hydra_main fails that one point with it.
+_HYDRA_WRITE_ERRORS: list[OSError] = []
+
+
+def _guard_hydra_writes() -> None:
+    from hydra.core import utils
+
+    real = utils._save_config
+    if getattr(real, "pipeline_guarded", False):
+        return
+
+    def save_config(cfg, filename, output_dir):
+        try:
+            real(cfg, filename, output_dir)
+        except OSError as err:
+            if err.filename is None:
+                err.filename = str(Path(output_dir) / filename)
+            _HYDRA_WRITE_ERRORS.append(err)
+
+    save_config.pipeline_guarded = True
+    utils._save_config = save_config
+
+
+_guard_hydra_writes()
+# Hydra logs each job to <job>/<name>.log as well; on a full disk every line it cannot write there would print a
+# "--- Logging error ---" traceback. The console still shows the lines; the row says what failed.
+logging.raiseExceptions = False
+
+
+def _hydra_write_failure(err: OSError, hc, config: dict) -> str:
+    """Which directory refused Hydra's files, by the key that sets it; and whether cache.dir shares its disk."""
+    key = "hydra.sweep.dir" if hc.mode == RunMode.MULTIRUN else "hydra.run.dir"
+    where = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else hc.run.dir
+    full = "is full" if err.errno == errno.ENOSPC else "cannot be written"
+    message = f"{key} = '{where}' {full}: Hydra could not write {err.filename} ({err.strerror or err})"
+    cache_dir = str((config.get("cache") or {}).get("dir") or "")
+    try:
+        if cache_dir and os.stat(cache_dir).st_dev == os.stat(where).st_dev:
+            message += f" (cache.dir = '{cache_dir}' is on the same filesystem)"
+    except OSError:
+        pass
+    return message
 
 
 def _require_writable(path: str, key: str) -> None:
@@ -185,6 +252,9 @@ class SweepSummary(Callback):
             FAILED.append(str(sweep_dir))
         if config.report.enabled:
             _report(sweep_dir)
+        if STOPPED:
+            print(f"stopped ({STOPPED[0]}): the summary above is complete up to the stop; exiting with status 1",
+                  file=sys.stderr, flush=True)
 
 
 def _select(sweep_dir: Path, loaded) -> str:

@@ -10,6 +10,7 @@ import logging
 import time
 import traceback
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,34 @@ class JobMeta:
 
 class Interrupted(BaseException):
     """SIGTERM (a cluster's time limit, `kill`): like Ctrl-C, the job still records its row, then stops."""
+
+
+# Where a stop request (SIGTERM) may raise Interrupted: only while a job's stages run, where run_job catches it
+# and records the row. Anywhere else (Hydra composing the next point, a job writing its tables, the end-of-sweep
+# summary) the request is only noted: the job in hand finishes writing, and the points after it are not run.
+_STOP: dict[str, Any] = {"why": None, "stages": False}
+
+
+def request_stop(why: str) -> None:
+    """A signal handler's work: note `why`; raise Interrupted only if a job's stages are running."""
+    _STOP["why"] = _STOP["why"] or why
+    if _STOP["stages"]:
+        raise Interrupted(why)
+
+
+def stop_requested() -> str | None:
+    return _STOP["why"]
+
+
+@contextmanager
+def _stages_interruptible():
+    if _STOP["why"]:  # requested between the caller's check and here: this job does not start its stages
+        raise Interrupted(_STOP["why"])
+    _STOP["stages"] = True
+    try:
+        yield
+    finally:
+        _STOP["stages"] = False
 
 
 @dataclass
@@ -131,17 +160,18 @@ def run_job(config: dict, job_dir: Path, meta: JobMeta) -> JobOutcome:
             tables[table] = _concat(tables.get(table), rows)
 
     try:
-        schema.check(config)
-        backends.check(config["backend"])
-        nodes = runner.plan(config["backend"]["dag"])
-        cache = _open_cache(config["cache"])
-        isolate = runner.Isolation(config["isolation"]["mode"], config["isolation"]["timeout_s"])
-        api.set_progress(shown.measuring)
-        try:
-            runner.run(nodes, cache=cache, work_dir=job_dir, isolate=isolate, on_done=record,
-                       on_start=lambda node: shown.stage_started(node.name, node.stage))
-        finally:
-            api.set_progress(None)
+        with _stages_interruptible():
+            schema.check(config)
+            backends.check(config["backend"])
+            nodes = runner.plan(config["backend"]["dag"])
+            cache = _open_cache(config["cache"])
+            isolate = runner.Isolation(config["isolation"]["mode"], config["isolation"]["timeout_s"])
+            api.set_progress(shown.measuring)
+            try:
+                runner.run(nodes, cache=cache, work_dir=job_dir, isolate=isolate, on_done=record,
+                           on_start=lambda node: shown.stage_started(node.name, node.stage))
+            finally:
+                api.set_progress(None)
     except schema.ConfigError as err:
         status, error = "failed", str(err)
     except Unsupported as err:
@@ -194,6 +224,13 @@ def record_not_run(job_dir: Path, meta: JobMeta, config: dict, why: str) -> JobO
     return _finish(Path(job_dir), meta, row, {}, "failed",
                    f"not run: the sweep was stopped ({why}) before this point; rerun it with resume=true",
                    time.perf_counter())
+
+
+def record_failed(job_dir: Path, meta: JobMeta, config: dict, error: str) -> JobOutcome:
+    """A point that failed before (or without) running: its process died (`lost: ...`), or Hydra could not
+    write its directory. A row that says so, so that the summary shows it and resume reruns it."""
+    row = _base_row(config, meta, dt.datetime.now(dt.timezone.utc))
+    return _finish(Path(job_dir), meta, row, {}, "failed", error, time.perf_counter())
 
 
 def _pin_gpu(config: dict) -> pinning.Pin | None:

@@ -4,7 +4,12 @@ FAULT is `export` (while the export writes its artifact), `build` (while the bui
 `table:<name>` (once the job has written <name>.parquet into its temporary tables directory; `table:published`:
 once that directory is in place), all as `kill -9` would: no cleanup, no handler runs. `enospc:samples` and
 `enospc:all` make writing the samples table (or every table) fail with ENOSPC; `readonly-cache` makes the cache
-directory refuse new files, as a read-only filesystem does. A fault fires in the job whose precision is
+directory refuse new files, as a read-only filesystem does. `enospc:hydra` makes Hydra's own `.hydra/*.yaml`
+writes fail with ENOSPC for every job after job 0 (a disk that filled during job 0).
+`sigterm:<moment>` sends the process SIGTERM (the handler runs, unlike kill -9): `sigterm:table:<name>` once the
+job has written <name>.parquet into its temporary tables directory, `sigterm:between` while Hydra composes the
+point after the first job that finished, `sigterm:compose` while the sweeper composes the points (before any job),
+`sigterm:summary` as the end-of-sweep summary starts. A fault fires in the job whose precision is
 $FAULT_PRECISION (all jobs if unset).
 """
 import os
@@ -42,6 +47,10 @@ def main():
                 die()
             return original_build(inputs, params, out_dir)
         build.run = build_then_die
+    elif fault.startswith("sigterm:"):
+        _sigterm_at(fault.partition(":")[2], target)
+    elif fault == "enospc:hydra":
+        _fail_hydra_writes()
     elif fault.startswith("table:"):
         _die_while_writing_tables(fault.partition(":")[2], target)
     elif fault.startswith("enospc:"):
@@ -72,6 +81,66 @@ def _die_while_writing_tables(table: str, target: str | None) -> None:
         if table == "published" and os.path.basename(dst) == results.TABLES_DIR and _chosen(target):
             die()
     results.pq.write_table, results.os.rename = write_then_die, rename_then_die
+
+
+def _sigterm_at(moment: str, target: str | None) -> None:
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    from pipeline import job, results, summary
+
+    def term():
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs at the next bytecode of the main thread
+
+    if moment.startswith("table:"):
+        table, real_write = moment.partition(":")[2], results.pq.write_table
+
+        def write_then_term(data, where, **kw):
+            real_write(data, where, **kw)
+            if os.path.basename(where.name) == f"{table}.parquet" and _chosen(target):
+                term()
+        results.pq.write_table = write_then_term
+    elif moment == "summary":
+        real_summary = summary.sweep_summary
+
+        def term_then_summarise(*args, **kw):
+            term()
+            return real_summary(*args, **kw)
+        summary.sweep_summary = term_then_summarise
+    elif moment in ("between", "compose"):
+        real_load, real_run = ConfigLoaderImpl.load_sweep_config, job.run_job
+        state = {"calls": 0, "finished": False, "fired": False}
+
+        def run_and_note(*args, **kw):
+            outcome = real_run(*args, **kw)
+            state["finished"] = True
+            return outcome
+
+        def load_and_term(self, *args, **kw):
+            state["calls"] += 1
+            due = state["finished"] if moment == "between" else state["calls"] == 2
+            if due and not state["fired"]:
+                state["fired"] = True
+                term()
+            return real_load(self, *args, **kw)
+        ConfigLoaderImpl.load_sweep_config, job.run_job = load_and_term, run_and_note
+    else:
+        raise SystemExit(f"unknown moment {moment!r}")
+
+
+def _fail_hydra_writes() -> None:
+    """Hydra's `.hydra/*.yaml` of every job after job 0 cannot be written: the disk filled during job 0."""
+    import errno
+
+    from hydra.core import utils
+    from hydra.core.hydra_config import HydraConfig
+
+    real_save = utils._save_config
+
+    def save_or_fail(cfg, filename, output_dir):
+        if HydraConfig.get().job.num >= 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(output_dir / filename))
+        real_save(cfg, filename, output_dir)
+    utils._save_config = save_or_fail
 
 
 def _fail_writing_tables(which: str, target: str | None) -> None:

@@ -174,6 +174,73 @@ def test_sigterm_mid_sweep_records_the_rest_and_prints_the_summary(workdir):
     assert "sweep " in out and "3 failed" in out  # the summary
 
 
+def test_sigterm_while_a_finished_job_writes_its_tables_keeps_its_complete_tables(workdir):
+    args = ["-m", "precision=fp32,int8", "hydra.sweep.dir=s", "report.enabled=false", *FAST]
+    proc = fault_cli("sigterm:table:summary", args, workdir, precision="fp32")  # job 0, half its tables written
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in out, out[-3000:]
+    assert "lost" not in proc.stdout and "its row is recorded as ok" in proc.stderr
+    loaded = results.load(workdir / "s")
+    assert loaded.skipped == []
+    runs = loaded.runs.set_index("precision")
+    assert runs.loc["fp32", "status"] == "ok"
+    assert runs.loc["fp32", "run_id"] in set(loaded.summary.run_id)
+    assert runs.loc["int8", "status"] == "failed" and runs.loc["int8", "error"].startswith("not run")
+    assert "sweep " in proc.stdout and "best:" in proc.stdout
+
+
+@pytest.mark.parametrize("moment, ok", [("compose", []), ("between", ["fp32"]),
+                                        ("summary", ["fp32", "fp16", "int8"])])
+def test_sigterm_outside_a_job_stops_the_sweep_cleanly(workdir, moment, ok):
+    """Between jobs (Hydra composing the next point), in the sweeper before any job, during the summary: the points
+    not run yet get `not run` rows, the summary and the selection still come, the exit status is 1."""
+    args = ["-m", "precision=fp32,fp16,int8", "hydra.sweep.dir=s", "report.enabled=false", *FAST]
+    proc = fault_cli(f"sigterm:{moment}", args, workdir)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in out, out[-3000:]
+    runs = results.load(workdir / "s").runs.set_index("precision")
+    assert sorted(runs.index) == ["fp16", "fp32", "int8"]
+    for precision in ("fp32", "fp16", "int8"):
+        if precision in ok:
+            assert runs.loc[precision, "status"] == "ok"
+        else:
+            assert runs.loc[precision, "status"] == "failed" and runs.loc[precision, "error"].startswith("not run")
+    assert "sweep " in proc.stdout and "best:" in proc.stdout  # the summary, and the choice
+    assert (workdir / "s" / results.SELECTION_FILE).is_file()
+
+
+def test_kill_9_of_one_submitit_job_is_a_lost_row_and_the_sweep_goes_on(workdir):
+    """hydra/launcher=local (submitit): one job's process dies outright; submitit raises for it, which used to
+    end the sweep. Now that point is a failed `lost` row, the other's result is kept and the summary runs."""
+    marker = workdir / "killed"
+    proc = run_cli(["-m", "hydra/launcher=local", "model=factory", "model._target_=tests.factories.killed_once",
+                    f"+model.kwargs.marker={marker}", "model.input_shape=[3,32,32]", "precision=fp32,int8",
+                    "hydra.sweep.dir=sweep", "report.enabled=false", *FAST], workdir)
+    out = proc.stdout + proc.stderr
+    assert marker.exists()  # the kill happened
+    assert proc.returncode == 1 and "Traceback" not in out, out[-3000:]
+    runs = results.load(workdir / "sweep").runs
+    assert sorted(runs.precision) == ["fp32", "int8"] and sorted(runs.status) == ["failed", "ok"], runs
+    assert runs.set_index("status").loc["failed", "error"].startswith("lost: its process ended without a result")
+    assert "sweep " in proc.stdout and "best:" in proc.stdout
+
+
+def test_a_disk_full_for_hydras_own_files_fails_those_points_only(workdir):
+    """Hydra writes <job>/.hydra/*.yaml before the job starts; on a full disk that failed the whole sweep."""
+    args = ["-m", "precision=fp32,fp16,int8", "hydra.sweep.dir=full", "report.enabled=false", *FAST]
+    proc = fault_cli("enospc:hydra", args, workdir)  # the disk fills during job 0
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in out, out[-3000:]
+    runs = results.load(workdir / "full").runs.set_index("precision")
+    assert runs.loc["fp32", "status"] == "ok"
+    for precision in ("fp16", "int8"):
+        error = runs.loc[precision, "error"]
+        assert runs.loc[precision, "status"] == "failed"
+        assert error.startswith("hydra.sweep.dir = ") and "is full" in error and "No space left on device" in error
+        assert ".hydra" in error
+    assert "sweep " in proc.stdout and "2 failed, 1 ok" in proc.stdout  # the summary
+
+
 def test_lost_job_is_reported_and_fails_the_sweep(workdir):
     sweep_dir = workdir / "sweep"
     (sweep_dir / "7" / ".hydra").mkdir(parents=True)  # a job Hydra started that never wrote its row

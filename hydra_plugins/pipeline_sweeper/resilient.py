@@ -6,9 +6,16 @@ becomes a `failed` row of its own instead of stopping the whole sweep before it 
 Written on Hydra's public plugin API (`Sweeper`, the overrides parser, the launcher), not on the basic sweeper's
 internals. Every point is composed once before launching: that is where a bad one is caught, recorded under
 `<sweep dir>/invalid-<k>/`, and left out. The others run as usual, through whichever launcher is configured.
+
+A point whose process died without a result (`kill -9`, out of memory: submitit's launchers then raise for the whole
+batch) becomes a `failed` row saying `lost: ...`, and the other points' results are kept; so does a batch the
+launcher could not run at all. After a SIGTERM (pipeline/app.py notes it) the batches not launched yet are
+recorded as not run, not launched.
 """
 # No `from __future__ import annotations`: Hydra's plugin scan imports this module in a way that dataclasses
 # cannot resolve string annotations in.
+import contextlib
+import copy
 import itertools
 import logging
 from dataclasses import dataclass
@@ -19,7 +26,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +67,72 @@ class ResilientSweeper(Sweeper):
         returns, job_idx = [], 0
         for start in range(0, len(points), size):
             batch = [p for p in points[start:start + size] if self._composes(p)]
-            if batch:
-                returns.append(self.launcher.launch(batch, initial_job_idx=job_idx))
-                job_idx += len(batch)
+            stopped = _stop_requested()
+            if batch and stopped:  # a parallel launcher's workers would not know: record them here
+                for idx, overrides in enumerate(batch, start=job_idx):
+                    self._record_point(overrides, idx, lambda out, meta, config, why=stopped:
+                                       _job().record_not_run(out, meta, config, why))
+            elif batch:
+                returns.append(self._launch(batch, job_idx))
+            job_idx += len(batch)
         return returns
+
+    def _launch(self, batch: List[List[str]], job_idx: int) -> Any:
+        """The launcher's returns for the batch. A point that died without a result, or a batch the launcher could
+        not run, does not end the sweep: each such point without a row gets a `failed` row saying why."""
+        with _failed_submitit_jobs() as died:
+            try:
+                returned = self.launcher.launch(batch, initial_job_idx=job_idx)
+            except Exception as err:  # noqa: BLE001 - the launcher's failure belongs to this batch only
+                died.append((None, err))
+                returned = []
+        if died:
+            why = {_job_num(job): err for job, err in died}
+            for idx, overrides in enumerate(batch, start=job_idx):
+                err = why.get(idx, why.get(None, next(iter(why.values()))))
+                self._record_lost(overrides, idx, err)
+        return returned
+
+    def _record_lost(self, overrides: List[str], idx: int, err: BaseException) -> None:
+        from pipeline import errors
+
+        message = errors.one_line(err) if isinstance(err, Exception) else type(err).__name__
+
+        def record(out: Path, meta, config: dict) -> None:
+            if (out / "tables" / "runs.parquet").is_file():  # it wrote its row: not lost
+                return
+            _job().record_failed(out, meta, config, f"lost: its process ended without a result ({message}); "
+                                                    f"rerun it with resume=true")
+            log.error("job %s [%s] left no row; recorded as failed (lost): %s", idx, " ".join(overrides), message)
+        self._record_point(overrides, idx, record)
+
+    def _record_point(self, overrides: List[str], idx: int, record) -> None:
+        """record(job dir, JobMeta, resolved config) for point `idx`, composed as its launcher would."""
+        from hydra.core.hydra_config import HydraConfig
+
+        from pipeline import errors
+
+        job = _job()
+        try:
+            cfg = self.hydra_context.config_loader.load_sweep_config(master_config=self.config,
+                                                                    sweep_overrides=list(overrides))
+            with open_dict(cfg):
+                cfg.hydra.job.id = idx
+                cfg.hydra.job.num = idx
+            saved = HydraConfig.instance().cfg
+            HydraConfig.instance().set_config(cfg)
+            try:
+                out = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+                task = copy.deepcopy(cfg)
+                with open_dict(task):
+                    del task["hydra"]
+                config = OmegaConf.to_container(task, resolve=True, enum_to_str=True)
+            finally:
+                HydraConfig.instance().cfg = saved
+            sweep = cfg.hydra.runtime.choices.get("sweep") or "multirun"
+            record(out, job.JobMeta(sweep=sweep, job=idx, overrides=list(cfg.hydra.overrides.task)), config)
+        except Exception as err:  # noqa: BLE001 - recording one point must not end the sweep
+            log.error("job %s [%s]: cannot record its row (%s)", idx, " ".join(overrides), errors.one_line(err))
 
     def grid(self, overrides: List[str]) -> List[List[str]]:
         """Every point of the sweep, as Hydra's basic sweeper orders them (a later override of a key wins)."""
@@ -98,3 +167,55 @@ class ResilientSweeper(Sweeper):
         sweep = self.config.hydra.runtime.choices.get("sweep") or "multirun"
         job.record_invalid_point(out, job.JobMeta(sweep=sweep, overrides=overrides), message)
         log.error("point [%s] cannot be composed; recorded as failed in %s: %s", " ".join(overrides), out, message)
+
+
+def _job():
+    from pipeline import job
+
+    return job
+
+
+def _stop_requested() -> Optional[str]:
+    return _job().stop_requested()
+
+
+@contextlib.contextmanager
+def _failed_submitit_jobs():
+    """submitit's launchers wait for each job with `job.results()`, which raises for a job that died (kill -9: 'has
+    not produced any output'), ending the launch before the other jobs' results are read. While this is open a
+    dead job's results() gives a failed JobReturn instead, and (job, error) is appended to the list yielded."""
+    died: List[Any] = []
+    try:
+        from submitit.core.core import Job
+        from submitit.core.utils import UncompletedJobError
+    except ImportError:  # no submitit: nothing to catch
+        yield died
+        return
+    from hydra.core.utils import JobReturn, JobStatus
+
+    real = Job.results
+
+    def results(job):
+        try:
+            return real(job)
+        except UncompletedJobError as err:
+            died.append((job, err))
+            ret = JobReturn()
+            ret.status, ret.return_value = JobStatus.FAILED, err
+            return [ret]
+
+    Job.results = results
+    try:
+        yield died
+    finally:
+        Job.results = real
+
+
+def _job_num(job) -> Optional[int]:
+    """The sweep index a submitit job ran (the launcher passes it as the third argument); None if unknown."""
+    if job is None:
+        return None
+    try:
+        return int(job.submission().args[2])
+    except Exception:  # noqa: BLE001 - the pickle may be gone or unreadable
+        return None
