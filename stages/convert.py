@@ -193,19 +193,26 @@ def _link_or_copy(src: Path, out: Path) -> None:
                 shutil.copyfile(file, target)
 
 
+def _to_debug(record: logging.LogRecord) -> bool:
+    log.debug("modelopt: %s", record.getMessage())
+    return False
+
+
 @contextlib.contextmanager
 def _quiet():
     """ModelOpt and ORT's quantizer print progress bars to stdout/stderr; keep them in the debug log."""
     buf = io.StringIO()
-    # ModelOpt logs through its own handler, including an ERROR about NVML on machines without a GPU, which is
-    # expected here (calibration runs on the CPU provider).
-    modelopt_log = logging.getLogger("modelopt")
-    level = modelopt_log.level
-    modelopt_log.setLevel(logging.CRITICAL)
+    # ModelOpt logs through its own handlers, including an ERROR about NVML ("Failed to get GPU count") on machines
+    # without a GPU, which is expected here (calibration runs on the CPU provider). quantize(log_level=...) resets
+    # its loggers' levels, so a filter keeps its records out of the user's console: they go to our debug log.
+    loggers = [logging.getLogger(name) for name in ("modelopt", "modelopt.onnx")]
+    for logger in loggers:
+        logger.addFilter(_to_debug)
     try:
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
             yield
     finally:
-        modelopt_log.setLevel(level)
+        for logger in loggers:
+            logger.removeFilter(_to_debug)
     if buf.getvalue():
         log.debug("%s", buf.getvalue())
