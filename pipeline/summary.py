@@ -77,11 +77,21 @@ def sweep_summary(loaded, sweep_dir: Path) -> str:
     table["error"] = runs["error"].fillna("").str.slice(0, 90)
     counts = runs["status"].value_counts().to_dict()
     head = f"sweep {sweep_dir}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-    text = head + "\n" + table.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    text = head + "\n" + table.to_string(index=False, formatters=_column_formats(table),
+                                         float_format=lambda v: f"{v:.4g}")
     failed = runs[runs["status"] == "failed"]
     if len(failed):
         text += "\nfailures:\n" + "\n".join(f"  job {r.job} [{r.overrides}]: {r.error}" for r in failed.itertuples())
     return text + missing
+
+
+# One format per column, so its numbers line up and read alike (never 2.131e+04 above 9401).
+_FORMATS = {"median_ms": "{:.4f}", "cov%": "{:.2f}", "samples/s": "{:,.0f}", "rel_l2_err": "{:.2e}",
+            "top1_agreement": "{:.4f}", "top1_accuracy": "{:.4f}"}
+
+
+def _column_formats(table) -> dict:
+    return {col: (lambda v, spec=spec: _fmt(v, spec[2:-1])) for col, spec in _FORMATS.items() if col in table}
 
 
 def lost_jobs(sweep_dir: Path) -> list[str]:

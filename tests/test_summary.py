@@ -27,7 +27,16 @@ def test_every_swept_key_verdict_and_cov(tmp_path):
     assert header[:4] == ["job", "optimization_level", "max_aux_streams", "status"]
     assert "duration_s" not in header and "precision" not in header
     assert header[4:7] == ["median_ms", "cov%", "verdict"]
-    assert rows[3][:7] == ["3", "3", "2", "ok", "4", "3.5", "unstable"]
+    assert rows[3][:7] == ["3", "3", "2", "ok", "4.0000", "3.50", "unstable"]
+
+
+def test_each_column_has_one_readable_number_format(tmp_path):
+    """Not 2.131e+04 above 9401 in one column: throughput with thousands separators, latency to 4 decimals."""
+    for job, median in enumerate([0.04693, 0.1064]):
+        write_job(tmp_path, job, ("fp32", "int8")[job], median, error=(1e-7, 0.0112)[job])
+    _, *rows = table_lines(summary.sweep_summary(results.load(tmp_path), tmp_path))
+    assert rows[0][3:] == ["0.0469", "1.00", "21,308", "1.00e-07"]  # (no verdict recorded: that column is blank)
+    assert rows[1][3:] == ["0.1064", "1.00", "9,398", "1.12e-02"]
 
 
 def test_the_model_column_appears_when_models_differ(tmp_path):
