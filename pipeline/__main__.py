@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
+NOTHING_RAN_STATUS = 3  # no point failed, and none ran either: every one was unsupported here (a script can tell)
 _NO_RESOLVE = ("--help", "-h", "--hydra-help", "--info", "--shell-completion", "-sc")
 
 
@@ -112,7 +113,7 @@ def main() -> None:
             raise
         print(f"error: {errors.one_line(err)}", file=sys.stderr)
         sys.exit(1)
-    sys.exit(1 if app.FAILED or app.STOPPED else 0)
+    sys.exit(1 if app.FAILED or app.STOPPED else NOTHING_RAN_STATUS if app.NOTHING_RAN else 0)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Job errors never reach Hydra: each one is caught and recorded as a `failed` row, so a multirun always runs
 every point (Hydra's basic sweeper would otherwise stop at the end of the batch and skip the summary).
-The exit status is decided by main() from FAILED.
+The exit status is decided by main() from FAILED and NOTHING_RAN.
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ def _conf_dir() -> str:
 CONF_DIR = _conf_dir()
 log = logging.getLogger(__name__)
 FAILED: list[str] = []  # run ids (or a sweep dir) that failed in this process
+NOTHING_RAN: list[str] = []  # a run, or a sweep, none of whose points ran (every one unsupported): exit status 3
 STOPPED: list[str] = []  # why this process stopped running jobs (SIGTERM, Ctrl-C): the rest are marked not run
 
 
@@ -75,6 +76,8 @@ def hydra_main(cfg: DictConfig) -> float:
                 return _objective(cfg, *_kept_tables(out_dir))
     if outcome.status == "failed":
         FAILED.append(outcome.run_id)
+    if not multirun and outcome.status == "unsupported":
+        NOTHING_RAN.append(outcome.run_id)
     if not multirun:
         print(summary.job_summary(outcome, out_dir))
     tables = outcome.tables
@@ -250,6 +253,8 @@ class SweepSummary(Callback):
         runs = loaded.runs
         if runs.empty or lost or loaded.missing or (runs["status"] == "failed").any():
             FAILED.append(str(sweep_dir))
+        elif not (runs["status"] == "ok").any():
+            NOTHING_RAN.append(str(sweep_dir))
         if config.report.enabled:
             _report(sweep_dir)
         if STOPPED:

@@ -142,7 +142,7 @@ def test_a_model_source_that_does_not_import_says_how_to_get_it(workdir):
         pytest.skip("timm imports here")
     proc = run_cli(["model=timm", "model.name=resnet18", *FAST], workdir)
     row = results.load(workdir / "outputs").runs.iloc[0]
-    assert proc.returncode == 0 and row.status == "unsupported" and "pip install timm" in row.error
+    assert proc.returncode == 3 and row.status == "unsupported" and "pip install timm" in row.error  # nothing ran
     assert row.model_id == "timm:resnet18"
 
 

@@ -206,3 +206,12 @@ def test_user_onnx_model_and_calibration_data(workdir):
                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     time.sleep(1)  # a new run directory (they are named by the second)
     assert export_cache() == "miss"
+
+
+def test_a_sweep_where_nothing_could_run_exits_3(workdir):
+    """Every point unsupported (tf32 and bf16 on ONNX Runtime's CPU provider): nothing failed, nothing was measured
+    either, and a script must be able to tell that from the exit status."""
+    proc = run_cli(["-m", "precision=tf32,bf16", *FAST], workdir)
+    runs = results.load(workdir / "outputs").runs
+    assert sorted(runs.status) == ["unsupported", "unsupported"]
+    assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -288,7 +288,7 @@ def test_build_declares_itself_crash_prone():
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")
 def test_cli_backend_tensorrt_here_is_an_unsupported_row(workdir):
     proc = run_cli(["backend=tensorrt", *FAST], workdir)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]  # nothing ran (unsupported), none failed
     run = results.load(workdir / "outputs").runs.iloc[0]
     assert (run.status, run.backend) == ("unsupported", "tensorrt")
     for words in ("tensorrt is not installed", "nvcr.io/nvidia/tensorrt",

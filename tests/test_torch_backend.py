@@ -24,7 +24,7 @@ def test_torch_cpu_sweep(workdir):
 def test_torch_needs_a_torch_model(workdir):
     (workdir / "m.onnx").write_bytes(b"")
     proc = run_cli(["backend=torch", "model=onnx", "model.path=m.onnx", *FAST], workdir)
-    assert proc.returncode == 0
+    assert proc.returncode == 3  # unsupported: nothing ran
     row = results.load(workdir / "outputs").runs.iloc[0]
     assert row.status == "unsupported" and "needs a torch model" in row.error
 
