@@ -147,7 +147,7 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
-    from pipeline import environment
+    from pipeline.config import environment
 
     rows = []
     env = environment.capture()

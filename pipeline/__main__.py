@@ -21,11 +21,12 @@ def resolve_backend(argv: list[str]) -> list[str]:
         return argv
     if not given and any(override_in(group, argv, "/backend") for group in ("sweep", "search")):
         return argv  # a sweep that names its backend (its defaults list overrides /backend) keeps it
-    from pipeline import app, backends
+    from pipeline.config import paths
+    from pipeline.run import plugins
     from stages.api import Unsupported
 
     try:
-        name, passed = backends.best(app.CONF_DIR)
+        name, passed = plugins.best(paths.CONF_DIR)
     except Unsupported as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
@@ -66,10 +67,10 @@ def override_in(group: str, argv: list[str], target: str) -> str | None:
 
     import yaml
 
-    from pipeline import app
+    from pipeline.config import paths
 
     try:
-        spec = yaml.safe_load((Path(app.CONF_DIR) / group / f"{chosen[-1].split('=', 1)[1]}.yaml").read_text())
+        spec = yaml.safe_load((Path(paths.CONF_DIR) / group / f"{chosen[-1].split('=', 1)[1]}.yaml").read_text())
     except (OSError, yaml.YAMLError):
         return None
     defaults = spec.get("defaults") if isinstance(spec, dict) else None
@@ -99,7 +100,8 @@ def _require_sweeper(argv: list[str], sweeper: str) -> None:
 
 def main() -> None:
     sys.argv[1:] = resolve_search(resolve_backend(sys.argv[1:]))
-    from pipeline import app, errors
+    from pipeline.config import errors
+    from pipeline.run import app
 
     # Hydra reports a config it cannot compose in several lines, some with a traceback; with HYDRA_FULL_ERROR it
     # raises instead, and the user gets one line here. A user who set HYDRA_FULL_ERROR=1 still gets the traceback.

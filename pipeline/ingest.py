@@ -22,9 +22,10 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import job, results
-from pipeline.cache import digest
-from pipeline.job import JobMeta
+from pipeline import results
+from pipeline.run import job
+from pipeline.run.cache import digest
+from pipeline.run.job import JobMeta
 from stages.trtexec import backend, parse
 
 

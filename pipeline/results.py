@@ -45,20 +45,20 @@ TABLES = ("runs", "summary", "samples", "accuracy", "layers", "gpu")
 TABLES_DIR = "tables"  # <job_dir>/tables/<table>.parquet
 JOB_CONFIG = "config.resolved.yaml"  # what every job writes first: a directory holding it is a job
 INCOMPLETE = "no complete tables: the job was killed, or could not write them; rerun it with resume=true"
-# <sweep_dir>/selection.json: the build to ship, chosen at the end of a sweep (pipeline/select.py). The job tables
+# <sweep_dir>/selection.json: the build to ship, chosen at the end of a sweep (pipeline/analysis/select.py). The job tables
 # stay as written; where the loaded path holds such a file (every sweep writes one), load() adds its verdicts to
 # `runs` as SELECTION_COLUMNS: `selected` (True on the chosen run, False elsewhere), `objective` (what a search
 # sweeper was told; lower is better) and `feasible`.
 SELECTION_FILE = "selection.json"
 SELECTION_COLUMNS = ("selected", "objective", "feasible")
 # <job_dir>/tables/manifest.json: each table file's size and sha256, written with the tables (inside the directory
-# that is renamed into place). load() checks the sizes (cheap), resume (pipeline/job.py previous_ok) the digests: a
+# that is renamed into place). load() checks the sizes (cheap), resume (pipeline/run/job.py previous_ok) the digests: a
 # job whose files disagree (a table deleted or changed by hand) is skipped, with the reason, and rerun by resume.
 MANIFEST = "manifest.json"
 # <sweep_dir>/points.json: every point of the sweep's grid (its overrides), written by the sweeper before it
 # launches any. load() compares it with the sweep's runs rows: a point without one is in Results.missing.
 POINTS_FILE = "points.json"
-# Top-level config keys that never change a result (pipeline/job.py): no runs column, no swept axis, and no part
+# Top-level config keys that never change a result (pipeline/run/job.py): no runs column, no swept axis, and no part
 # of a point's identity (resume=true on the rerun of a point is the same point).
 NEVER_CHANGES_RESULT = ("cache", "resume", "isolation", "report", "select", "gpu")
 
@@ -90,6 +90,26 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("power_w", _F), ("temp_c", _F), ("util_pct", _F), ("throttle", _S),
     ]),
 }
+
+# Config keys with a fixed column in `runs`; every scalar backend option gets a column named after its key
+# (`backend.optimization_level` -> optimization_level), other overridden keys one named after their path.
+CONFIG_COLUMNS = {
+    "batch_size": "batch_size",
+    "benchmark.warmup_ms": "warmup_ms",
+    "benchmark.duration_s": "duration_s",
+    "benchmark.min_iterations": "min_iterations",
+    "cache.enabled": "cache_enabled",
+    "seed": "seed",
+}
+
+
+def column_of(key: str) -> str:
+    """The runs column a config key's value lands in."""
+    if key in CONFIG_COLUMNS:
+        return CONFIG_COLUMNS[key]
+    head, _, rest = key.partition(".")
+    return rest if head == "backend" and rest and "." not in rest else key.replace(".", "_")
+
 
 RUN_STATUSES = ("ok", "failed", "unsupported")
 

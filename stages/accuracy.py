@@ -148,10 +148,10 @@ def evaluate(candidate: Runner, reference: Runner, batches: Iterable[tuple[dict,
 def user_metric(metric: dict, kept: dict) -> dict[str, float]:
     """`metric._target_`(predictions, labels, **kwargs) for the run and for the reference, over every sample;
     `tensors: true` hands it torch tensors (torchmetrics' functions take those)."""
-    from stages import models
+    from stages import targets
 
     target = metric.get("_target_")
-    _, function = models.resolve(target, key="validate.metric._target_")
+    _, function = targets.resolve(target, key="validate.metric._target_")
     kwargs = {k: v for k, v in metric.items() if k not in ("_target_", "tensors")}
     labels = np.concatenate(kept["labels"])
     name = str(target).replace(":", ".").rsplit(".", 1)[-1]

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from stages import datasets, models
+from stages import datasets, targets
 from stages import inputs as model_inputs
 from stages.api import Param, StageInputError, StageResult, Unsupported, file_sha256, package_version
 
@@ -68,7 +68,7 @@ def key_files(params: dict) -> dict:
             raise StageInputError(f"convert.calibration.data = '{data}': file not found")
         return {"convert.calibration.data": file_sha256(Path(data))}
     return {"convert.calibration.data": datasets.digest(data),
-            "code": models.factory_source_digest(data["_target_"], "convert.calibration.data._target_")}
+            "code": targets.factory_source_digest(data["_target_"], "convert.calibration.data._target_")}
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:

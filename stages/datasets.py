@@ -129,11 +129,11 @@ def _raw(source, key: str) -> Iterable[dict[str, np.ndarray]]:
     if isinstance(source, str):
         return [_load_npz(source, key)]
     if isinstance(source, dict) and source.get("_target_"):
-        from stages import models
+        from stages import targets
 
         kwargs = {k: v for k, v in source.items() if k != "_target_"}
         try:
-            _, function = models.resolve(source["_target_"], key=f"{key}._target_")
+            _, function = targets.resolve(source["_target_"], key=f"{key}._target_")
             return function(**kwargs)
         except StageInputError:
             raise

@@ -15,7 +15,7 @@ import logging
 import warnings
 from pathlib import Path
 
-from stages import datasets, models, sources
+from stages import datasets, sources, targets
 from stages import inputs as model_inputs
 from stages.api import Param, StageInputError, StageResult, file_sha256, package_version
 
@@ -27,7 +27,7 @@ PARAMS = {"model": Param(dict), "seed": Param(int), "opset": Param(int, min=13),
           "feeds": Param(dict, keyed=False)}
 FILE = "model.onnx"
 _EXTERNAL_DATA_BYTES = 1536 << 20  # ONNX protobufs cap at 2 GiB; larger weights go to a side file
-_MIN_OPSET = 13  # the config's own lower bound (pipeline/schema.py), named in the error for too high a one
+_MIN_OPSET = 13  # the config's own lower bound (pipeline/config/schema.py), named in the error for too high a one
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def key_files(params: dict) -> dict:
     if model["source"] == "onnx":
         return {"model.path": _user_file_digest(model["path"])}
     if model["source"] == "factory":
-        return {"model._target_": models.factory_source_digest(model["_target_"])}
+        return {"model._target_": targets.factory_source_digest(model["_target_"])}
     if model["source"] == "hf" and model.get("path"):
         return {"model.path": directory_digest(Path(model["path"]))}
     return {}
@@ -131,7 +131,7 @@ def _export_torch(model_cfg: dict, seed: int, opset: int, feeds: dict, out: Path
     _check_opset(opset)
     built = sources.build(model_cfg, seed, sizes=model_inputs.sizes(feeds))
     if model_cfg["source"] == "factory":
-        models.warn_unkeyed(built.module, model_cfg["_target_"])
+        targets.warn_unkeyed(built.module, model_cfg["_target_"])
     specs = model_inputs.resolve(built.specs, feeds)
     model_inputs.check_sizes(specs, model_inputs.sizes(feeds))
     datasets.check_all(feeds, specs)

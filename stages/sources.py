@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from stages import inputs as model_inputs
-from stages import models
+from stages import models, targets
 from stages.api import StageInputError, Unsupported, package_version
 
 # model.task -> transformers' Auto class
@@ -91,7 +91,7 @@ def build(model: dict, seed: int, trained: bool = True, sizes: dict[str, int] | 
                 module = models.train_digits(module, seed)
             built = Built(module, [_image_spec(models.BUILTIN[model["name"]][0])])
         elif source == "factory":
-            module = models.load_factory(model["_target_"], model.get("kwargs") or {})
+            module = targets.load_factory(model["_target_"], model.get("kwargs") or {})
             built = Built(module, _in_forward_order(module, _factory_specs(model)))
         elif source == "hf":
             built = _hf(model)

@@ -52,9 +52,9 @@ def base_config():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from pipeline import app
+    from pipeline.config import paths
 
-    with initialize_config_dir(config_dir=app.CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=paths.CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=["backend=onnxruntime"])
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 

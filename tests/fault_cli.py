@@ -86,7 +86,9 @@ def _die_while_writing_tables(table: str, target: str | None) -> None:
 def _sigterm_at(moment: str, target: str | None) -> None:
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
-    from pipeline import job, results, summary
+    from pipeline import results
+    from pipeline.analysis import summary
+    from pipeline.run import job
 
     def term():
         os.kill(os.getpid(), signal.SIGTERM)  # the handler runs at the next bytecode of the main thread
@@ -165,7 +167,7 @@ def _read_only_cache() -> None:
 
     import filelock
 
-    from pipeline import cache
+    from pipeline.run import cache
 
     class ReadOnlyLock(filelock.FileLock):
         def acquire(self, *args, **kwargs):

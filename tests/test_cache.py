@@ -1,4 +1,4 @@
-"""Tests for pipeline.cache: keys, hit/miss, crash safety, tamper detection, locking."""
+"""Tests for pipeline.run.cache: keys, hit/miss, crash safety, tamper detection, locking."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cache import Cache, CacheError, CacheResult, canonical_json, digest, file_sha256, verify_entry
+from pipeline.run.cache import Cache, CacheError, CacheResult, canonical_json, digest, file_sha256, verify_entry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -191,7 +191,7 @@ KILL_CHILD = textwrap.dedent(
     """
     import os, signal, sys
     sys.path.insert(0, sys.argv[1])
-    import pipeline.cache as pc
+    import pipeline.run.cache as pc
 
     spec = {"stage": "killed", "n": 1}
     mode = sys.argv[3]
@@ -353,9 +353,9 @@ def test_default_log_uses_pipeline_cache_logger(tmp_path, caplog):
     root = tmp_path / "c"
     first = Cache(root).get_or_create(SPEC, CountingBuild(), label="export")
     _corrupt_flip_byte(first.path)
-    with caplog.at_level(logging.WARNING, logger="pipeline.cache"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.run.cache"):
         Cache(root).get_or_create(SPEC, CountingBuild(), label="export")
-    recs = [r for r in caplog.records if r.name == "pipeline.cache" and r.levelno == logging.WARNING]
+    recs = [r for r in caplog.records if r.name == "pipeline.run.cache" and r.levelno == logging.WARNING]
     assert len(recs) == 1 and "model.onnx: sha256 mismatch" in recs[0].getMessage()
 
 
@@ -366,7 +366,7 @@ RACE_CHILD = textwrap.dedent(
     import json, os, sys, time
     from pathlib import Path
     sys.path.insert(0, sys.argv[1])
-    from pipeline.cache import Cache, verify_entry, digest
+    from pipeline.run.cache import Cache, verify_entry, digest
 
     root, counter, ready, go = sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5])
     spec = {"stage": "race", "n": 1}
@@ -471,7 +471,7 @@ def test_published_files_are_read_only(tmp_path):
 
 
 def test_a_hit_on_an_untouched_entry_hashes_nothing(tmp_path, monkeypatch):
-    from pipeline import cache as cachemod
+    from pipeline.run import cache as cachemod
 
     cache = Cache(tmp_path / "c")
     cache.get_or_create({"k": 1}, CountingBuild(b"payload"))

@@ -10,7 +10,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import compare, results
+from pipeline import results
+from pipeline.analysis import compare
 from tests.conftest import FAST, run_cli
 
 pytestmark = pytest.mark.slow  # the real CLI

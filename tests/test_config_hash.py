@@ -4,7 +4,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from pipeline import app, job, results
+from pipeline import results
+from pipeline.config import paths
+from pipeline.run import job
 from tests.conftest import FAST, run_cli
 
 BACKENDS = ["onnxruntime", "torch", "tensorrt", "trtexec"]
@@ -14,7 +16,7 @@ NEUTRAL = ["cache.dir=/elsewhere/cache", "cache.verify=full", "isolation.mode=al
 
 
 def config(*overrides):
-    with initialize_config_dir(config_dir=app.CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=paths.CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 

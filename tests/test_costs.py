@@ -226,7 +226,7 @@ def test_torch_peak_memory_hook_rows():
 
 
 def write_cost_job(root, job, precision, status="ok", reason=None, rows=(), **columns) -> str:
-    """A job's tables as pipeline.job writes them, with cost rows in `summary` and cost columns in `runs`."""
+    """A job's tables as pipeline.run.job writes them, with cost rows in `summary` and cost columns in `runs`."""
     from pipeline import results
 
     run_id = f"run-{job}-{precision}"
@@ -245,7 +245,8 @@ def write_cost_job(root, job, precision, status="ok", reason=None, rows=(), **co
 
 
 def test_report_costs_section(tmp_path):
-    from pipeline import report, results
+    from pipeline import results
+    from pipeline.analysis import report
     from tests.test_report import check_png
 
     for job, precision, mem, energy in [(0, "bf16", 900.0, 40.0), (1, "fp8", 600.0, 25.0)]:
@@ -274,7 +275,7 @@ def test_report_costs_section(tmp_path):
 
 
 def test_report_without_costs_says_so(tmp_path):
-    from pipeline import report
+    from pipeline.analysis import report
     from tests.test_report import write_job
 
     write_job(tmp_path, 0, "fp32")

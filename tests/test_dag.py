@@ -2,8 +2,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline import dag, runner
-from pipeline.schema import ConfigError
+from pipeline.config.schema import ConfigError
+from pipeline.run import dag, runner
 from stages.api import Param
 
 OUTPUTS = {"export": ("onnx",), "convert": ("onnx",), "build": ("model",), "bench": ()}

@@ -83,7 +83,7 @@ def test_a_sweep_spreads_over_the_gpus(host, monkeypatch, launcher, plugin):
 
 
 def test_the_pin_setting_changes_no_result(base_config):
-    from pipeline import job
+    from pipeline.run import job
 
     off = {**base_config, "gpu": {"pin": "off"}}
     assert job.config_hash(off) == job.config_hash(base_config)

@@ -57,7 +57,7 @@ def test_installed_package_runs_from_any_directory(tmp_path, how):
     install(source_copy(tmp_path), site, tmp_path, how)
     python, elsewhere = tmp_path / "venv/bin/python", tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = run(python, ["-c", "import pipeline.app as a; print(a.CONF_DIR)"], elsewhere)
+    where = run(python, ["-c", "import pipeline.run.app as a; print(a.CONF_DIR)"], elsewhere)
     assert where.stdout.strip() == str(site / "pipeline" / "conf"), where.stderr
     proc = run(python, ["-m", "pipeline", *FAST], elsewhere)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import job, report, results, select, summary
+from pipeline import results
+from pipeline.analysis import report, select, summary, sweeps
+from pipeline.run import job
 from tests.conftest import FAST, ROOT, run_cli
 from tests.test_select import write_job
 
@@ -158,7 +160,7 @@ def test_a_rerun_point_keeps_its_name_and_its_fp32_twin(tmp_path):
     write_job(tmp_path, 1, "fp16", 0.5, error=1e-3, overrides="precision=fp16 resume=true")
     write_job(tmp_path, 2, "int8", 0.7, error=1e-3, overrides="precision=int8")
     loaded = results.load(tmp_path)
-    assert list(report.swept_values(loaded.runs).columns) == ["precision"]
+    assert list(sweeps.swept_values(loaded.runs).columns) == ["precision"]
     selection = select.choose(loaded)
     assert selection.best.name == "precision=fp16"
     assert selection.baseline is not None and selection.baseline.precision == "fp32" and selection.baseline_is_fp32

@@ -3,8 +3,9 @@ import copy
 
 import pytest
 
-from pipeline import job, results
-from pipeline.schema import ConfigError
+from pipeline import results
+from pipeline.config.schema import ConfigError
+from pipeline.run import job
 from tests.conftest import config_with
 
 
@@ -69,7 +70,7 @@ def test_model_source_needs_its_key(base_config, tmp_path):
     cfg = copy.deepcopy(base_config)
     cfg["model"].update(source="onnx", path=None)
     with pytest.raises(ConfigError, match="model.path is not set"):
-        from pipeline import schema
+        from pipeline.config import schema
         schema.check(cfg)
 
 

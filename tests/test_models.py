@@ -1,4 +1,4 @@
-"""Tests for stages/models.py (CPU only)."""
+"""Tests for stages/models.py and stages/targets.py (CPU only)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from stages import models  # noqa: E402
-from stages.models import BUILTIN, build_builtin, factory_source_digest, load_factory  # noqa: E402
+from stages import models, targets  # noqa: E402
+from stages.models import BUILTIN, build_builtin  # noqa: E402
+from stages.targets import factory_source_digest, load_factory  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -287,7 +288,7 @@ def user_package(tmp_path, monkeypatch):
 def test_factory_digest_covers_the_user_modules_it_imports(user_package):
     pkg, root = user_package
     target = f"{pkg}.fac.make"
-    files, dists = models._user_code(target)
+    files, dists = targets._user_code(target)
     assert sorted(files) == [pkg, f"{pkg}.fac", f"{pkg}.heads", f"{pkg}.parts"]  # not unused, not torch's files
     assert dists == {"torch": torch.__version__}  # the installed code enters by version
     before = factory_source_digest(target)
@@ -298,7 +299,7 @@ def test_factory_digest_covers_the_user_modules_it_imports(user_package):
         before = after
     (root / "unused.py").write_text("X = 2\n")
     assert factory_source_digest(target) == before
-    assert models.warn_unkeyed(load_factory(target), target) == []
+    assert targets.warn_unkeyed(load_factory(target), target) == []
 
 
 def test_warn_unkeyed_names_a_class_module_the_source_never_imports(user_package, caplog):
@@ -307,7 +308,7 @@ def test_warn_unkeyed_names_a_class_module_the_source_never_imports(user_package
     (root / "dyn.py").write_text("import importlib\n\ndef make():\n"
                                  f"    return importlib.import_module('{pkg}.' + 'hidden').Hidden()\n")
     target = f"{pkg}.dyn.make"
-    assert models.warn_unkeyed(load_factory(target), target) == [f"{pkg}.hidden"]
+    assert targets.warn_unkeyed(load_factory(target), target) == [f"{pkg}.hidden"]
     assert f"{pkg}.hidden" in caplog.text and "cache key" in caplog.text
 
 

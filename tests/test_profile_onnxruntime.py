@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import results, runner
+from pipeline import results
+from pipeline.run import runner
 from stages.onnxruntime import build, profile
 
 BUILD = {"precision": "fp32", "tf32": False, "optimization_level": 3,

@@ -12,7 +12,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline import progress
+from pipeline.run import progress
 from tests.conftest import ROOT
 
 

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import plots, report, results, select
+from pipeline import results
+from pipeline.analysis import plots, report, select, sweeps
 from tests.conftest import run_cli
 
 SWEEP = ["-m", "precision=fp32,int8,bf16", "benchmark.duration_s=0.2", "benchmark.warmup_ms=20",
@@ -148,7 +149,7 @@ def write_job(root: Path, job: int, precision: str, status: str = "ok", *, batch
             t = np.arange(0, 5, 0.1)
             tables["gpu"] = {"t_s": list(t), "sm_clock_mhz": list(1980 - 8 * t * job),
                              "temp_c": list(45 + 3 * t)}
-    for name, rows in tables.items():  # as pipeline.job writes them: run_id on every row
+    for name, rows in tables.items():  # as pipeline.run.job writes them: run_id on every row
         if name != "runs":
             tables[name] = ({"run_id": [run_id] * len(next(iter(rows.values()))), **rows} if isinstance(rows, dict)
                             else [{"run_id": run_id, **row} for row in rows])
@@ -234,10 +235,10 @@ def test_swept_values_from_overrides_and_axes(tmp_path):
     write_job(tmp_path, 0, "fp32")
     write_job(tmp_path, 1, "int8")
     runs = results.load(tmp_path).runs
-    assert list(report.swept_values(runs).columns) == ["precision"]
+    assert list(sweeps.swept_values(runs).columns) == ["precision"]
     runs["overrides"] = None  # e.g. tables written by another tool: the fixed columns still tell
     runs.loc[1, "model"] = "resnet18"
-    assert list(report.swept_values(runs).columns) == ["model", "precision"]
+    assert list(sweeps.swept_values(runs).columns) == ["model", "precision"]
 
 
 @pytest.mark.parametrize("column", ["profile_layers_overlap", "benchmark_layers_overlap"])

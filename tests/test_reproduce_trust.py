@@ -1,5 +1,5 @@
 """reproduce runs nothing that a recorded config chose unless trusted: trampolines, executable params of any node,
-where files go, and a hand-edited record refused in one line (pipeline/trust.py, pipeline/reproduce.py)."""
+where files go, and a hand-edited record refused in one line (pipeline/config/trust.py, pipeline/run/reproduce.py)."""
 import copy
 import inspect
 import shutil
@@ -7,8 +7,9 @@ import shutil
 import pytest
 import yaml
 
-from pipeline import dag, job, reproduce, runner, trust
-from pipeline.trust import untrusted
+from pipeline.config import trust
+from pipeline.config.trust import untrusted
+from pipeline.run import dag, job, reproduce, runner
 from tests.conftest import run_cli
 
 
@@ -16,9 +17,9 @@ def _config(*overrides) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from pipeline import app
+    from pipeline.config import paths
 
-    with initialize_config_dir(config_dir=app.CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=paths.CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=["backend=onnxruntime", *overrides])
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
@@ -59,20 +60,20 @@ def _refused(proc, *words):
 # ------------------------------------------------------------------ 1: the project's own functions as trampolines
 
 def test_a_trampoline_and_every_nested_code_name_are_untrusted():
-    config = {"model": {"source": "factory", "_target_": "stages.models.load_factory", "kwargs": _touch("M")},
-              "validate": {"data": {"_target_": "stages.models.load_factory", **_touch("M")}},
-              "x": {"_target_": "pipeline.isolation.run_isolated", "module_name": "subprocess"},
+    config = {"model": {"source": "factory", "_target_": "stages.targets.load_factory", "kwargs": _touch("M")},
+              "validate": {"data": {"_target_": "stages.targets.load_factory", **_touch("M")}},
+              "x": {"_target_": "pipeline.run.isolation.run_isolated", "module_name": "subprocess"},
               "y": {"deep": [{"stage": "stages.load", "plugin": "os"}]}}
     found = [f.split(" (")[0] for f in untrusted(config)]
-    assert found == ["model._target_ = 'stages.models.load_factory'", "model.kwargs.target = 'os.system'",
-                     "validate.data._target_ = 'stages.models.load_factory'", "validate.data.target = 'os.system'",
-                     "x._target_ = 'pipeline.isolation.run_isolated'", "x.module_name = 'subprocess'",
+    assert found == ["model._target_ = 'stages.targets.load_factory'", "model.kwargs.target = 'os.system'",
+                     "validate.data._target_ = 'stages.targets.load_factory'", "validate.data.target = 'os.system'",
+                     "x._target_ = 'pipeline.run.isolation.run_isolated'", "x.module_name = 'subprocess'",
                      "y.deep[0].stage = 'stages.load'", "y.deep[0].plugin = 'os'"]
     # what the user allows by name is theirs to trust
-    assert untrusted({"_target_": "stages.models.load_factory"}, ("stages.models.load_factory",)) == []
+    assert untrusted({"_target_": "stages.targets.load_factory"}, ("stages.targets.load_factory",)) == []
 
 
-@pytest.mark.parametrize("target", ["stages.models.resolve", "stages.load", "pipeline.reproduce.main",
+@pytest.mark.parametrize("target", ["stages.targets.resolve", "stages.load", "pipeline.run.reproduce.main",
                                     "stages.trtexec.build.run", "stages.trtexec.backend.version",
                                     "stages.datasets.batches", "stages.models:load_factory"])
 def test_only_listed_project_callables_are_targets(target):
@@ -92,20 +93,20 @@ def test_reproduce_refuses_a_trampoline_and_runs_nothing(tmp_path, route):
     marker = tmp_path / "marker"
     config = _config("model=tiny_cnn")
     if route in ("factory", "export_params"):
-        model = {**config["model"], "source": "factory", "_target_": "stages.models.load_factory",
+        model = {**config["model"], "source": "factory", "_target_": "stages.targets.load_factory",
                  "kwargs": _touch(marker)}
         if route == "factory":
             config["model"] = copy.deepcopy(model)
         config["backend"]["dag"]["export"]["params"]["model"] = model
-        words = ["stages.models.load_factory", "os.system"]
+        words = ["stages.targets.load_factory", "os.system"]
     elif route == "validate_data":
-        _set_validate_data(config, {"_target_": "stages.models.load_factory", **_touch(marker)})
+        _set_validate_data(config, {"_target_": "stages.targets.load_factory", **_touch(marker)})
         words = ["validate.data._target_", "validate.data.target = 'os.system'"]
     else:
-        _set_validate_data(config, {"_target_": "pipeline.isolation.run_isolated", "module_name": "subprocess",
+        _set_validate_data(config, {"_target_": "pipeline.run.isolation.run_isolated", "module_name": "subprocess",
                                     "inputs": [shutil.which("sh"), "-c", f"touch {marker}"], "params": -1,
                                     "out_dir": shutil.which("sh"), "timeout_s": 60})
-        words = ["pipeline.isolation.run_isolated", "module_name = 'subprocess'"]
+        words = ["pipeline.run.isolation.run_isolated", "module_name = 'subprocess'"]
     src = _record(tmp_path, config)
     _refused(_reproduce(tmp_path, src), *words)
     assert not marker.exists() and not (tmp_path / "out").exists()
@@ -116,7 +117,7 @@ def test_the_load_factory_route_is_real(tmp_path):
     """The control: trusted, the factory trampoline does run the command (so the refusal above is what stops it)."""
     marker = tmp_path / "marker"
     config = _config("model=tiny_cnn")
-    config["model"] = {**config["model"], "source": "factory", "_target_": "stages.models.load_factory",
+    config["model"] = {**config["model"], "source": "factory", "_target_": "stages.targets.load_factory",
                        "kwargs": _touch(marker)}
     config["backend"]["dag"]["export"]["params"]["model"] = config["model"]
     proc = _reproduce(tmp_path, _record(tmp_path, config), "--trust", "--cache-dir", str(tmp_path / "cache"))
@@ -205,7 +206,7 @@ def test_a_failed_reproduction_says_why():
 
 
 def test_a_record_from_before_a_key_existed_gets_its_default_but_a_missing_section_is_refused():
-    from pipeline import schema
+    from pipeline.config import schema
 
     config = _config()
     del config["select"]["max_relative_error"]

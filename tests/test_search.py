@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from pipeline import results, select
+from pipeline import results
 from pipeline.__main__ import resolve_search
+from pipeline.analysis import select
 from tests.conftest import FAST, run_cli
 
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install -e '.[search]'")

@@ -1,4 +1,4 @@
-"""The build to ship (pipeline/select.py): from written tables for each rule (rel_l2_err, labelled top-1, a
+"""The build to ship (pipeline/analysis/select.py): from written tables for each rule (rel_l2_err, labelled top-1, a
 throughput metric, noise, nothing qualifying), and the real CLI: a CPU sweep ends with the "best:" line and
 `results.load` marks the chosen run."""
 from __future__ import annotations
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import results, select
+from pipeline import results
+from pipeline.analysis import select
 from tests.conftest import FAST, run_cli
 
 LABELLED = {"fp32": 0.970, "fp16": 0.969, "int8": 0.950}  # top-1 on labelled data; the fp32 reference is 0.970
@@ -19,7 +20,7 @@ def write_job(root: Path, job: int, precision: str, median: float, *, error: flo
               top1: float | None = None, cov: float = 1.0, iterations: int = 1000, status: str = "ok",
               batch_size: int = 1, spread: float | None = None, select_cfg: dict | None = None,
               overrides: str | None = None, **columns) -> str:
-    """One job of a sweep as pipeline.job writes it: a runs row with its recorded config, summary, accuracy.
+    """One job of a sweep as pipeline.run.job writes it: a runs row with its recorded config, summary, accuracy.
     `columns`: more runs columns (model=..., benchmark_verdict=...)."""
     run_id = f"run-{job}-{precision}-{batch_size}"
     config = {"model": {"name": "tiny_cnn"}, "precision": {"name": precision}, "batch_size": batch_size,

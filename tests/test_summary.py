@@ -1,10 +1,11 @@
-"""The end-of-sweep table (pipeline/summary.py): every swept key, the model when models differ, the verdict and
+"""The end-of-sweep table (pipeline/analysis/summary.py): every swept key, the model when models differ, the verdict and
 the CoV; and benchmark.trials on the CPU path (stages/cpu_timing.py), through the real CLI."""
 from __future__ import annotations
 
 import pytest
 
-from pipeline import results, summary
+from pipeline import results
+from pipeline.analysis import summary
 from stages import cpu_timing
 from tests.conftest import FAST, run_cli
 from tests.test_select import write_job

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cache as cachemod
-from pipeline import job, results
+from pipeline import results
+from pipeline.run import cache as cachemod
+from pipeline.run import job
 from tests.conftest import FAST, ROOT, config_with, run_cli
 
 pytestmark = pytest.mark.slow
@@ -130,7 +131,7 @@ def test_a_full_disk_fails_its_point_and_the_sweep_goes_on(workdir):
 def test_the_writability_probe_writes_real_bytes(tmp_path, monkeypatch, capsys):
     import errno
 
-    from pipeline import app
+    from pipeline.run import app
 
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

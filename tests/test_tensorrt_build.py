@@ -13,7 +13,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from onnx import TensorProto, helper
 
-from pipeline import app, results
+from pipeline import results
+from pipeline.config import paths
 from stages import inputs as model_inputs
 from stages.api import StageInputError, Unsupported
 from stages.tensorrt import build
@@ -25,7 +26,7 @@ HAS_TENSORRT = __import__("importlib").util.find_spec("tensorrt") is not None
 
 
 def config(*overrides, backend="tensorrt"):
-    with initialize_config_dir(config_dir=app.CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=paths.CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"backend={backend}", *overrides])
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
@@ -88,7 +89,7 @@ def test_static_inputs_need_no_profile():
     ("tensorrt", ["export", "convert", "build", "benchmark", "profile", "validate"]),
     ("trtexec", ["export", "convert", "build", "benchmark", "validate"])])
 def test_backend_dags_are_valid_and_profile_after_the_timed_loop(backend, order):
-    from pipeline import runner
+    from pipeline.run import runner
 
     assert [n.name for n in runner.plan(config(backend=backend)["backend"]["dag"])] == order
 
@@ -279,7 +280,7 @@ def test_build_stage_is_unsupported_before_anything_else(tmp_path):
 
 
 def test_build_declares_itself_crash_prone():
-    from pipeline.runner import Isolation
+    from pipeline.run.runner import Isolation
 
     assert build.CRASH_PRONE and Isolation("auto").applies(build) and not Isolation("none").applies(build)
 

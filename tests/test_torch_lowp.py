@@ -248,9 +248,9 @@ def compose(*overrides):
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from pipeline import app
+    from pipeline.config import paths
 
-    with initialize_config_dir(config_dir=app.CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=paths.CONF_DIR, version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=list(overrides))
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
@@ -258,10 +258,10 @@ def compose(*overrides):
 @pytest.mark.parametrize("mode, torch_mode", [("eager", "eager"), ("default", None),
                                               ("max-autotune", "max-autotune-no-cudagraphs")])
 def test_each_compile_mode_composes_and_maps(mode, torch_mode):
-    from pipeline import backends, runner
+    from pipeline.run import plugins, runner
 
     config = compose("backend=torch", "model=tiny_cnn", f"backend.compile={mode}")
-    backends.check(config["backend"])
+    plugins.check(config["backend"])
     compile_node = next(n for n in runner.plan(config["backend"]["dag"]) if n.name == "compile")
     assert compile_node.params["mode"] == mode
     api.check_params(compile_stage.PARAMS, compile_node.params, "compile")
@@ -269,13 +269,13 @@ def test_each_compile_mode_composes_and_maps(mode, torch_mode):
 
 
 def test_reduce_overhead_is_not_offered():
-    from pipeline import backends
-    from pipeline.schema import ConfigError
+    from pipeline.config.schema import ConfigError
+    from pipeline.run import plugins
 
     assert "reduce-overhead" not in compile_stage.MODES
     config = compose("backend=torch", "backend.compile=reduce-overhead")
     with pytest.raises(ConfigError, match="backend.compile = 'reduce-overhead': valid: eager, default, max-autotune"):
-        backends.check(config["backend"])
+        plugins.check(config["backend"])
 
 
 @pytest.mark.slow  # a real torch.compile of tiny_cnn on CPU, twice (about 30 s, then a few)
@@ -328,7 +328,7 @@ def test_the_sweep_covers_every_precision_and_recipe_once():
 
 
 def test_every_point_of_the_sweep_composes_and_says_why_it_cannot_run_on_cpu():
-    from pipeline import backends, runner
+    from pipeline.run import plugins, runner
 
     points, modes, table = sweep_points()
     for point in points:
@@ -338,7 +338,7 @@ def test_every_point_of_the_sweep_composes_and_says_why_it_cannot_run_on_cpu():
             assert config["backend"]["name"] == "torch"
             assert config["precision"]["name"] == table[point]["precision"]
             assert config["backend"]["quantization"] == table[point]["quantization"]
-            backends.check(config["backend"])
+            plugins.check(config["backend"])
             node = next(n for n in runner.plan(config["backend"]["dag"]) if n.name == "compile")
             params = {**node.params, "device": "cpu"}
             recipe = table[point]["quantization"]

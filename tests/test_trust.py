@@ -3,14 +3,14 @@
 import pytest
 import yaml
 
-from pipeline import job
-from pipeline.trust import untrusted
+from pipeline.config.trust import untrusted
+from pipeline.run import job
 from tests.conftest import run_cli
 
 
 def test_targets_anywhere_are_checked_and_the_allow_list_works():
     config = {"model": {"_target_": "evil.run"}, "x": [{"_target_": "stages.models.build_builtin"}],
-              "y": {"_target_": "pipeline.app.SweepSummary"}, "z": {"_target_": "tests.factories:tiny"}}
+              "y": {"_target_": "pipeline.run.app.SweepSummary"}, "z": {"_target_": "tests.factories:tiny"}}
     assert [f.split(" (")[0] for f in untrusted(config)] == ["model._target_ = 'evil.run'",
                                                             "z._target_ = 'tests.factories:tiny'"]
     assert [f.split(" (")[0] for f in untrusted(config, ("tests.factories",))] == ["model._target_ = 'evil.run'"]
@@ -18,10 +18,10 @@ def test_targets_anywhere_are_checked_and_the_allow_list_works():
 
 
 @pytest.mark.parametrize("target", [
-    "pipeline.app:os.system",      # the colon form: an attribute chain after the module
-    "pipeline.app.os.system",      # the same as a dotted chain
-    "pipeline.app:sys.modules",    # a chain that leaves through a module attribute
-    "pipeline.app.log",            # an object defined elsewhere (a logging.Logger)
+    "pipeline.run.app:os.system",      # the colon form: an attribute chain after the module
+    "pipeline.run.app.os.system",      # the same as a dotted chain
+    "pipeline.run.app:sys.modules",    # a chain that leaves through a module attribute
+    "pipeline.run.app.log",            # an object defined elsewhere (a logging.Logger)
     "stages.models:importlib.import_module",
 ])
 def test_a_target_that_resolves_outside_the_project_is_untrusted(target):
@@ -48,7 +48,7 @@ def _recorded(tmp_path, *overrides):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from pipeline import app
+    from pipeline.run import app
 
     with initialize_config_dir(config_dir=app.CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=["backend=onnxruntime", *overrides])
@@ -61,10 +61,10 @@ def _recorded(tmp_path, *overrides):
 @pytest.mark.slow
 def test_reproduce_refuses_a_hidden_os_system_and_runs_nothing(tmp_path):
     marker = tmp_path / "marker"
-    src = _recorded(tmp_path, "model=factory", "model._target_=pipeline.app:os.system",
+    src = _recorded(tmp_path, "model=factory", "model._target_=pipeline.run.app:os.system",
                     f"+model.kwargs.command='touch {marker}'")
     refused = run_cli([str(src), "--out", "r1"], tmp_path, module="pipeline.reproduce")
-    assert refused.returncode == 2 and "pipeline.app:os.system" in refused.stderr
+    assert refused.returncode == 2 and "pipeline.run.app:os.system" in refused.stderr
     assert "Traceback" not in refused.stderr and not marker.exists() and not (tmp_path / "r1").exists()
     # the control: trusted, the same config does run the command (so the check above is what stopped it)
     trusted = run_cli([str(src), "--out", "r2", "--trust"], tmp_path, module="pipeline.reproduce")

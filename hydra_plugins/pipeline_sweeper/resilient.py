@@ -9,7 +9,7 @@ internals. Every point is composed once before launching: that is where a bad on
 
 A point whose process died without a result (`kill -9`, out of memory: submitit's launchers then raise for the whole
 batch) becomes a `failed` row saying `lost: ...`, and the other points' results are kept; so does a batch the
-launcher could not run at all. After a SIGTERM (pipeline/app.py notes it) the batches not launched yet are
+launcher could not run at all. After a SIGTERM (pipeline/run/app.py notes it) the batches not launched yet are
 recorded as not run, not launched.
 """
 # No `from __future__ import annotations`: Hydra's plugin scan imports this module in a way that dataclasses
@@ -94,7 +94,7 @@ class ResilientSweeper(Sweeper):
         return returned
 
     def _record_lost(self, overrides: List[str], idx: int, err: BaseException) -> None:
-        from pipeline import errors
+        from pipeline.config import errors
 
         message = errors.one_line(err) if isinstance(err, Exception) else type(err).__name__
 
@@ -110,7 +110,7 @@ class ResilientSweeper(Sweeper):
         """record(job dir, JobMeta, resolved config) for point `idx`, composed as its launcher would."""
         from hydra.core.hydra_config import HydraConfig
 
-        from pipeline import errors
+        from pipeline.config import errors
 
         job = _job()
         try:
@@ -159,7 +159,8 @@ class ResilientSweeper(Sweeper):
             return False
 
     def _record(self, overrides: List[str], err: Exception) -> None:
-        from pipeline import errors, job
+        from pipeline.config import errors
+        from pipeline.run import job
 
         message = errors.one_line(err)
         out = Path(self.config.hydra.sweep.dir) / f"invalid-{self.invalid}"
@@ -170,7 +171,7 @@ class ResilientSweeper(Sweeper):
 
 
 def _job():
-    from pipeline import job
+    from pipeline.run import job
 
     return job
 

@@ -6,7 +6,7 @@ it is on for precision=tf32 and cleared for every other precision, so fp32 means
 
 `plan()` and `loaders()` map our parameters to Polygraphy objects without building anything; they are pure
 and tested on a CPU. The stage declares itself CRASH_PRONE, so the runner builds in a child process
-(pipeline/isolation.py, `isolation.mode=auto`): a crash of the builder becomes a failed row with its signal,
+(pipeline/run/isolation.py, `isolation.mode=auto`): a crash of the builder becomes a failed row with its signal,
 not a lost job or a lost batch of jobs.
 """
 from __future__ import annotations

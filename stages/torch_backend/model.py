@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stages import datasets, models, sources
+from stages import datasets, sources, targets
 from stages import inputs as model_inputs
 from stages.api import Param, StageResult, package_version
 
@@ -24,7 +24,7 @@ def environment(params: dict) -> dict:
 
 def key_files(params: dict) -> dict:
     model = params["model"]
-    return {"model._target_": models.factory_source_digest(model["_target_"])} if model["source"] == "factory" else {}
+    return {"model._target_": targets.factory_source_digest(model["_target_"])} if model["source"] == "factory" else {}
 
 
 def instantiate(spec: dict) -> sources.Built:
@@ -48,7 +48,7 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     sizes = model_inputs.sizes(params["feeds"])
     built = sources.build(model, params["seed"], sizes=sizes)
     if model["source"] == "factory":
-        models.warn_unkeyed(built.module, model["_target_"])
+        targets.warn_unkeyed(built.module, model["_target_"])
     specs = model_inputs.resolve(built.specs, params["feeds"])
     model_inputs.check_sizes(specs, model_inputs.sizes(params["feeds"]))
     datasets.check_all(params["feeds"], specs)

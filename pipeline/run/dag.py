@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from typing import Any, Callable
 
-from pipeline.schema import ConfigError
+from pipeline.config.schema import ConfigError
 from stages.api import ParamError, check_params
 
 

@@ -13,7 +13,7 @@ from types import ModuleType
 
 import yaml
 
-from pipeline.schema import ConfigError
+from pipeline.config.schema import ConfigError
 from stages import api, availability
 from stages.api import Unsupported
 
@@ -81,9 +81,9 @@ def best(conf_dir: str | Path) -> tuple[str, list[str]]:
 
 
 def runnable_here(conf_dir: str | Path | None = None) -> list[str]:
-    from pipeline import app
+    from pipeline.config import paths
 
-    return [n for n, package in candidates(conf_dir or app.CONF_DIR).items() if _auto_unmet(package) is None]
+    return [n for n, package in candidates(conf_dir or paths.CONF_DIR).items() if _auto_unmet(package) is None]
 
 
 def _auto_unmet(package: str) -> str | None:

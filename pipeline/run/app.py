@@ -1,4 +1,4 @@
-"""Hydra glue: compose the config, hand a plain resolved dict to pipeline.job, summarise a sweep at its end.
+"""Hydra glue: compose the config, hand a plain resolved dict to pipeline.run.job, summarise a sweep at its end.
 
 Job errors never reach Hydra: each one is caught and recorded as a `failed` row, so a multirun always runs
 every point (Hydra's basic sweeper would otherwise stop at the end of the batch and skip the summary).
@@ -20,23 +20,12 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import schema
+from pipeline.config import schema
+from pipeline.config.paths import CONF_DIR
 
 schema.register()
 
 
-def _conf_dir() -> str:
-    """The configs: inside the installed package (pipeline/conf), or conf/ beside pipeline/ in a checkout and
-    an editable install. Absolute, so the CLI works from any working directory."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return str(candidate)
-    raise RuntimeError(f"the pipeline's configs are missing: neither {here / 'conf'} nor {here.parent / 'conf'} "
-                       f"holds config.yaml; reinstall the package")
-
-
-CONF_DIR = _conf_dir()
 log = logging.getLogger(__name__)
 FAILED: list[str] = []  # run ids (or a sweep dir) that failed in this process
 NOTHING_RAN: list[str] = []  # a run, or a sweep, none of whose points ran (every one unsupported): exit status 3
@@ -45,8 +34,9 @@ STOPPED: list[str] = []  # why this process stopped running jobs (SIGTERM, Ctrl-
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
-    """One job. Its return value is its objective (pipeline/select.py): what a search sweeper minimises."""
-    from pipeline import job, summary
+    """One job. Its return value is its objective (pipeline/analysis/select.py): what a search sweeper minimises."""
+    from pipeline.analysis import summary
+    from pipeline.run import job
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -87,7 +77,7 @@ def hydra_main(cfg: DictConfig) -> float:
 
 def _objective(cfg: DictConfig, status: str, summary_rows, accuracy_rows, iterations) -> float:
     """The job's objective; PENALTY rather than an error, so that a sweeper always gets a number."""
-    from pipeline import select
+    from pipeline.analysis import select
 
     try:
         rule = OmegaConf.to_container(cfg.select, resolve=True) if "select" in cfg else None
@@ -114,7 +104,7 @@ def _kept_tables(out_dir: Path) -> tuple:
 
 def _run(config: dict, out_dir: Path, meta, multirun: bool, num: int, overrides: list[str]):
     """One job with its progress display; None when resume keeps an earlier ok result."""
-    from pipeline import job, progress
+    from pipeline.run import job, progress
 
     kept = job.previous_ok(out_dir, config) if config["resume"] else None
     if kept:
@@ -156,7 +146,7 @@ def _on_sigterm(signum, frame):
     """Interrupts a job's stages (run_job records its row as interrupted). Anywhere else (Hydra composing the next
     point, a job writing its tables, the end-of-sweep summary) it is only noted: the job in hand is finished and
     recorded, the points not run yet are recorded as not run, the summary runs, and the exit status is 1."""
-    from pipeline import job
+    from pipeline.run import job
 
     if not STOPPED:
         STOPPED.append("SIGTERM")
@@ -233,13 +223,15 @@ class SweepSummary(Callback):
         _require_writable(config.hydra.run.dir, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from pipeline import progress
+        from pipeline.run import progress
 
         _require_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
         progress.begin(progress.Sweep.from_hydra(config.hydra))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from pipeline import progress, results, summary
+        from pipeline import results
+        from pipeline.analysis import summary
+        from pipeline.run import progress
 
         progress.end()  # the live display goes before the table prints
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -264,7 +256,7 @@ class SweepSummary(Callback):
 
 def _select(sweep_dir: Path, loaded) -> str:
     """The build to ship, recorded in the sweep's selection.json; its one line."""
-    from pipeline import select
+    from pipeline.analysis import select
 
     try:
         return select.select_sweep(sweep_dir, loaded).line()
@@ -276,7 +268,7 @@ def _select(sweep_dir: Path, loaded) -> str:
 
 
 def _report(sweep_dir: Path) -> None:
-    from pipeline import report
+    from pipeline.analysis import report
 
     try:
         print(f"report: {report.build_report(sweep_dir)}")

@@ -17,8 +17,10 @@ from typing import Any
 
 import yaml
 
-from pipeline import backends, environment, progress, results, runner, schema
-from pipeline.cache import Cache, CacheError, digest
+from pipeline import results
+from pipeline.config import environment, schema
+from pipeline.run import plugins, progress, runner
+from pipeline.run.cache import Cache, CacheError, digest
 from stages import api, sources
 from stages.api import StageInputError, Unsupported
 from stages.gpu import pinning
@@ -29,18 +31,8 @@ CONFIG_FILE = results.JOB_CONFIG
 # The one notion of "never changes a result": these top-level keys, the backend options and stage params declared
 # keyed=False (stages.api.Param). All are left out of config_hash, as they are out of every cache key, so a moved
 # cache, other output dirs or isolation settings, or a reproduction hash the same.
-# They are no runs columns and no swept axes either (pipeline/report.py swept_values; results.point_key).
+# They are no runs columns and no swept axes either (pipeline/analysis/report.py swept_values; results.point_key).
 NEVER_CHANGES_RESULT = results.NEVER_CHANGES_RESULT
-# Config keys with a fixed column in `runs`; every scalar backend option gets a column named after its key
-# (`backend.optimization_level` -> optimization_level), other overridden keys one named after their path.
-COLUMNS = {
-    "batch_size": "batch_size",
-    "benchmark.warmup_ms": "warmup_ms",
-    "benchmark.duration_s": "duration_s",
-    "benchmark.min_iterations": "min_iterations",
-    "cache.enabled": "cache_enabled",
-    "seed": "seed",
-}
 _GROUPS = ("model", "backend", "precision", "sweep", "hydra", "axes")
 
 
@@ -104,18 +96,10 @@ def config_hash(config: dict) -> str:
     kept = {k: v for k, v in config.items() if k not in NEVER_CHANGES_RESULT}
     backend = kept.get("backend")
     if isinstance(backend, dict) and backend.get("plugin"):
-        keyed = backends.keyed_options(backend)
-        kept["backend"] = {k: v for k, v in backend.items() if k in backends.RESERVED or k in keyed}
+        keyed = plugins.keyed_options(backend)
+        kept["backend"] = {k: v for k, v in backend.items() if k in plugins.RESERVED or k in keyed}
         kept["backend"]["dag"] = runner.keyed_dag(backend.get("dag") or {})
     return digest(kept)
-
-
-def column_of(key: str) -> str:
-    """The runs column a config key's value lands in."""
-    if key in COLUMNS:
-        return COLUMNS[key]
-    head, _, rest = key.partition(".")
-    return rest if head == "backend" and rest and "." not in rest else key.replace(".", "_")
 
 
 def previous_ok(job_dir: Path, config: dict) -> JobOutcome | None:
@@ -162,7 +146,7 @@ def run_job(config: dict, job_dir: Path, meta: JobMeta) -> JobOutcome:
     try:
         with _stages_interruptible():
             schema.check(config)
-            backends.check(config["backend"])
+            plugins.check(config["backend"])
             nodes = runner.plan(config["backend"]["dag"])
             cache = _open_cache(config["cache"])
             isolate = runner.Isolation(config["isolation"]["mode"], config["isolation"]["timeout_s"])
@@ -279,7 +263,7 @@ def _base_row(config: dict, meta: JobMeta, started: dt.datetime) -> dict[str, An
         "config_hash": config_hash(config), "config": yaml.safe_dump(config, sort_keys=False),
         "started": started.isoformat(timespec="seconds"),
     }
-    for key, column in COLUMNS.items():
+    for key, column in results.CONFIG_COLUMNS.items():
         value = schema.lookup(config, key)
         if value is not None and results.fits_column("runs", column, value):  # absent, not None: a null (or a
             row[column] = value  # mistyped value, which the checks then refuse by name) would break the table
@@ -287,12 +271,12 @@ def _base_row(config: dict, meta: JobMeta, started: dt.datetime) -> dict[str, An
         row["model_id"] = sources.model_id(config["model"])
     row.update({f"axes_{axis}": size for axis, size in (config.get("axes") or {}).items()})
     backend = config.get("backend") if isinstance(config.get("backend"), dict) else {}
-    for key, value in backends.options(backend).items():
+    for key, value in plugins.options(backend).items():
         if isinstance(value, (bool, int, float, str)) and key not in row and results.fits_column("runs", key, value):
             row[key] = value
     for override in meta.overrides:
         key = override.lstrip("+~").partition("=")[0]
-        if key.split(".")[0] in _GROUPS + NEVER_CHANGES_RESULT or key in COLUMNS:
+        if key.split(".")[0] in _GROUPS + NEVER_CHANGES_RESULT or key in results.CONFIG_COLUMNS:
             continue
         value = schema.lookup(config, key)
         if isinstance(value, (bool, int, float, str)) and results.fits_column("runs", key.replace(".", "_"), value):

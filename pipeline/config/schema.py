@@ -176,7 +176,7 @@ class SelectConfig:
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
-    # a backend's own config: name, plugin, dag and its options, typed by its plugin (pipeline/backends.py)
+    # a backend's own config: name, plugin, dag and its options, typed by its plugin (pipeline/run/plugins.py)
     backend: Any = MISSING
     precision: PrecisionConfig = MISSING
     batch_size: int = 1
@@ -322,7 +322,7 @@ def check_types(cfg: Any, schema: type = Config, path: str = "") -> None:
             elif f.default_factory is not dataclasses.MISSING:
                 cfg[f.name] = f.default_factory()
         if not isinstance(cfg, dict) or f.name not in cfg:
-            raise ConfigError(f"{key} is missing and has no default (pipeline/schema.py): restore it")
+            raise ConfigError(f"{key} is missing and has no default (pipeline/config/schema.py): restore it")
         _check_type(cfg[f.name], hints[f.name], key)
 
 

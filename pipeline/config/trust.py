@@ -10,14 +10,14 @@ The rules, all checked before anything runs:
   (`_target_`, `target`, `module_name`, `stage`, `plugin`...), wherever it sits (a factory's kwargs, a data
   loader's arguments, a DAG node's params). A key's spelling is all it takes: a trampoline's argument is caught
   under whatever key it is given.
-- A name is trusted on what it resolves to, not on its spelling (`pipeline.app:os.system` is `os.system`): its
+- A name is trusted on what it resolves to, not on its spelling (`pipeline.run.app:os.system` is `os.system`): its
   module part must lie under a trusted package (checked by name, before anything is imported), and, after
   importing that module (trusted code), every attribute on the way to the final object stays inside trusted
   modules and the object is defined in one.
 - A module of the project may be named (a stage, a plugin). A callable of the project may be named only if it is
   in TARGETS: those build a model or data from plain values. Every other project callable is refused, because
-  many of them take a name of code and run it (`stages.models.load_factory(target)`,
-  `pipeline.isolation.run_isolated(module_name)`, a stage's `run(params)` with an executable in its params):
+  many of them take a name of code and run it (`stages.targets.load_factory(target)`,
+  `pipeline.run.isolation.run_isolated(module_name)`, a stage's `run(params)` with an executable in its params):
   a positive list cannot grow a hole when such a function is added. `--allow` a callable (or its module) to
   trust it all the same.
 - Executables: every param that the (trusted) stage of a DAG node declares `executable`, and every such option of
@@ -34,7 +34,7 @@ from typing import Any
 TRUSTED_PACKAGES = ("pipeline", "stages")
 # The project's callables that a config may name as code: they build a model or a data set from plain values, or
 # are the sweep's Hydra callback. None takes a name of code (tests/test_trust.py checks their parameters).
-TARGETS = frozenset({"stages.datasets.digits", "stages.models.build_builtin", "pipeline.app.SweepSummary"})
+TARGETS = frozenset({"stages.datasets.digits", "stages.models.build_builtin", "pipeline.run.app.SweepSummary"})
 # Keys whose (string) value names a callable or a module, wherever they appear in a config.
 CODE_KEYS = frozenset({"_target_", "target", "module_name", "module", "stage", "plugin", "package", "factory",
                        "function", "callable"})

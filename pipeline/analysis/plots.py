@@ -1,6 +1,6 @@
 """The report's figures, drawn with matplotlib's object API onto the Agg canvas (no display, no pyplot state).
 
-Each function takes small, already prepared DataFrames (pipeline/report.py prepares them), writes one PNG
+Each function takes small, already prepared DataFrames (pipeline/analysis/report.py prepares them), writes one PNG
 and returns nothing. `note` is a line printed under the plot, e.g. which points are not shown and why.
 """
 from __future__ import annotations
@@ -206,7 +206,7 @@ def gpu_timeline(series: dict[str, pd.DataFrame], path: Path, note: str | None =
 def costs(points: pd.DataFrame, columns: list[str], path: Path, note: str | None = None) -> None:
     """One bar panel per cost column (energy per sample, peak GPU memory while timing), one bar per run.
 
-    points: label and the columns, in display order (pipeline.report.cost_view)."""
+    points: label and the columns, in display order (pipeline.analysis.report.cost_view)."""
     labels = list(points["label"])
     fig, axes = _figure(_width(len(labels)) * len(columns) / 1.3, 4.2, ncols=len(columns))
     x = np.arange(len(labels))

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import stages
-from pipeline import dag as dagmod
-from pipeline import isolation
-from pipeline.cache import Cache, file_sha256
+from pipeline.run import dag as dagmod
+from pipeline.run import isolation
+from pipeline.run.cache import Cache, file_sha256
 from stages import api
 
 log = logging.getLogger(__name__)

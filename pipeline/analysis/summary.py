@@ -44,9 +44,9 @@ def _first_output(tables: dict) -> str | None:
 
 
 def sweep_summary(loaded, sweep_dir: Path) -> str:
-    """One line per point: every swept key (pipeline/report.py swept_values: the model too when models differ),
+    """One line per point: every swept key (pipeline/analysis/report.py swept_values: the model too when models differ),
     status, median latency with its CoV and the benchmark's verdict, throughput, accuracy, error."""
-    from pipeline.report import short_keys, swept_values
+    from pipeline.analysis.sweeps import short_keys, swept_values
 
     runs = loaded.runs
     missing = "".join(f"\nmissing: {line}" for line in getattr(loaded, "missing_lines", list)())

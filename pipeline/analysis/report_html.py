@@ -80,7 +80,7 @@ def _section(section) -> str:
 
 
 def costs_table(costs: pd.DataFrame) -> str:
-    """The costs per run (pipeline.report.cost_view): numbers right-aligned, '-' where a run has none."""
+    """The costs per run (pipeline.analysis.report.cost_view): numbers right-aligned, '-' where a run has none."""
     header = "".join(f"<th>{escape(str(c))}</th>" for c in ["point", *costs.columns[1:]])
     rows = []
     for _, run in costs.iterrows():
