@@ -122,6 +122,8 @@ def _run(config: dict, out_dir: Path, meta, multirun: bool, num: int, overrides:
         return None
     if not multirun:
         progress.begin()
+    elif not progress.began_here():  # a launcher's worker process (joblib, submitit, Ray): plain lines, per job
+        progress.begin(progress.Sweep.from_points(HydraConfig.get().sweep.dir), plain=True)
     progress.start_job(num, overrides)
     try:
         outcome = job.run_job(config, out_dir, meta)
@@ -236,7 +238,9 @@ class SweepSummary(Callback):
         from pipeline import progress
 
         _require_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
-        progress.begin(progress.Sweep.from_hydra(config.hydra))
+        # Jobs in other processes (joblib, submitit, Ray) print their own plain lines: no live display over them.
+        in_process = str(config.hydra.launcher.get("_target_", "")).endswith(".BasicLauncher")
+        progress.begin(progress.Sweep.from_hydra(config.hydra), plain=not in_process)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from pipeline import progress, results, summary
