@@ -46,7 +46,7 @@ STOPPED: list[str] = []  # why this process stopped running jobs (SIGTERM, Ctrl-
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
     """One job. Its return value is its objective (pipeline/select.py): what a search sweeper minimises."""
-    from pipeline import job, summary
+    from pipeline import errors, job, summary
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -71,9 +71,14 @@ def hydra_main(cfg: DictConfig) -> float:
         elif STOPPED:  # the sweep was stopped: Hydra still hands over its remaining points; record, do not run
             outcome = job.record_not_run(out_dir, meta, config, STOPPED[0])
         else:
-            outcome = _run(config, out_dir, meta, multirun, hc.job.num if multirun else 0, list(hc.overrides.task))
-            if outcome is None:  # kept by resume: its objective comes from the tables it wrote before
-                return _objective(cfg, *_kept_tables(out_dir))
+            try:
+                outcome = _run(config, out_dir, meta, multirun, hc.job.num if multirun else 0,
+                               list(hc.overrides.task))
+                if outcome is None:  # kept by resume: its objective comes from the tables it wrote before
+                    return _objective(cfg, *_kept_tables(out_dir))
+            except Exception as err:  # noqa: BLE001 - outside run_job (resume's check): this point fails alone,
+                # and the sweep and its summary go on (the sweeper would stop at a raised exception)
+                outcome = job.record_failed(out_dir, meta, config, f"{type(err).__name__}: {errors.one_line(err)}")
     if outcome.status == "failed":
         FAILED.append(outcome.run_id)
     if not multirun and outcome.status == "unsupported":

@@ -12,7 +12,7 @@ point after the first job that finished, `sigterm:compose` while the sweeper com
 `sigterm:summary` as the end-of-sweep summary starts. A fault fires in the job whose precision is
 $FAULT_PRECISION (all jobs if unset).
 `raise:runner` makes the DAG runner itself raise (a bug outside any stage, which run_job's stage handling never
-sees).
+sees); `raise:resume` makes resume's check of an earlier result raise (outside run_job altogether).
 """
 import os
 import signal
@@ -61,6 +61,8 @@ def main():
         _read_only_cache()
     elif fault == "raise:runner":
         _runner_raises(target)
+    elif fault == "raise:resume":
+        _resume_check_raises(target)
     from pipeline.__main__ import main as pipeline_main
 
     pipeline_main()
@@ -187,6 +189,18 @@ def _runner_raises(target: str | None) -> None:
             raise RuntimeError("the runner broke outside any stage")
         return real_run(*args, **kwargs)
     runner.run = run_or_raise
+
+
+def _resume_check_raises(target: str | None) -> None:
+    from pipeline import job
+
+    real = job.previous_ok
+
+    def check_or_raise(*args, **kwargs):
+        if _chosen(target):
+            raise ValueError("the resume check broke")
+        return real(*args, **kwargs)
+    job.previous_ok = check_or_raise
 
 
 def _chosen(target: str | None) -> bool:
