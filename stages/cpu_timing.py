@@ -5,15 +5,27 @@ Same rules as trtexec, on the host clock: warm-up by time (its iterations are no
 With `trials` > 1 that timed loop runs `trials` times back to back after the one warm-up: the statistics pool
 every trial's iterations, and the spread between the trial medians (`trial_spread`) says how repeatable the
 median is, which the spread of single iterations (CoV) does not.
+
+Host measurements take turns: jobs running in parallel on one host (hydra/launcher=parallel, local, several shells)
+hold a per-host file lock around warm-up and timing (`exclusive()`, the mechanism of the per-GPU lock,
+stages/gpu/lock.py), since two timed loops on one CPU would each measure the other. The row records how long the
+job waited for it (`<node>_lock_wait_s`) and when its measurement ran (`<node>_measured_from` / `_to`, UTC).
 """
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import logging
+import socket
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 from stages import api, timing_tables
 from stages.api import Param
+
+log = logging.getLogger(__name__)
 
 METHOD = "host perf_counter around each call"
 # The benchmark.* keys a host-timed benchmark stage takes (trials is optional: a backend written before it had
@@ -27,6 +39,8 @@ class Measurement:
     trials: list[list[float]]  # per timed loop, each iteration's ms
     warmup_iterations: int
     bench_times_s: list[float]  # per timed loop, its span
+    lock_wait_s: float = 0.0  # waiting for the host lock (another job was measuring)
+    span: tuple[str, str] = field(default=("", ""))  # UTC: from the warm-up (lock held) to the last timed call
 
     @property
     def times_ms(self) -> list[float]:
@@ -41,13 +55,46 @@ def measure(call: Callable[[], Any], *, warmup_ms: float, duration_s: float, min
             trials: int | None = 1) -> Measurement:
     clock = time.perf_counter_ns
     trials = trials or 1
-    warm_end = clock() + int(warmup_ms * 1e6)
-    warmup = 0
-    while warmup == 0 or clock() < warm_end:  # at least one call: the first one pays lazy initialisation
-        call()
-        warmup += 1
-    loops = [_timed_loop(call, duration_s, min_iterations, k, trials) for k in range(trials)]
-    return Measurement([times for times, _ in loops], warmup, [span for _, span in loops])
+    with exclusive() as waited:
+        began = _now()
+        warm_end = clock() + int(warmup_ms * 1e6)
+        warmup = 0
+        while warmup == 0 or clock() < warm_end:  # at least one call: the first one pays lazy initialisation
+            call()
+            warmup += 1
+        loops = [_timed_loop(call, duration_s, min_iterations, k, trials) for k in range(trials)]
+        ended = _now()
+    return Measurement([times for times, _ in loops], warmup, [span for _, span in loops], waited[0],
+                       (began, ended))
+
+
+def lock_path() -> Path:
+    """This host's CPU measurement lock, beside the per-GPU ones (PIPELINE_GPU_LOCK_DIR, else the temp dir); named
+    after the host, so that a lock directory shared between hosts still gives one lock per host."""
+    from stages.gpu import lock
+
+    return lock.lock_dir() / f"pipeline-cpu-{socket.gethostname() or 'host'}.lock"
+
+
+@contextlib.contextmanager
+def exclusive() -> Iterator[list[float]]:
+    """Hold this host's CPU measurement lock for the block; yields [seconds waited for it]."""
+    from filelock import FileLock, Timeout
+
+    lock, started = FileLock(lock_path()), time.perf_counter()
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for the CPU: another job is measuring on this host (%s)", lock.lock_file)
+        lock.acquire()
+    try:
+        yield [time.perf_counter() - started]
+    finally:
+        lock.release()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 def _timed_loop(call: Callable[[], Any], duration_s: float, min_iterations: int, k: int, trials: int
@@ -75,5 +122,6 @@ def _timed_loop(call: Callable[[], Any], duration_s: float, min_iterations: int,
 def tables(m: Measurement, batch_size: int) -> tuple[dict, dict]:
     """Summary rows, samples (columnar) and the runs-row info for one measurement (every trial)."""
     out, info = timing_tables.tables([{"latency": t} for t in m.trials], m.bench_times_s, batch_size)
-    info.update(warmup_iterations=m.warmup_iterations, seconds_timed=m.bench_time_s, timing=METHOD)
+    info.update(warmup_iterations=m.warmup_iterations, seconds_timed=m.bench_time_s, timing=METHOD,
+                lock_wait_s=m.lock_wait_s, measured_from=m.span[0], measured_to=m.span[1])
     return out, info

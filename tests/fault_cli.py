@@ -11,6 +11,8 @@ job has written <name>.parquet into its temporary tables directory, `sigterm:bet
 point after the first job that finished, `sigterm:compose` while the sweeper composes the points (before any job),
 `sigterm:summary` as the end-of-sweep summary starts. A fault fires in the job whose precision is
 $FAULT_PRECISION (all jobs if unset).
+`raise:runner` makes the DAG runner itself raise (a bug outside any stage, which run_job's stage handling never
+sees); `raise:resume` makes resume's check of an earlier result raise (outside run_job altogether).
 """
 import os
 import signal
@@ -57,6 +59,10 @@ def main():
         _fail_writing_tables(fault.partition(":")[2], target)
     elif fault == "readonly-cache":
         _read_only_cache()
+    elif fault == "raise:runner":
+        _runner_raises(target)
+    elif fault == "raise:resume":
+        _resume_check_raises(target)
     from pipeline.__main__ import main as pipeline_main
 
     pipeline_main()
@@ -173,6 +179,30 @@ def _read_only_cache() -> None:
         def acquire(self, *args, **kwargs):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), self.lock_file)
     cache.FileLock = ReadOnlyLock
+
+
+def _runner_raises(target: str | None) -> None:
+    from pipeline.run import runner
+
+    real_run = runner.run
+
+    def run_or_raise(*args, **kwargs):
+        if _chosen(target):
+            raise RuntimeError("the runner broke outside any stage")
+        return real_run(*args, **kwargs)
+    runner.run = run_or_raise
+
+
+def _resume_check_raises(target: str | None) -> None:
+    from pipeline.run import job
+
+    real = job.previous_ok
+
+    def check_or_raise(*args, **kwargs):
+        if _chosen(target):
+            raise ValueError("the resume check broke")
+        return real(*args, **kwargs)
+    job.previous_ok = check_or_raise
 
 
 def _chosen(target: str | None) -> bool:

@@ -161,6 +161,17 @@ def test_point_that_cannot_be_composed_fails_alone(workdir):
     assert "precision=fp9" in runs.loc["fp9", "overrides"]
 
 
+@pytest.mark.parametrize("size", ["-1", "-3"])
+def test_a_negative_batch_size_is_refused_by_name(workdir, size):
+    """hydra.sweeper.max_batch_size=-1 used to run nothing and end with "no job wrote a runs table"."""
+    proc = run_cli(["-m", "precision=fp32,int8", f"hydra.sweeper.max_batch_size={size}", "hydra.sweep.dir=sweep",
+                    *FAST], workdir)
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: hydra.sweeper.max_batch_size = {size}: must be >= 0 (0 or null: all points in one batch)"]
+    assert not list((workdir / "sweep").glob("*/.hydra"))  # no job started
+
+
 def test_profile_can_be_switched_off(workdir):
     proc = run_cli(["profile.enabled=false", *FAST], workdir)
     assert proc.returncode == 0

@@ -47,6 +47,32 @@ def test_unsupported_and_crash_become_rows(base_config, tmp_path):
     assert results.load(tmp_path / "c").runs["error"].iloc[0] == out.error
 
 
+@pytest.mark.parametrize("where", ["runner", "tables"])
+def test_an_exception_outside_the_stages_is_a_failed_row_with_its_traceback(base_config, tmp_path, monkeypatch,
+                                                                              where):
+    """A bug outside any stage (the runner, writing the tables) used to escape run_job: no row, no message."""
+    cfg, _ = config_with(base_config, tmp_path)
+
+    def broken(*args, **kwargs):
+        raise LookupError("no such node\nsecond line")
+    if where == "runner":
+        monkeypatch.setattr(job.runner, "run", broken)
+    else:  # the first attempt to write the tables raises something that is no OSError
+        real, calls = job.write_row_and_tables, []
+
+        def write_once_broken(*args, **kwargs):
+            calls.append(1)
+            return broken() if len(calls) == 1 else real(*args, **kwargs)
+        monkeypatch.setattr(job, "write_row_and_tables", write_once_broken)
+    out = job.run_job(cfg, tmp_path / "j", job.JobMeta(job=3, overrides=["precision=int8"]))
+    assert out.status == "failed"
+    assert out.error == "LookupError: no such node (traceback: error.txt)"
+    trace = (tmp_path / "j" / job.ERROR_FILE).read_text()
+    assert "Traceback" in trace and "broken" in trace and "second line" in trace
+    row = results.load(tmp_path / "j").runs.iloc[0]
+    assert (row.status, row.error, row.job) == ("failed", out.error, 3)
+
+
 @pytest.mark.parametrize("key, value, words", [
     ("benchmark.min_iterations", -1, ["benchmark.min_iterations = -1", ">= 1"]),
     ("backend.optimization_level", 7, ["backend.optimization_level = 7", "0..5"]),

@@ -1,4 +1,5 @@
 """Hydra's launchers give the same rows as a serial sweep, and shared artifacts are still built once."""
+import pandas as pd
 import pytest
 
 from pipeline import results
@@ -47,3 +48,20 @@ def test_a_preempted_point_is_requeued_and_the_others_kept(tmp_path):
     assert logs.count("Starting with JobEnvironment") == 3, logs[-3000:]  # two points, one of them twice
     runs = results.load(tmp_path / "sweep").runs
     assert sorted(runs.status) == ["ok", "ok"] and sorted(runs.precision) == ["fp32", "int8"]
+
+
+def test_parallel_cpu_measurements_take_turns_and_each_job_shows_its_progress(tmp_path):
+    """hydra/launcher=parallel (joblib, 2 workers): two CPU benchmarks used to run at once, each measuring the other
+    (digits fp32 throughput fell from 21k to 5.6k samples/s), and the workers printed no progress at all."""
+    proc = run_cli(["-m", "precision=fp32,fp16", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",
+                    "hydra.sweep.dir=sweep", *FAST, "benchmark.duration_s=1.5", "report.enabled=false"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = results.load(tmp_path / "sweep").runs.sort_values("benchmark_measured_from")
+    assert list(runs.status) == ["ok", "ok"]
+    spans = [(pd.Timestamp(a), pd.Timestamp(b))
+             for a, b in zip(runs.benchmark_measured_from, runs.benchmark_measured_to, strict=True)]
+    assert spans[0][1] <= spans[1][0], spans  # one after the other, never at once
+    assert (runs.benchmark_lock_wait_s >= 0).all() and (runs.benchmark_lock_wait_s < 120).all()
+    for k, precision in ((1, "fp32"), (2, "fp16")):  # each worker's plain lines, prefixed by its job
+        for event in ("started", "benchmark (", "benchmark off", "ok"):
+            assert f"[job {k}/2 precision={precision}] {event}" in proc.stdout, proc.stdout[-3000:]

@@ -69,14 +69,14 @@ def test_disabled_prints_nothing():
 
 
 def test_subprocess_with_piped_stdout_is_plain():
-    code = "from pipeline import progress; print(type(progress.create()).__name__)"
+    code = "from pipeline.run import progress; print(type(progress.create()).__name__)"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "PlainProgress", proc.stderr
 
 
 def test_subprocess_on_a_terminal_is_live():
-    code = "from pipeline import progress; import sys; sys.stderr.write(type(progress.create()).__name__)"
+    code = "from pipeline.run import progress; import sys; sys.stderr.write(type(progress.create()).__name__)"
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "TERM")} | {"PYTHONPATH": str(ROOT)}
     leader, follower = pty.openpty()
     try:

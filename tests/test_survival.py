@@ -128,6 +128,34 @@ def test_a_full_disk_fails_its_point_and_the_sweep_goes_on(workdir):
     assert runs.precision.tolist() == ["int8"] and runs.status.tolist() == ["ok"]
 
 
+def test_an_exception_escaping_a_job_is_its_failed_row_and_the_sweep_goes_on(workdir):
+    """An exception outside the job's own handling used to leave only "lost: 1 job(s) left no runs row (killed?)",
+    its message nowhere."""
+    args = ["-m", "precision=fp32,int8", "hydra.sweep.dir=s", "report.enabled=false", *FAST]
+    proc = fault_cli("raise:runner", args, workdir, precision="int8")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-3000:]
+    assert "lost" not in proc.stdout and "the runner broke outside any stage" in out
+    runs = results.load(workdir / "s").runs.set_index("precision")
+    assert runs.loc["fp32", "status"] == "ok" and runs.loc["int8", "status"] == "failed"
+    assert runs.loc["int8", "error"] == "RuntimeError: the runner broke outside any stage (traceback: error.txt)"
+    job_dir = workdir / "s" / str(runs.loc["int8", "job"])
+    assert "Traceback" in (job_dir / "error.txt").read_text()
+    assert "sweep " in proc.stdout and "1 failed, 1 ok" in proc.stdout  # the summary
+
+
+def test_an_exception_outside_run_job_is_that_points_failed_row_and_the_summary_still_comes(workdir):
+    """Resume's check of an earlier result runs before run_job: an error there fails its point alone (the sweeper
+    would otherwise stop the sweep at the raised exception, without a summary)."""
+    args = ["-m", "precision=fp32,int8", "resume=true", "hydra.sweep.dir=s", "report.enabled=false", *FAST]
+    proc = fault_cli("raise:resume", args, workdir, precision="int8")
+    assert proc.returncode == 1, (proc.stdout + proc.stderr)[-3000:]
+    runs = results.load(workdir / "s").runs.set_index("precision")
+    assert runs.loc["fp32", "status"] == "ok" and runs.loc["int8", "status"] == "failed"
+    assert runs.loc["int8", "error"] == "ValueError: the resume check broke"
+    assert "1 failed, 1 ok" in proc.stdout  # the summary
+
+
 def test_the_writability_probe_writes_real_bytes(tmp_path, monkeypatch, capsys):
     import errno
 

@@ -11,6 +11,11 @@ A point whose process died without a result (`kill -9`, out of memory: submitit'
 batch) becomes a `failed` row saying `lost: ...`, and the other points' results are kept; so does a batch the
 launcher could not run at all. After a SIGTERM (pipeline/run/app.py notes it) the batches not launched yet are
 recorded as not run, not launched.
+
+A job whose task raised (any Hydra app's task: the pipeline's own never raises, it records the error in its row)
+does not stop the later batches; once every batch has run, the first such exception is raised, as Hydra's basic
+sweeper does (it stops at the end of the failing batch), so the multirun exits 1 and shows the error.
+`max_batch_size` below 0 is refused by name; 0 or null puts every point in one batch.
 """
 # No `from __future__ import annotations`: Hydra's plugin scan imports this module in a way that dataclasses
 # cannot resolve string annotations in.
@@ -34,7 +39,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class ResilientSweeperConf:
     _target_: str = "hydra_plugins.pipeline_sweeper.resilient.ResilientSweeper"
-    max_batch_size: Optional[int] = None  # points launched together (None: all of them)
+    max_batch_size: Optional[int] = None  # points launched together (None or 0: all of them)
     params: Optional[Dict[str, str]] = None  # key -> "v1,v2,...": the sweep a `conf/sweep/*.yaml` declares
 
 
@@ -56,6 +61,9 @@ class ResilientSweeper(Sweeper):
                                                                 task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Any:
+        if self.max_batch_size is not None and self.max_batch_size < 0:
+            raise HydraException(f"hydra.sweeper.max_batch_size = {self.max_batch_size}: must be >= 0 "
+                                 f"(0 or null: all points in one batch)")
         points = self.grid([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -64,7 +72,7 @@ class ResilientSweeper(Sweeper):
 
         results.write_points(sweep_dir, points)  # the grid load() holds the rows against (points.json)
         size = self.max_batch_size or len(points) or 1
-        returns, job_idx = [], 0
+        returns, job_idx, raised = [], 0, []
         for start in range(0, len(points), size):
             batch = [p for p in points[start:start + size] if self._composes(p)]
             stopped = _stop_requested()
@@ -73,13 +81,19 @@ class ResilientSweeper(Sweeper):
                     self._record_point(overrides, idx, lambda out, meta, config, why=stopped:
                                        _job().record_not_run(out, meta, config, why))
             elif batch:
-                returns.append(self._launch(batch, job_idx))
+                returned, failed = self._launch(batch, job_idx)
+                returns.append(returned)
+                raised.extend(failed)
             job_idx += len(batch)
+        if raised:  # as Hydra's basic sweeper, but after every batch: the first job's exception ends the multirun
+            _ = raised[0].return_value  # raises it (Hydra prints which overrides it came from)
         return returns
 
     def _launch(self, batch: List[List[str]], job_idx: int) -> Any:
-        """The launcher's returns for the batch. A point that died without a result, or a batch the launcher could
-        not run, does not end the sweep: each such point without a row gets a `failed` row saying why."""
+        """The launcher's returns for the batch, and those of the jobs whose task raised (the pipeline's own task
+        never does: it records every error in its row). A point that died without a result, or a batch the
+        launcher could not run, does not end the sweep: each such point without a row gets a `failed` row saying
+        why, and is no job that raised."""
         with _failed_submitit_jobs() as died:
             try:
                 returned = self.launcher.launch(batch, initial_job_idx=job_idx)
@@ -91,7 +105,12 @@ class ResilientSweeper(Sweeper):
             for idx, overrides in enumerate(batch, start=job_idx):
                 err = why.get(idx, why.get(None, next(iter(why.values()))))
                 self._record_lost(overrides, idx, err)
-        return returned
+        lost = {id(err) for _, err in died}
+        failed = [r for r in returned or [] if _raised(r) and id(getattr(r, "_return_value", None)) not in lost]
+        for r in failed:
+            log.error("job [%s] raised %s: %s", " ".join(r.overrides or []), type(r._return_value).__name__,
+                      r._return_value)
+        return returned, failed
 
     def _record_lost(self, overrides: List[str], idx: int, err: BaseException) -> None:
         from pipeline.config import errors
@@ -210,6 +229,13 @@ def _failed_submitit_jobs():
         yield died
     finally:
         Job.results = real
+
+
+def _raised(ret) -> bool:
+    """Whether a launcher's JobReturn is of a task that raised (Hydra keeps the exception as its return value)."""
+    from hydra.core.utils import JobStatus
+
+    return getattr(ret, "status", None) == JobStatus.FAILED
 
 
 def _job_num(job) -> Optional[int]:

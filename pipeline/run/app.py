@@ -36,6 +36,7 @@ STOPPED: list[str] = []  # why this process stopped running jobs (SIGTERM, Ctrl-
 def hydra_main(cfg: DictConfig) -> float:
     """One job. Its return value is its objective (pipeline/analysis/select.py): what a search sweeper minimises."""
     from pipeline.analysis import summary
+    from pipeline.config import errors
     from pipeline.run import job
 
     hc = HydraConfig.get()
@@ -61,9 +62,14 @@ def hydra_main(cfg: DictConfig) -> float:
         elif STOPPED:  # the sweep was stopped: Hydra still hands over its remaining points; record, do not run
             outcome = job.record_not_run(out_dir, meta, config, STOPPED[0])
         else:
-            outcome = _run(config, out_dir, meta, multirun, hc.job.num if multirun else 0, list(hc.overrides.task))
-            if outcome is None:  # kept by resume: its objective comes from the tables it wrote before
-                return _objective(cfg, *_kept_tables(out_dir))
+            try:
+                outcome = _run(config, out_dir, meta, multirun, hc.job.num if multirun else 0,
+                               list(hc.overrides.task))
+                if outcome is None:  # kept by resume: its objective comes from the tables it wrote before
+                    return _objective(cfg, *_kept_tables(out_dir))
+            except Exception as err:  # noqa: BLE001 - outside run_job (resume's check): this point fails alone,
+                # and the sweep and its summary go on (the sweeper would stop at a raised exception)
+                outcome = job.record_failed(out_dir, meta, config, f"{type(err).__name__}: {errors.one_line(err)}")
     if outcome.status == "failed":
         FAILED.append(outcome.run_id)
     if not multirun and outcome.status == "unsupported":
@@ -112,6 +118,8 @@ def _run(config: dict, out_dir: Path, meta, multirun: bool, num: int, overrides:
         return None
     if not multirun:
         progress.begin()
+    elif not progress.began_here():  # a launcher's worker process (joblib, submitit, Ray): plain lines, per job
+        progress.begin(progress.Sweep.from_points(HydraConfig.get().sweep.dir), plain=True)
     progress.start_job(num, overrides)
     try:
         outcome = job.run_job(config, out_dir, meta)
@@ -226,7 +234,9 @@ class SweepSummary(Callback):
         from pipeline.run import progress
 
         _require_writable(config.hydra.sweep.dir, "hydra.sweep.dir")
-        progress.begin(progress.Sweep.from_hydra(config.hydra))
+        # Jobs in other processes (joblib, submitit, Ray) print their own plain lines: no live display over them.
+        in_process = str(config.hydra.launcher.get("_target_", "")).endswith(".BasicLauncher")
+        progress.begin(progress.Sweep.from_hydra(config.hydra), plain=not in_process)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from pipeline import results

@@ -28,6 +28,7 @@ from stages.gpu import pinning
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = results.JOB_CONFIG
+ERROR_FILE = "error.txt"  # beside the tables: the traceback of an unexpected error
 # The one notion of "never changes a result": these top-level keys, the backend options and stage params declared
 # keyed=False (stages.api.Param). All are left out of config_hash, as they are out of every cache key, so a moved
 # cache, other output dirs or isolation settings, or a reproduction hash the same.
@@ -118,6 +119,34 @@ def previous_ok(job_dir: Path, config: dict) -> JobOutcome | None:
 
 
 def run_job(config: dict, job_dir: Path, meta: JobMeta) -> JobOutcome:
+    """Run one job and record its row. Never raises (but for Ctrl-C and SIGTERM, once their row is recorded): an
+    exception that escapes the job's own handling (a bug outside any stage) still becomes a `failed` row with its
+    message, and its traceback in the job's error.txt."""
+    try:
+        return _run_job(config, job_dir, meta)
+    except Exception as err:  # noqa: BLE001 - whatever it is, the job's row must say it
+        return record_crash(Path(job_dir), meta, config, err)
+
+
+def record_crash(job_dir: Path, meta: JobMeta, config: dict, err: Exception) -> JobOutcome:
+    """A `failed` row for an exception that escaped run_job: `<Type>: <message> (traceback: error.txt)`."""
+    error = f"{type(err).__name__}: {_first_line(err)}{_write_traceback(job_dir, err)}"
+    log.error("job %s: %s", meta.job if meta.job is not None else meta.run_id, error)
+    try:
+        row = _base_row(config, meta, dt.datetime.now(dt.timezone.utc))
+    except Exception:  # noqa: BLE001 - the same bug may be in building the row: the bare minimum then
+        row = {"run_id": meta.run_id, "sweep": meta.sweep, "job": meta.job, "status": "failed", "error": None,
+               "overrides": " ".join(meta.overrides), "started": dt.datetime.now(dt.timezone.utc).isoformat(
+                   timespec="seconds")}
+    try:
+        return _finish(job_dir, meta, row, {}, "failed", error, time.perf_counter())
+    except Exception as again:  # noqa: BLE001 - not even the row: the log line above is what is left
+        log.error("job %s: cannot write its results to %s (%s: %s); it will show as lost", meta.run_id, job_dir,
+                  type(again).__name__, again)
+        return JobOutcome(meta.run_id, "failed", error, row, {})
+
+
+def _run_job(config: dict, job_dir: Path, meta: JobMeta) -> JobOutcome:
     job_dir = Path(job_dir)
     started, clock = dt.datetime.now(dt.timezone.utc), time.perf_counter()
     pinned = _pin_gpu(config)  # first: the environment captured next already talks to the GPU
@@ -245,14 +274,22 @@ def _classify(failed: runner.StageFailed, job_dir: Path) -> tuple[str, str]:
     if isinstance(err, (StageInputError, schema.ConfigError, CacheError)):
         return "failed", f"{failed.node}: {err}"
     # An unexpected error: one line in the table, the whole traceback beside the tables.
-    trace = job_dir / "error.txt"
-    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return "failed", f"{failed.node}: {type(err).__name__}: {_first_line(err)}{_write_traceback(job_dir, err)}"
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines()[0] if str(err).strip() else "")[:500]
+
+
+def _write_traceback(job_dir: Path, err: BaseException) -> str:
+    """The whole traceback into <job_dir>/error.txt; ' (traceback: error.txt)', or '' if it cannot be written."""
+    trace = Path(job_dir) / ERROR_FILE
     try:
+        trace.parent.mkdir(parents=True, exist_ok=True)
         trace.write_text("".join(traceback.format_exception(err)))
-        where = f" (traceback: {trace.name})"
-    except OSError:  # the disk that failed the stage may refuse this too: the one line is what matters
-        where = ""
-    return "failed", f"{failed.node}: {type(err).__name__}: {first[:500]}{where}"
+        return f" (traceback: {trace.name})"
+    except OSError:  # the disk that failed the job may refuse this too: the one line is what matters
+        return ""
 
 
 def _base_row(config: dict, meta: JobMeta, started: dt.datetime) -> dict[str, Any]:

@@ -14,6 +14,9 @@ Both speak one small interface (`Progress`); `create()` picks one. The orchestra
 
 A multirun runs its jobs in one process, so the display lives at module level: `begin(Sweep.from_hydra(...))`
 when the multirun starts, `start_job(job.num, overrides.task)` and `current()` inside each job, `end()` last.
+Under a launcher that runs jobs in other processes (joblib, submitit, Ray) several jobs share the console: the
+sweep's process shows plain lines only, and each worker process begins plain lines of its own
+(`began_here()`, `Sweep.from_points`), every line prefixed by its job, `[job 2/6 precision=int8] ...`.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 # Plain mode writes a measuring line at each quarter of the target, and at least this often.
@@ -40,12 +44,12 @@ class Progress:
     def close(self) -> None: ...
 
 
-def create(stream: TextIO | None = None, *, enabled: bool = True) -> Progress:
-    """A live display when `stream` (default stdout) is a terminal, plain lines when it is not."""
+def create(stream: TextIO | None = None, *, enabled: bool = True, plain: bool = False) -> Progress:
+    """A live display when `stream` (default stdout) is a terminal, plain lines when it is not (or `plain`)."""
     stream = stream if stream is not None else sys.stdout
     if not enabled:
         return Progress()
-    if _is_terminal(stream):
+    if not plain and _is_terminal(stream):
         return RichProgress(stream)
     return PlainProgress(stream)
 
@@ -202,6 +206,24 @@ class Sweep:
             return cls(None, ())
         return cls(_product(sizes), tuple(sizes))
 
+    @classmethod
+    def from_points(cls, sweep_dir) -> Sweep:
+        """In a launcher's worker process, which sees only its own job's overrides: the grid the sweeper wrote
+        (`<sweep dir>/points.json`), its swept keys those whose values differ between points."""
+        import json
+
+        from pipeline import results
+
+        try:
+            points = json.loads((Path(sweep_dir) / results.POINTS_FILE).read_text())["points"]
+            values: dict[str, set[str]] = {}
+            for point in points:
+                for override in point:
+                    values.setdefault(_key(override), set()).add(override)
+        except (OSError, ValueError, KeyError, TypeError):  # a search sweeper writes none: job k, no count
+            return cls(None, ())
+        return cls(len(points) or None, tuple(k for k, v in values.items() if len(v) > 1))
+
     def label(self, task_overrides) -> str:
         """A job's swept values, e.g. 'precision=int8 batch_size=8' (its other overrides are the same for all)."""
         return " ".join(o for o in task_overrides if _key(o) in self.keys)
@@ -213,14 +235,22 @@ def _key(override: str) -> str:
 
 _active: Progress = Progress()
 _sweep = Sweep()
+_began_in: int | None = None  # the process that began the display
 
 
-def begin(sweep: Sweep | None = None, *, stream: TextIO | None = None, enabled: bool = True) -> Progress:
+def begin(sweep: Sweep | None = None, *, stream: TextIO | None = None, enabled: bool = True,
+          plain: bool = False) -> Progress:
     """Start this process's display (a multirun runs its jobs in one process: one display for all)."""
-    global _active, _sweep
+    global _active, _sweep, _began_in
     end()
-    _active, _sweep = create(stream, enabled=enabled), sweep or Sweep()
+    _active, _sweep = create(stream, enabled=enabled, plain=plain), sweep or Sweep()
+    _began_in = os.getpid()
     return _active
+
+
+def began_here() -> bool:
+    """Whether this process began a display: not so in a launcher's worker process (joblib, submitit, Ray)."""
+    return _began_in == os.getpid()
 
 
 def current() -> Progress:
