@@ -47,8 +47,8 @@ JOB_CONFIG = "config.resolved.yaml"  # what every job writes first: a directory 
 INCOMPLETE = "no complete tables: the job was killed, or could not write them; rerun it with resume=true"
 # <sweep_dir>/selection.json: the build to ship, chosen at the end of a sweep (pipeline/analysis/select.py). The
 # job tables stay as written; where the loaded path holds such a file (every sweep writes one), load() adds its
-# verdicts to `runs` as SELECTION_COLUMNS: `selected` (True on the chosen run, False elsewhere), `objective` (what a search
-# sweeper was told; lower is better) and `feasible`.
+# verdicts to `runs` as SELECTION_COLUMNS: `selected` (True on the chosen run, False elsewhere), `objective` (what a
+# search sweeper was told; lower is better) and `feasible`.
 SELECTION_FILE = "selection.json"
 SELECTION_COLUMNS = ("selected", "objective", "feasible")
 # <job_dir>/tables/manifest.json: each table file's size and sha256, written with the tables (inside the directory

@@ -52,7 +52,9 @@ def base_config():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from pipeline.config import paths
+    from pipeline.config import paths, schema
+
+    schema.register()  # the `schema` node conf/config.yaml builds on
 
     with initialize_config_dir(config_dir=paths.CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=["backend=onnxruntime"])

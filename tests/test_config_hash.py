@@ -5,7 +5,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from pipeline import results
-from pipeline.config import paths
+from pipeline.config import paths, schema
 from pipeline.run import job
 from tests.conftest import FAST, run_cli
 
@@ -16,6 +16,7 @@ NEUTRAL = ["cache.dir=/elsewhere/cache", "cache.verify=full", "isolation.mode=al
 
 
 def config(*overrides):
+    schema.register()  # the `schema` node conf/config.yaml builds on
     with initialize_config_dir(config_dir=paths.CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

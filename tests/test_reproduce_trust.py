@@ -17,7 +17,9 @@ def _config(*overrides) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from pipeline.config import paths
+    from pipeline.config import paths, schema
+
+    schema.register()  # the `schema` node conf/config.yaml builds on
 
     with initialize_config_dir(config_dir=paths.CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=["backend=onnxruntime", *overrides])
@@ -75,7 +77,7 @@ def test_a_trampoline_and_every_nested_code_name_are_untrusted():
 
 @pytest.mark.parametrize("target", ["stages.targets.resolve", "stages.load", "pipeline.run.reproduce.main",
                                     "stages.trtexec.build.run", "stages.trtexec.backend.version",
-                                    "stages.datasets.batches", "stages.models:load_factory"])
+                                    "stages.datasets.batches", "stages.targets:load_factory"])
 def test_only_listed_project_callables_are_targets(target):
     assert "may not name" in untrusted({"_target_": target})[0]
 

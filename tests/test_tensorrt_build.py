@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from onnx import TensorProto, helper
 
 from pipeline import results
-from pipeline.config import paths
+from pipeline.config import paths, schema
 from stages import inputs as model_inputs
 from stages.api import StageInputError, Unsupported
 from stages.tensorrt import build
@@ -26,6 +26,7 @@ HAS_TENSORRT = __import__("importlib").util.find_spec("tensorrt") is not None
 
 
 def config(*overrides, backend="tensorrt"):
+    schema.register()  # the `schema` node conf/config.yaml builds on
     with initialize_config_dir(config_dir=paths.CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"backend={backend}", *overrides])
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

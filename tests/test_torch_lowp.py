@@ -248,7 +248,9 @@ def compose(*overrides):
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from pipeline.config import paths
+    from pipeline.config import paths, schema
+
+    schema.register()  # the `schema` node conf/config.yaml builds on
 
     with initialize_config_dir(config_dir=paths.CONF_DIR, version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=list(overrides))
