@@ -32,9 +32,17 @@ COMPOSE_ERROR_SKIP = ("the resilient sweeper records a point it cannot compose (
 
 
 @pytest.fixture(autouse=True)
-def _this_checkout_first(monkeypatch):
-    """The suites' subprocesses (the integration apps, joblib's workers) import this checkout's hydra_plugins."""
+def _as_a_fresh_process(monkeypatch):
+    """The suites' subprocesses (the integration apps, joblib's workers) import this checkout's hydra_plugins; and
+    the suites run with Hydra's version base unset, as in a fresh process: another test of this process may have
+    set it (a compose with version_base="1.3"), which changes their apps' working directory."""
+    from hydra.core.singleton import Singleton
+    from hydra.version import VersionBase
+
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    fresh = object.__new__(VersionBase)  # VersionBase() would hand back the process's one instance
+    fresh.__init__()
+    monkeypatch.setitem(Singleton._instances, VersionBase, fresh)
 
 
 @pytest.mark.parametrize("launcher_name, overrides", LAUNCHERS)
