@@ -81,10 +81,10 @@ def parse(spec: str, mode: str) -> dict:
 
 
 def measure(config: dict, duration_s: float, warmup_ms: float, tolerance: float, cache_dir: Path) -> dict:
-    from stages import api
+    from stages import api, benchmark
     from stages import inputs as model_inputs
-    from stages.torch_backend import benchmark, compiled, precision, tensors
     from stages.torch_backend import compile as compile_stage
+    from stages.torch_backend import compiled, precision, tensors
     from stages.torch_backend import model as model_stage
 
     work = Path(tempfile.mkdtemp(prefix="fidelity-"))
@@ -100,7 +100,8 @@ def measure(config: dict, duration_s: float, warmup_ms: float, tolerance: float,
                                "quantization": config["quantization"]}, work)
     compile_s = time.perf_counter() - started
     handle = work / compile_stage.FILE
-    params = {"feeds": feeds, "seed": 0, "warmup_ms": warmup_ms, "duration_s": duration_s, "min_iterations": 10,
+    params = {"plugin": "stages.torch_backend", "options": {}, "feeds": feeds, "seed": 0, "warmup_ms": warmup_ms,
+              "duration_s": duration_s, "min_iterations": 10,
               "trials": 1, "cuda_graph": True, "sync": "spin", "data_transfers": False, "streams": 1}
     result = benchmark.run({"compiled": handle}, params, work)
     s = result.tables["samples"]

@@ -54,12 +54,12 @@ def test_memory_and_artifact_rows(tmp_path):
 
 
 def test_tensorrt_memory_rows(tmp_path):
-    from stages.tensorrt import benchmark
+    from stages.tensorrt import opened
 
     engine, export = tmp_path / "engine.plan", tmp_path / "model.onnx"
     engine.write_bytes(b"e" * 2**20)
     export.write_bytes(b"o" * 2**19)
-    rows, info = benchmark.memory_rows(2**21, 2, 2**20, engine, export)
+    rows, info = opened.memory_rows(2**21, 2, 2**20, engine, export)
     got = by_key(rows)
     assert got[("gpu_memory", "engine_activations")][0] == 4.0       # 2 MiB per context, 2 contexts
     assert got[("gpu_memory", "peak_timed")][0] == 1 + 4 + 1          # weights (engine) + activations + I/O
@@ -212,7 +212,7 @@ def test_harness_hooks_bracket_the_timed_trials_only(monkeypatch):
 
 
 def test_torch_peak_memory_hook_rows():
-    from stages.torch_backend.benchmark import PeakMemory
+    from stages.torch_backend.opened import PeakMemory
 
     hook = PeakMemory()
     assert hook.rows() == [] and hook.info() == {}

@@ -61,9 +61,11 @@ def test_plan_checks_real_stages_and_their_params():
     nodes = runner.plan({"export": export})
     assert [n.name for n in nodes] == ["export"]
     with pytest.raises(ConfigError, match="has no output 'engine'"):
-        runner.plan({"export": export, "bench": {"stage": "stages.onnxruntime.profile",
-                                                 "inputs": {"model": "export.engine"},
-                                                 "params": {"feeds": {}, "seed": 0, "iterations": 1}}})
+        runner.plan({"export": export, "build": {"stage": "stages.onnxruntime.build",
+                                                 "inputs": {"onnx": "export.engine"},
+                                                 "params": {"precision": "fp32", "tf32": False,
+                                                            "optimization_level": 3, "intra_op_threads": 0,
+                                                            "inter_op_threads": 0, "execution_mode": "sequential"}}})
     with pytest.raises(ConfigError, match=r"backend.dag.export.params.opset = 7: out of range; valid: >= 13"):
         runner.plan({"export": {**export, "params": {**export["params"], "opset": 7}}})
     with pytest.raises(ConfigError, match="is not a stage"):

@@ -42,8 +42,7 @@ def built(tmp_path_factory):
 
 def test_rows_per_node_with_shares(built, tmp_path):
     model, reference = built
-    result = profile.run({"model": model, "reference": reference}, PROFILE, tmp_path)
-    rows = result.tables["layers"]
+    rows, info = profile.layers(model, reference, PROFILE["feeds"], PROFILE["seed"], PROFILE["iterations"], tmp_path)
     assert rows, "no layer rows"
     assert sum(r["share"] for r in rows) == pytest.approx(1.0)
     assert all(r["time_ms"] > 0 and r["source"] == "onnxruntime-profiler" and r["stream"] == 0 for r in rows)
@@ -51,7 +50,7 @@ def test_rows_per_node_with_shares(built, tmp_path):
     assert len({r["layer"] for r in rows}) == len(rows)  # one row per node
     assert {"Conv", "GlobalAveragePool", "Gemm"} <= {r["layer_type"] for r in rows}  # as ORT optimized the graph
     # the raw trace stays beside the job's stage outputs; ORT's own timestamped file is gone
-    assert result.info == {"iterations": 4, "layers": len(rows), "trace": profile.TRACE_FILE}
+    assert info == {"iterations": 4, "layers": len(rows), "trace": profile.TRACE_FILE}
     assert [p.name for p in tmp_path.iterdir()] == [profile.TRACE_FILE]
     json.loads((tmp_path / profile.TRACE_FILE).read_text())
     # they fit the fixed `layers` schema
@@ -86,5 +85,5 @@ def test_layer_rows_skips_warmup_and_averages():
 
 
 def test_profile_runs_after_the_benchmark(base_config):
-    order = [node.name for node in runner.plan(base_config["backend"]["dag"])]
+    order = [node.name for node in runner.plan(base_config["backend"]["dag"], base_config["backend"])]
     assert order.index("profile") > order.index("benchmark")

@@ -92,7 +92,8 @@ def test_static_inputs_need_no_profile():
 def test_backend_dags_are_valid_and_profile_after_the_timed_loop(backend, order):
     from pipeline.run import runner
 
-    assert [n.name for n in runner.plan(config(backend=backend)["backend"]["dag"])] == order
+    backend_config = config(backend=backend)["backend"]
+    assert [n.name for n in runner.plan(backend_config["dag"], backend_config)] == order
 
 
 def test_trtexec_backend_builds_from_the_same_plan():

@@ -343,8 +343,7 @@ def test_profile_stage_says_when_layer_times_overlap(monkeypatch, tmp_path, aux_
     monkeypatch.setattr(inspector, "engine_information", lambda built, ctx: json.dumps(info))
     monkeypatch.setattr(lock, "exclusive", lambda gpu: contextlib.nullcontext())
     monkeypatch.setattr(profile.model_inputs, "model_specs", lambda reference, feeds: [])
-    params = {"feeds": {"batch_size": 1}, "seed": 0, "iterations": 2, "cuda_graph": True}
-    result = profile.run({"engine": "e", "reference": "export.onnx"}, params, tmp_path)
-    assert result.info["layers_overlap"] is overlap
-    assert (result.info["layers_note"] == inspector.OVERLAP_NOTE) is overlap
-    assert [r["share"] for r in result.tables["layers"]] == [0.75, 0.25]
+    rows, info = profile.layers("e", "export.onnx", {"batch_size": 1}, 0, 2, True, tmp_path)
+    assert info["layers_overlap"] is overlap
+    assert (info["layers_note"] == inspector.OVERLAP_NOTE) is overlap
+    assert [r["share"] for r in rows] == [0.75, 0.25]

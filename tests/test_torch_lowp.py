@@ -264,7 +264,7 @@ def test_each_compile_mode_composes_and_maps(mode, torch_mode):
 
     config = compose("backend=torch", "model=tiny_cnn", f"backend.compile={mode}")
     plugins.check(config["backend"])
-    compile_node = next(n for n in runner.plan(config["backend"]["dag"]) if n.name == "compile")
+    compile_node = next(n for n in runner.plan(config["backend"]["dag"], config["backend"]) if n.name == "compile")
     assert compile_node.params["mode"] == mode
     api.check_params(compile_stage.PARAMS, compile_node.params, "compile")
     assert (compile_stage.MODES.get(mode, "eager")) == torch_mode
@@ -341,7 +341,7 @@ def test_every_point_of_the_sweep_composes_and_says_why_it_cannot_run_on_cpu():
             assert config["precision"]["name"] == table[point]["precision"]
             assert config["backend"]["quantization"] == table[point]["quantization"]
             plugins.check(config["backend"])
-            node = next(n for n in runner.plan(config["backend"]["dag"]) if n.name == "compile")
+            node = next(n for n in runner.plan(config["backend"]["dag"], config["backend"]) if n.name == "compile")
             params = {**node.params, "device": "cpu"}
             recipe = table[point]["quantization"]
             if recipe == "none" and point != "tf32":

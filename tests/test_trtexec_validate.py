@@ -15,8 +15,9 @@ from onnx import TensorProto, helper
 
 import stages
 from stages import inputs as model_inputs
+from stages import validate
 from stages.api import StageInputError, check_params
-from stages.trtexec import backend, parse, validate
+from stages.trtexec import backend, parse
 
 # --------------------------------------------------------------------------------------------- command line
 
@@ -124,17 +125,21 @@ def fake_trtexec(tmp_path, monkeypatch):
 
 
 FEEDS = {"batch_size": 3, "axes": {}, "inputs": {}, "input_shape": None}
-PARAMS = {"path": "trtexec", "extra_args": [], "feeds": FEEDS, "seed": 5,
+OPTIONS = {"path": "trtexec", "extra_args": [], "optimization_level": 3, "max_aux_streams": 0, "workspace_mb": 0,
+           "timing_cache": True}
+PARAMS = {"plugin": "stages.trtexec", "options": OPTIONS, "feeds": FEEDS, "seed": 5,
           "validation": {"batches": 2, "data": None, "max_samples": 1024, "metric": None}}
 
 
-def run_stage(tmp_path, converted: Path, **params):
+def run_stage(tmp_path, converted: Path, **options):
+    """The shared validate stage on the trtexec backend's engine, as the runner hands it the plugin and options."""
     out = tmp_path / "validate"
     out.mkdir()
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"plan")
     reference = model(tmp_path / "export.onnx")
-    return out, validate.run({"engine": engine, "onnx": converted, "reference": reference}, {**PARAMS, **params}, out)
+    params = {**PARAMS, "options": {**OPTIONS, **options}}
+    return out, validate.run({"engine": engine, "onnx": converted, "reference": reference}, params, out)
 
 
 def test_fp32_engine_agrees_with_the_reference(tmp_path, fake_trtexec):
@@ -171,10 +176,13 @@ def test_extra_args_that_would_change_what_is_validated_are_refused(tmp_path, fa
 
 
 def test_in_the_trtexec_graph_with_the_params_it_declares():
+    from pipeline.run import runner
     from tests.test_tensorrt_build import config
 
-    node = config(backend="trtexec")["backend"]["dag"]["validate"]
-    assert stages.load(node["stage"]) is validate
-    assert node["inputs"] == {"engine": "build.engine", "onnx": "convert.onnx", "reference": "export.onnx"}
-    assert set(node["params"]) == set(PARAMS) == set(validate.PARAMS)
-    check_params(validate.PARAMS, node["params"], "backend.dag.validate.params")
+    backend_config = config(backend="trtexec")["backend"]
+    node = next(n for n in runner.plan(backend_config["dag"], backend_config) if n.name == "validate")
+    assert stages.load(node.stage) is validate
+    assert node.inputs == {"engine": ("build", "engine"), "onnx": ("convert", "onnx"), "reference": ("export", "onnx")}
+    assert node.params["plugin"] == "stages.trtexec" and set(node.params["options"]) == set(OPTIONS)
+    assert set(node.params) == set(PARAMS) == set(validate.PARAMS)
+    check_params(validate.PARAMS, node.params, "backend.dag.validate.params")

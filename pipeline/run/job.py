@@ -43,6 +43,7 @@ class JobMeta:
     job: int | None = None
     overrides: list[str] = field(default_factory=list)
     run_id: str = ""
+    identity: str | None = None  # the config_hash to record, where not this config's own (a reproduced record's)
 
     def __post_init__(self):
         if not self.run_id:
@@ -176,7 +177,7 @@ def _run_job(config: dict, job_dir: Path, meta: JobMeta) -> JobOutcome:
         with _stages_interruptible():
             schema.check(config)
             plugins.check(config["backend"])
-            nodes = runner.plan(config["backend"]["dag"])
+            nodes = runner.plan(config["backend"]["dag"], config["backend"])
             cache = _open_cache(config["cache"])
             isolate = runner.Isolation(config["isolation"]["mode"], config["isolation"]["timeout_s"])
             api.set_progress(shown.measuring)
@@ -297,7 +298,7 @@ def _base_row(config: dict, meta: JobMeta, started: dt.datetime) -> dict[str, An
         "run_id": meta.run_id, "sweep": meta.sweep, "job": meta.job, "status": "failed", "error": None,
         "backend": schema.lookup(config, "backend.name"), "model": schema.lookup(config, "model.name"),
         "precision": str(schema.lookup(config, "precision.name")), "overrides": " ".join(meta.overrides),
-        "config_hash": config_hash(config), "config": yaml.safe_dump(config, sort_keys=False),
+        "config_hash": meta.identity or config_hash(config), "config": yaml.safe_dump(config, sort_keys=False),
         "started": started.isoformat(timespec="seconds"),
     }
     for key, column in results.CONFIG_COLUMNS.items():

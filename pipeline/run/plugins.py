@@ -17,7 +17,7 @@ from pipeline.config.schema import ConfigError
 from stages import api, availability
 from stages.api import Unsupported
 
-RESERVED = ("name", "plugin", "dag")  # keys of a backend's config that are not its options
+RESERVED = ("name", "plugin", "dag", "artifact")  # keys of a backend's config that are not its options
 PLUGIN_CONTRACT = ("OPTIONS", "REQUIRES", "HOW_TO_GET")
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 import yaml
 
 from pipeline import results
-from pipeline.config import schema, trust
+from pipeline.config import renames, schema, trust
 from pipeline.run import job as jobmod
 from pipeline.run import plugins, runner
 from stages.api import StageInputError, Unsupported
@@ -84,7 +84,7 @@ def check_config(config: dict, src: Path) -> None:
             plugins.check(config["backend"])
         except Unsupported:
             return  # cannot run here: the job records that as `unsupported`, as the original run would
-        runner.plan(config["backend"]["dag"])
+        runner.plan(config["backend"]["dag"], config["backend"])
     except (schema.ConfigError, StageInputError) as err:
         raise BadRecord(f"{src / jobmod.CONFIG_FILE}: {err}") from None
     except (TypeError, ValueError, KeyError, AttributeError) as err:  # a shape the checks above do not foresee
@@ -103,7 +103,8 @@ def default_cache_dir() -> Path:
 
 def reproduce_job(src: Path, out: Path, allowed: tuple[str, ...] = (), trusted: bool = False,
                   cache_dir: Path | None = None) -> dict:
-    config = read_config(src)
+    recorded = read_config(src)
+    config = renames.upgrade(recorded)  # code that moved since, under its new names (pipeline/config/renames.py)
     if not trusted:
         check_trust(config, src, allowed)
     check_config(config, src)
@@ -113,6 +114,7 @@ def reproduce_job(src: Path, out: Path, allowed: tuple[str, ...] = (), trusted: 
     row = original.runs.iloc[0].to_dict() if len(original.runs) else {}
     meta = jobmod.JobMeta(sweep=_none(row.get("sweep")), job=_none(row.get("job")),
                           overrides=(row.get("overrides") or "").split())
+    meta.identity = jobmod.config_hash(recorded)  # the experiment as recorded, whatever has moved since
     outcome = jobmod.run_job(config, out, meta)
     return compare(row, original, outcome, out)
 
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         jobs = find_jobs(args.run_dir)
         for src in jobs:  # refuse before anything runs, not halfway through a sweep
-            config = read_config(src)
+            config = renames.upgrade(read_config(src))
             if not args.trust:
                 check_trust(config, src, allowed)
             check_config(config, src)

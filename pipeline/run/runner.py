@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import stages
+from pipeline.config import renames
 from pipeline.run import dag as dagmod
 from pipeline.run import isolation
 from pipeline.run.cache import Cache, file_sha256
@@ -49,11 +50,35 @@ class NodeOutcome:
     tables: dict[str, Any] = field(default_factory=dict)
 
 
-def plan(dag: dict[str, dict]) -> list[dagmod.Node]:
-    """Parse and validate a DAG mapping (stages, their params, the edges); return its enabled nodes in run order."""
+def plan(dag: dict[str, dict], backend: dict | None = None) -> list[dagmod.Node]:
+    """Parse and validate a DAG mapping (stages, their params, the edges); return its enabled nodes in run order.
+    A stage that declares RUNTIME (the shared measuring stages: stages/runtime.py) is handed the backend's plugin
+    and options as `plugin` and `options`, so no backend's YAML wires them."""
+    if backend is not None:
+        dag = with_runtime(dag, backend)
     nodes = dagmod.parse(dag)
     ordered = dagmod.order(nodes, stages.load)
     return [node for node in ordered if node.enabled]
+
+
+def with_runtime(dag: dict[str, dict], backend: dict) -> dict[str, dict]:
+    from pipeline.run import plugins
+
+    out = {}
+    for name, spec in dag.items():
+        if isinstance(spec, dict) and _declares_runtime(spec.get("stage")):
+            params = {**(spec.get("params") or {}), "plugin": backend.get("plugin"),
+                      "options": plugins.options(backend)}
+            spec = {**spec, "params": params}
+        out[name] = spec
+    return out
+
+
+def _declares_runtime(stage) -> bool:
+    try:
+        return bool(getattr(stages.load(str(stage)), "RUNTIME", False))
+    except ValueError:  # not a stage: dagmod.order says so, naming the node
+        return False
 
 
 def keyed_dag(dag: dict[str, dict]) -> dict[str, dict]:
@@ -65,8 +90,9 @@ def keyed_dag(dag: dict[str, dict]) -> dict[str, dict]:
         if isinstance(spec, dict) and isinstance(spec.get("params"), dict):
             try:
                 spec["params"] = api.keyed(stages.load(str(spec.get("stage"))).PARAMS, spec["params"])
-            except ValueError:
-                pass
+            except ValueError:  # a stage that has moved (an older record): what it had declared unkeyed
+                gone = renames.unkeyed(str(spec.get("stage")))
+                spec["params"] = {k: v for k, v in spec["params"].items() if k not in gone}
         out[name] = spec
     return out
 

@@ -15,3 +15,10 @@ OPTIONS = {
 }
 REQUIRES = Requires(modules=("onnxruntime",))
 HOW_TO_GET = "ONNX Runtime: `pip install onnxruntime` (or onnxruntime-gpu, which also runs on CPU)."
+
+
+def open_runtime(inputs: dict, options: dict, work_dir):
+    """The built model (`inputs`: model, reference) for the shared benchmark, validate and profile stages."""
+    from stages.onnxruntime import opened
+
+    return opened.OnnxRuntime(inputs["model"], inputs["reference"])

@@ -1,4 +1,5 @@
-"""Profile stage for ONNX Runtime: per-node times from ORT's own profiler, into the `layers` table.
+"""ONNX Runtime's per-layer profile (the shared profile stage asks the opened build: stages/onnxruntime/opened.py):
+per-node times from ORT's own profiler, into the `layers` table.
 
 It opens the built model in a session of its own with profiling on, after (never inside) the timed benchmark:
 the profiler's bookkeeping slows every node, so its numbers say where the time goes, not how long an
@@ -14,41 +15,35 @@ from pathlib import Path
 
 from stages import cpu_timing
 from stages import inputs as model_inputs
-from stages.api import Param, StageResult
 from stages.onnxruntime import session
 
-VERSION = "1"
-OUTPUTS = ()
-CACHED = False  # a measurement: it runs every time
-PARAMS = {"feeds": Param(dict), "seed": Param(int), "iterations": Param(int, min=1)}
 TRACE_FILE = "onnxruntime_profile.json"
 SOURCE = "onnxruntime-profiler"
 _KERNEL_SUFFIX = "_kernel_time"  # ORT names a node's kernel event "<node name>_kernel_time"
 WARMUP_RUNS = 1
 
 
-def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
+def layers(model: Path, reference: Path, feeds: dict, seed: int, iterations: int, out_dir: Path
+           ) -> tuple[list[dict], dict]:
+    """The built model's per-node times over `iterations` inferences on seeded inputs (after one warm-up)."""
     import onnxruntime as ort
 
-    model = Path(inputs["model"])
     settings = json.loads((model.parent / session.SETTINGS_FILE).read_text())
     opts = session.options(settings, level="ORT_DISABLE_ALL")  # as session.open_built: the graph is built
     opts.enable_profiling = True
     opts.profile_file_prefix = str(out_dir / "ort_profile")
     runner = session.Runner(ort.InferenceSession(str(model), opts, providers=[session.PROVIDER]), model)
     sess = runner.sess
-    specs = model_inputs.model_specs(inputs["reference"], params["feeds"])
-    feeds = runner.cast(model_inputs.random_inputs(specs, model_inputs.sizes(params["feeds"]),
-                                                   params["seed"] + model_inputs.SEED_BENCHMARK))
-    iterations = params["iterations"]
+    specs = model_inputs.model_specs(reference, feeds)
+    arrays = runner.cast(model_inputs.random_inputs(specs, model_inputs.sizes(feeds),
+                                                    seed + model_inputs.SEED_BENCHMARK))
     with cpu_timing.exclusive():  # a measurement too: it takes turns with other jobs' on this host
         for _ in range(WARMUP_RUNS + iterations):
-            sess.run(None, feeds)
+            sess.run(None, arrays)
     trace = out_dir / TRACE_FILE
     Path(sess.end_profiling()).replace(trace)
     rows = layer_rows(json.loads(trace.read_text()), iterations, skip_runs=WARMUP_RUNS)
-    return StageResult(info={"iterations": iterations, "layers": len(rows), "trace": TRACE_FILE},
-                       tables={"layers": rows})
+    return rows, {"iterations": iterations, "layers": len(rows), "trace": TRACE_FILE}
 
 
 def layer_rows(events: list[dict], iterations: int, *, skip_runs: int = 0) -> list[dict]:

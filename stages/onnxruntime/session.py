@@ -82,3 +82,4 @@ class Runner:
 def reference_runner(path: Path) -> Runner:
     """The fp32 export on the CPU: the reference every ONNX backend's validation compares with."""
     return Runner(open_reference(path), path)
+

@@ -103,3 +103,10 @@ def run_logged(cmd: list[str], log_file: Path, label: str, env: dict | None = No
             log.debug("%s: %s", label, line.rstrip())
         status = proc.wait()
     return status, "\n".join(tail)
+
+
+def open_runtime(inputs: dict, options: dict, work_dir):
+    """The built engine (`inputs`: engine, reference) for the shared benchmark, validate and profile stages."""
+    from stages.tensorrt import opened
+
+    return opened.EngineRuntime(inputs["engine"], inputs["reference"])

@@ -1,4 +1,5 @@
-"""Profile stage for TensorRT: per-layer GPU times from TensorRT's IProfiler, plus what the engine inspector says
+"""TensorRT's per-layer profile (the shared profile stage asks the opened engine: stages/tensorrt/opened.py):
+per-layer GPU times from TensorRT's IProfiler, plus what the engine inspector says
 about each layer (type, output dtype, tactic, stream), into the `layers` table.
 
 It runs after the timed benchmark, in a run of its own, as trtexec does: profiling synchronises after every
@@ -13,33 +14,30 @@ from __future__ import annotations
 from pathlib import Path
 
 from stages import inputs as model_inputs
-from stages.api import Param, StageResult
 from stages.gpu import harness
 from stages.gpu.cuda import call, rt
 from stages.tensorrt import inspector, runtime
 
-VERSION = "1"
-OUTPUTS = ()
-CACHED = False
-PARAMS = {"feeds": Param(dict), "seed": Param(int), "iterations": Param(int, min=1),
-          "cuda_graph": Param(bool)}
 SOURCE = "tensorrt-profiler"
 LAYER_INFO_FILE = "layer_info.json"
 
 
-def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
+def layers(engine: Path, reference: Path, feeds: dict, seed: int, iterations: int, cuda_graph: bool, out_dir: Path
+           ) -> tuple[list[dict], dict]:
+    """Per-layer times over `iterations` profiled inferences on seeded inputs, joined with the inspector's layer
+    information: layers rows and info."""
     from stages.gpu import session
 
-    built = runtime.Engine(inputs["engine"])
-    specs, sizes = model_inputs.model_specs(inputs["reference"], params["feeds"]), model_inputs.sizes(params["feeds"])
+    built = runtime.Engine(engine)
+    specs, sizes = model_inputs.model_specs(reference, feeds), model_inputs.sizes(feeds)
     shapes = built.input_shapes(specs, sizes)
     lane = stream = None
     try:
         lane = built.context(shapes)
         stream = runtime.new_stream()
-        lane.write(model_inputs.random_inputs(specs, sizes, params["seed"] + model_inputs.SEED_BENCHMARK))
+        lane.write(model_inputs.random_inputs(specs, sizes, seed + model_inputs.SEED_BENCHMARK))
         with session.exclusive():
-            times, note = layer_times(built, lane, stream, params["iterations"], params["cuda_graph"])
+            times, note = layer_times(built, lane, stream, iterations, cuda_graph)
         layer_info = inspector.engine_information(built, lane.ctx)
     finally:
         if lane is not None:
@@ -50,9 +48,8 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     layers = inspector.parse(layer_info)
     rows = inspector.rows(times, layers, SOURCE)
     overlap = built.engine.num_aux_streams > 0 or inspector.uses_aux_streams(layers)
-    return StageResult(info={"iterations": params["iterations"], "layers": len(rows), "graph_note": note,
-                             "layer_info": LAYER_INFO_FILE, "layers_overlap": overlap,
-                             "layers_note": inspector.OVERLAP_NOTE if overlap else None}, tables={"layers": rows})
+    return rows, {"iterations": iterations, "layers": len(rows), "graph_note": note, "layer_info": LAYER_INFO_FILE,
+                  "layers_overlap": overlap, "layers_note": inspector.OVERLAP_NOTE if overlap else None}
 
 
 def recorder(trt):

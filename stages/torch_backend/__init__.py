@@ -25,3 +25,10 @@ REQUIRES = Requires(modules=("torch",))            # it runs on CPU too (host-ti
 AUTO_REQUIRES = Requires(modules=("torch",), torch_cuda=True)  # ...but `auto` takes it only on CUDA
 HOW_TO_GET = ("The torch backend on a GPU needs a CUDA build of torch and an NVIDIA GPU; its int8/fp8 recipes need "
               "torchao (pip install -e '.[gpu]').")
+
+
+def open_runtime(inputs: dict, options: dict, work_dir):
+    """The compiled model (`inputs`: compiled) for the shared benchmark, validate and profile stages."""
+    from stages.torch_backend import opened
+
+    return opened.TorchRuntime(inputs["compiled"])

@@ -1,4 +1,5 @@
-"""profile_torch stage: where the time goes, from torch.profiler, into the `layers` table.
+"""Where the time goes in a torch build, from torch.profiler, into the `layers` table (the shared profile stage asks
+the opened build: stages/torch_backend/opened.py).
 
 It runs after (never inside) the timed benchmark: the profiler's bookkeeping slows every call. Rows:
 - one per operator (layer_type "operator"): the top-level ops of each call, with the device time of the
@@ -18,31 +19,25 @@ from collections import defaultdict
 from pathlib import Path
 
 from stages import inputs as model_inputs
-from stages.api import Param, StageResult
 from stages.torch_backend import compiled, precision, tensors
 
-VERSION = "1"
-OUTPUTS = ()
-CACHED = False
-PARAMS = {"feeds": Param(dict), "seed": Param(int), "iterations": Param(int, min=1)}
 SOURCE = "torch-profiler"
 TRACE_FILE = "torch_trace.json"
 _MODULE_PREFIX = "module::"
 
 
-def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
+def layers(c: compiled.Compiled, sizes: dict, seed: int, iterations: int, out_dir: Path) -> tuple[list[dict], dict]:
+    """`iterations` profiled calls of the compiled model on seeded inputs (after one warm-up): layers rows, info."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    c = compiled.lookup(inputs["compiled"])
     precision.apply_math_mode(c.dtype)
-    x = tensors.seeded(c.specs, model_inputs.sizes(params["feeds"]), params["seed"] + model_inputs.SEED_BENCHMARK,
-                       c.device, precision.torch_dtype(c.dtype), c.channels_last)
+    x = tensors.seeded(c.specs, sizes, seed + model_inputs.SEED_BENCHMARK, c.device, precision.torch_dtype(c.dtype),
+                       c.channels_last)
     gpu = c.device == "cuda"
     compiled_graph = hasattr(c.fn, "_orig_mod")  # torch.compile's OptimizedModule: no submodule hooks run
     hooks = [] if compiled_graph else _module_ranges(c.fn)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
-    iterations = params["iterations"]
     from stages.gpu import session
 
     try:
@@ -59,8 +54,7 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     prof.export_chrome_trace(str(out_dir / TRACE_FILE))
     rows = (kernel_rows(prof.events(), iterations, c.dtype) if gpu and compiled_graph
             else layer_rows(prof.events(), iterations, gpu, c.dtype))
-    return StageResult(info={"iterations": iterations, "layers": len(rows), "trace": TRACE_FILE,
-                             "modules": bool(hooks)}, tables={"layers": rows})
+    return rows, {"iterations": iterations, "layers": len(rows), "trace": TRACE_FILE, "modules": bool(hooks)}
 
 
 def _module_ranges(model) -> list:

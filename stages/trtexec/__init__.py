@@ -17,3 +17,10 @@ OPTIONS = {
 REQUIRES = Requires(gpu=True, executable="path", fallbacks=(NGC_PATH,))
 HOW_TO_GET = ("trtexec ships with TensorRT: NVIDIA's container nvcr.io/nvidia/tensorrt has it at "
               f"{NGC_PATH}; put its directory on PATH or set backend.path.")
+
+
+def open_runtime(inputs: dict, options: dict, work_dir):
+    """The built engine (`inputs`: engine, onnx: the converted graph, reference) for the shared validate stage."""
+    from stages.trtexec import opened
+
+    return opened.TrtexecRuntime(inputs["engine"], inputs["onnx"], inputs["reference"], options, work_dir)

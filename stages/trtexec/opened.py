@@ -1,6 +1,6 @@
-"""Validate stage for the trtexec backend: the engine's outputs against the fp32 export run by ONNX Runtime on the
-CPU, on the same seeded inputs as every other backend's validate stage (stages.inputs, seed + SEED_VALIDATION +
-batch), batch by batch.
+"""The trtexec backend's engine, opened for the shared validate stage (stages/runtime.py): its outputs against the
+fp32 export run by ONNX Runtime on the CPU, on the same batches as every other backend's (trtexec times itself:
+its benchmark is its own stage, stages/trtexec/benchmark.py).
 
 trtexec is given each batch as raw binaries (`--loadInputs='name':file.bin`, the bytes of the engine's input type:
 the converted graph's, so an fp16-input engine gets the reference's values rounded to fp16), runs it once
@@ -14,60 +14,51 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import accuracy, datasets
 from stages import inputs as model_inputs
+from stages import runtime
 from stages import tensorrt as trt_env
-from stages.api import Param, StageInputError, StageResult
+from stages.api import StageInputError
 from stages.onnxruntime import session
-from stages.onnxruntime.validate import REFERENCE  # the same reference as the other backends'
 from stages.trtexec import backend, parse
 
-VERSION = "2"  # 2: one accuracy path (stages/accuracy.py), samples recorded
-OUTPUTS = ()
-CACHED = False
-PARAMS = {"path": Param(str, keyed=False, executable=True, doc="the trtexec to run"),
-          "extra_args": Param(list, doc="extra trtexec flags; each replaces ours of the same name"),
-          "feeds": Param(dict), "seed": Param(int), "validation": Param(dict)}
-# Flags this stage's result depends on: an extra arg replacing one would validate something else.
+# Flags what is validated depends on: an extra arg replacing one would validate something else.
 OWN_FLAGS = ("--loadEngine", "--loadInputs", "--exportOutput")
 
 log = logging.getLogger(__name__)
 
 
-def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
-    exe = backend.locate(params["path"])
-    clash = [a for a in params["extra_args"] if backend.flag_name(a) in OWN_FLAGS]
-    if clash:
-        raise StageInputError(f"backend.extra_args = {clash}: validation sets {', '.join(OWN_FLAGS)} itself")
-    specs = model_inputs.model_specs(inputs["reference"], params["feeds"])
-    candidate = Runner(exe, Path(inputs["engine"]), inputs["onnx"], params, out_dir)
-    log.info("validate: trtexec runs the engine on each validation batch")
-    batches = datasets.validation(specs, params["feeds"], params["validation"], params["seed"])
-    rows, info = accuracy.evaluate(candidate, session.reference_runner(inputs["reference"]), batches, REFERENCE,
-                                   params["validation"].get("metric"))
-    return StageResult(info={**info, "tensorrt": candidate.version}, tables={"accuracy": rows})
-
-
-class Runner:
+class TrtexecRuntime(runtime.Runtime):
     """trtexec as an accuracy runner: one run of the engine per batch, its --exportOutput read back. The GPU
     session is taken around each run by infer() itself, so the runner is not marked on_gpu."""
     on_gpu = False
 
-    def __init__(self, exe: str, engine: Path, onnx: Path, params: dict, out_dir: Path):
-        self.exe, self.engine, self.out_dir, self.extra_args = exe, engine, out_dir, params["extra_args"]
-        self.specs = model_inputs.resolve(model_inputs.specs_from_onnx(onnx), params["feeds"])
-        self.shapes = {s.name: model_inputs.concrete_shape(s, model_inputs.sizes(params["feeds"]))
-                       for s in self.specs if s.axes()}
-        self.batches, self.version = 0, None
+    def __init__(self, engine: Path, onnx: Path, reference: Path, options: dict, work_dir: Path):
+        clash = [a for a in options["extra_args"] if backend.flag_name(a) in OWN_FLAGS]
+        if clash:
+            raise StageInputError(f"backend.extra_args = {clash}: validation sets {', '.join(OWN_FLAGS)} itself")
+        self.exe, self.engine, self.onnx = backend.locate(options["path"]), Path(engine), Path(onnx)
+        self.reference_path, self.work_dir, self.extra_args = Path(reference), Path(work_dir), options["extra_args"]
+        self.engine_specs, self.shapes, self.batches, self.version = [], {}, 0, None
+
+    def specs(self, feeds: dict) -> list:
+        """Also what the engine's inputs are at the run's sizes: its graph's (a converted graph may take fp16)."""
+        self.engine_specs = model_inputs.resolve(model_inputs.specs_from_onnx(self.onnx), feeds)
+        self.shapes = {s.name: model_inputs.concrete_shape(s, model_inputs.sizes(feeds))
+                       for s in self.engine_specs if s.axes()}
+        log.info("validate: trtexec runs the engine on each validation batch")
+        return model_inputs.model_specs(self.reference_path, feeds)
 
     def infer(self, feeds: dict) -> dict:
-        outputs, self.version = infer(self.exe, self.engine, feeds, self.specs, self.shapes,
-                                      self.out_dir / f"batch{self.batches}", self.extra_args)
+        outputs, self.version = infer(self.exe, self.engine, feeds, self.engine_specs, self.shapes,
+                                      self.work_dir / f"batch{self.batches}", self.extra_args)
         self.batches += 1
         return outputs
 
-    def close(self) -> None:
-        pass
+    def reference(self) -> session.Runner:
+        return session.reference_runner(self.reference_path)
+
+    def info(self) -> dict:
+        return {"tensorrt": self.version}
 
 
 def infer(exe: str, engine: Path, feeds: dict[str, np.ndarray], engine_specs: list[model_inputs.InputSpec],

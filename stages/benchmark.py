@@ -1,0 +1,49 @@
+"""The benchmark stage of every backend but trtexec (which times itself): the build, opened by its backend
+(stages/runtime.py), timed on seeded inputs by the host loop (stages/cpu_timing.py) or, on a GPU, by the harness
+(stages/gpu/harness.py) inside the GPU session, with NVML watching (clocks, power, energy of the timed span)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages import cpu_timing, runtime
+from stages import inputs as model_inputs
+from stages.api import Param, StageResult
+from stages.gpu import harness
+
+VERSION = "1"
+OUTPUTS = ()
+CACHED = False  # a measurement is an observation: it runs every time
+RUNTIME = True  # the runner hands it the backend's plugin and options (pipeline/run/runner.py)
+PARAMS = {"plugin": Param(str, keyed=False), "options": Param(dict, keyed=False), "feeds": Param(dict),
+          "seed": Param(int), **harness.PARAMS}
+
+
+def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
+    rt = runtime.open_build(params["plugin"], inputs, params["options"], out_dir)
+    try:
+        specs, sizes = rt.specs(params["feeds"]), model_inputs.sizes(params["feeds"])
+        seed = params["seed"] + model_inputs.SEED_BENCHMARK
+        if rt.device == "cpu":
+            return _on_host(rt, model_inputs.random_inputs(specs, sizes, seed), params)
+        return _on_gpu(rt, specs, sizes, seed, params)
+    finally:
+        rt.close()
+
+
+def _on_host(rt: runtime.Runtime, feeds: dict, params: dict) -> StageResult:
+    m = cpu_timing.measure(rt.call(feeds), warmup_ms=params["warmup_ms"], duration_s=params["duration_s"],
+                           min_iterations=params["min_iterations"], trials=params.get("trials"))
+    tables, info = cpu_timing.tables(m, params["feeds"]["batch_size"])
+    median = next(r["value"] for r in tables["summary"] if (r["metric"], r["stat"]) == ("latency", "median"))
+    tables["summary"] += rt.cpu_rows(median)
+    return StageResult(info=info, tables=tables)
+
+
+def _on_gpu(rt: runtime.Runtime, specs: list, sizes: dict, seed: int, params: dict) -> StageResult:
+    from stages.gpu import measured, session
+
+    lanes = rt.lanes(specs, sizes, seed, params["streams"])
+    settings = harness.Settings.from_params(params)
+    with session.exclusive(watch=True) as mon, rt.timing():
+        m = harness.run(lanes, settings, hooks=(mon, *rt.hooks()))
+    return measured.stage_result(m, mon, params["feeds"]["batch_size"], **rt.measured(lanes))

@@ -1,0 +1,119 @@
+"""The compiled torch model, opened for the shared stages (stages/runtime.py): host-timed on the CPU, timed by the
+GPU harness on CUDA (each inference stream with its own seeded inputs), compared with the fp32 eager model (TF32
+off), profiled by torch.profiler.
+
+On a GPU it also reports what the timed loop cost: the peak memory torch's allocator held while timing
+(`gpu_memory/peak_timed`, reset when the timed span starts: the model, its CUDA graph's pool and the loop's
+activations; the fp32 reference stays on the CPU until validation), and the energy NVML counted (stages/gpu/costs.py).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages import flops, runtime, sources
+from stages import inputs as model_inputs
+from stages.gpu import costs, peaks
+from stages.torch_backend import compiled, precision, profile, tensors
+from stages.torch_backend.workload import TorchWorkload
+
+
+class Runner:
+    """A torch callable as an accuracy runner (stages/accuracy.py): the feeds moved to its device, dtype and memory
+    format, its math mode set, its output(s) back as numpy arrays by name."""
+
+    def __init__(self, fn, device: str, precision_name: str, output_names: list[str], channels_last: bool = False):
+        self.fn, self.device, self.precision, self.channels_last = fn, device, precision_name, channels_last
+        self.output_names = output_names
+        self.on_gpu = device == "cuda"
+
+    def infer(self, feeds: dict) -> dict:
+        import torch
+
+        precision.apply_math_mode(self.precision)
+        args = tensors.place(feeds, self.device, precision.torch_dtype(self.precision), self.channels_last)
+        with torch.inference_mode():
+            outputs = sources.named(self.fn(*args), self.output_names)
+        return {name: out.float().cpu().numpy() for name, out in outputs.items()}
+
+    def close(self) -> None:
+        self.fn = None
+
+
+class TorchRuntime(runtime.Runtime):
+    def __init__(self, handle: Path):
+        self.c = compiled.lookup(handle)
+        self.device = self.c.device
+        self.runner = Runner(self.c.fn, self.c.device, self.c.dtype, self.c.output_names, self.c.channels_last)
+        self.on_gpu = self.runner.on_gpu
+        self.reference_label = f"fp32 eager torch on {self.c.device}"
+        self.memory = PeakMemory()
+
+    def specs(self, feeds: dict) -> list:
+        return self.c.specs
+
+    def infer(self, feeds: dict) -> dict:
+        return self.runner.infer(feeds)
+
+    def reference(self) -> Runner:
+        return Runner(self.c.reference, self.c.device, "fp32", self.c.output_names)  # TF32 off: true fp32
+
+    def call(self, feeds: dict):
+        precision.apply_math_mode(self.c.dtype)
+        x = tensors.place(feeds, "cpu", precision.torch_dtype(self.c.dtype), self.c.channels_last)
+        return lambda: self.c.fn(*x)
+
+    def timing(self):
+        import torch
+
+        precision.apply_math_mode(self.c.dtype)
+        return torch.inference_mode()
+
+    def cpu_rows(self, median_ms: float) -> list[dict]:
+        return flops.efficiency_rows(self.c.flops, median_ms, None, peaks.SOURCE) if self.c.flops else []
+
+    def lanes(self, specs: list, sizes: dict, seed: int, streams: int) -> list:
+        dtype = precision.torch_dtype(self.c.dtype)
+        return [TorchWorkload(self.c.fn, tensors.seeded(self.c.specs, sizes, seed + lane, "cuda", dtype,
+                                                        self.c.channels_last)) for lane in range(streams)]
+
+    def hooks(self) -> tuple:
+        return (self.memory,)
+
+    def measured(self, lanes: list) -> dict:
+        import torch
+
+        return {"flops": self.c.flops, "gpu": torch.cuda.get_device_name(), "dtype": self.c.dtype,
+                "info": self.memory.info(), "rows": self.memory.rows()}
+
+    def profile(self, feeds: dict, iterations: int, settings: dict, out_dir: Path):
+        return profile.layers(self.c, model_inputs.sizes(feeds), settings["seed"], iterations, out_dir)
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+class PeakMemory:
+    """A harness hook: torch's peak allocated (and reserved) GPU memory over the timed span."""
+
+    def __init__(self):
+        self.peak = self.reserved = None
+
+    def timed_start(self) -> None:
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+    def timed_end(self) -> None:
+        import torch
+
+        torch.cuda.synchronize()
+        self.peak, self.reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+
+    def rows(self) -> list[dict]:
+        if self.peak is None:
+            return []
+        return [costs.memory_row("peak_timed", self.peak), costs.memory_row("peak_reserved_timed", self.reserved)]
+
+    def info(self) -> dict:
+        return {} if self.peak is None else {"peak_memory_mib": self.peak / costs.MIB}

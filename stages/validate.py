@@ -1,0 +1,29 @@
+"""The validate stage of every backend: the build, opened by its backend (stages/runtime.py), against its fp32
+reference on the same batches (validate.data, else seeded ones), through the one accuracy path
+(stages/accuracy.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages import accuracy, datasets, runtime
+from stages.api import Param, StageResult
+
+VERSION = "1"
+OUTPUTS = ()
+CACHED = False
+RUNTIME = True  # the runner hands it the backend's plugin and options (pipeline/run/runner.py)
+PARAMS = {"plugin": Param(str, keyed=False), "options": Param(dict, keyed=False), "feeds": Param(dict),
+          "seed": Param(int), "validation": Param(dict)}
+
+
+def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
+    rt = runtime.open_build(params["plugin"], inputs, params["options"], out_dir)
+    try:
+        batches = datasets.validation(rt.specs(params["feeds"]), params["feeds"], params["validation"],
+                                      params["seed"])
+        rows, info = accuracy.evaluate(rt, rt.reference(), batches, rt.reference_label,
+                                       params["validation"].get("metric"))
+        info.update(rt.info())
+    finally:
+        rt.close()
+    return StageResult(info=info, tables={"accuracy": rows})
