@@ -152,7 +152,7 @@ def test_one_display_per_process():
 def test_a_measurement_past_its_duration_says_it_waits_for_its_iterations():
     out = io.StringIO()
     display = progress.create(out)
-    display.stage_started("benchmark", "stages.onnxruntime.benchmark")
+    display.stage_started("benchmark", "stages.benchmark")
     display.measuring(0.33, 1.7, 0.5)  # a slow model: a third of its minimum iterations after 1.7 s of 0.5
     line = out.getvalue().splitlines()[-1]
     assert "1.7/0.5" not in line
