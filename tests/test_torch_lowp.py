@@ -58,7 +58,9 @@ def test_every_recipe_has_a_precision_and_the_options_agree_with_the_yaml():
     assert options["quantization"].choices == quantize.CHOICES
     conf = yaml.safe_load(open(api.__file__.replace("stages/api.py", "conf/backend/torch.yaml")))
     declared = {k for k, p in options.items() if not p.optional}
-    assert declared == set(conf) - {"name", "plugin", "dag"}, "OPTIONS and conf/backend/torch.yaml out of step"
+    from pipeline.run import plugins
+
+    assert declared == set(conf) - {"defaults", *plugins.RESERVED}, "OPTIONS and conf/backend/torch.yaml out of step"
     api.check_params(options, {k: conf[k] for k in declared}, "backend")  # the YAML's values are valid
     assert conf["keep_high_precision"] == list(quantize.DEFAULT_KEEP) and conf["quantization"] == "auto"
     compile_params = conf["dag"]["compile"]["params"]
