@@ -23,6 +23,11 @@ The rules, all checked before anything runs:
 - Executables: every param that the (trusted) stage of a DAG node declares `executable`, and every such option of
   the (trusted) backend plugin. A bare name is looked up on the user's own PATH (their tools); a path needs trust.
 What the user allows (`allowed`: modules, callables, executable paths) is trusted as a whole.
+
+A backend another installed package declares (an entry point of `trt_pipeline.backends`, pipeline/config/paths.py)
+is not trusted for being installed: its plugin and stages lie outside TRUSTED_PACKAGES, so reproducing a config
+that names them needs `--allow <its package>` (or --trust), as any other code from outside the project. Being
+installed says the user chose to run it here, not that a config someone sent may.
 """
 from __future__ import annotations
 

@@ -2,12 +2,15 @@
 
 A backend is `conf/backend/<name>.yaml` (its DAG, its option values, and `plugin:`, the Python package that holds
 its stages) plus that package, which declares `OPTIONS` (typed, stages.api.Param), `REQUIRES`
-(stages.availability.Requires) and `HOW_TO_GET`. Nothing here names a backend: `backend=auto` takes the first of
-the candidates that `conf/backend/auto.yaml` lists that can run on this machine.
+(stages.availability.Requires) and `HOW_TO_GET`. Nothing here names a backend: `backend=auto` takes, of its
+candidates, the one of highest priority that can run on this machine. The candidates are those
+`conf/backend/auto.yaml` lists, each with its priority, and the backends other installed packages declare (entry
+points, pipeline/config/paths.py) whose plugin sets `AUTO_PRIORITY` (an int); on a tie the listed one comes first.
 """
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -63,10 +66,46 @@ def keyed_options(backend: dict) -> dict:
         return options(backend)
 
 
-def candidates(conf_dir: str | Path) -> dict[str, str]:
-    """`backend=auto`'s candidates in order of preference: name -> plugin package (conf/backend/auto.yaml)."""
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    plugin: str             # its plugin package
+    priority: int | None    # None: an installed backend whose plugin does not import (it cannot say)
+    where: str              # where it comes from: conf/backend/auto.yaml, or the distribution that installs it
+
+
+def ranked(conf_dir: str | Path) -> list[Candidate]:
+    """`backend=auto`'s candidates in order of preference: highest priority first; on a tie auto.yaml's before
+    installed ones (by name). An installed backend whose plugin does not import comes first, to be passed over
+    with the reason. One that takes a listed name is not a candidate (the pipeline's config of that name wins)."""
+    from pipeline.config import paths
+
     spec = yaml.safe_load((Path(conf_dir) / "backend" / "auto.yaml").read_text())
-    return dict(spec.get("candidates") or {})
+    listed = []
+    for name, entry in (spec.get("candidates") or {}).items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("plugin"), str)
+                and isinstance(entry.get("priority"), int)):
+            raise ConfigError(f"conf/backend/auto.yaml: candidate {name} must be {{plugin: <package>, priority: "
+                              f"<int>}}, not {entry!r}")
+        listed.append(Candidate(name, entry["plugin"], entry["priority"], "conf/backend/auto.yaml"))
+    installed = []
+    for backend in sorted(paths.installed_backends(), key=lambda b: b.name):
+        if backend.name in {c.name for c in listed}:
+            continue
+        try:
+            priority = getattr(importlib.import_module(backend.plugin), "AUTO_PRIORITY", None)
+        except Exception:  # noqa: BLE001 - reported when auto passes it over
+            installed.append(Candidate(backend.name, backend.plugin, None, backend.distribution))
+            continue
+        if isinstance(priority, int) and not isinstance(priority, bool):
+            installed.append(Candidate(backend.name, backend.plugin, priority, backend.distribution))
+    everyone = listed + installed  # the sort is stable: a tie keeps this order
+    return sorted(everyone, key=lambda c: (0, 0) if c.priority is None else (1, -c.priority))
+
+
+def candidates(conf_dir: str | Path) -> dict[str, str]:
+    """`backend=auto`'s candidates in order of preference: name -> plugin package."""
+    return {c.name: c.plugin for c in ranked(conf_dir)}
 
 
 def best(conf_dir: str | Path) -> tuple[str, list[str]]:
