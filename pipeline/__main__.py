@@ -107,6 +107,8 @@ def main() -> None:
     # raises instead, and the user gets one line here. A user who set HYDRA_FULL_ERROR=1 still gets the traceback.
     wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    if any(a in ("--help", "-h", "--hydra-help") for a in sys.argv[1:]):
+        app.share_listing_repository()
     app.install_sigterm()  # from the start: a SIGTERM while Hydra composes the sweep stops it cleanly too
     try:
         app.hydra_main()

@@ -15,6 +15,7 @@ handwritten digits (they ship inside scikit-learn), split once by a fixed permut
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -112,14 +113,21 @@ def digits(split: str = "test", seed: int = 0) -> list[dict[str, np.ndarray]]:
     """scikit-learn's 8x8 digits as one batch: `input` (N, 1, 8, 8) float32 in [0, 1], `labels` (N,) int64."""
     if split not in ("train", "test"):
         raise StageInputError(f"digits: split = '{split}': valid: train, test")
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
+    data = _load_digits()
     order = np.random.default_rng(seed).permutation(len(data.target))
     cut = int(round(len(order) * (1 - DIGITS_TEST_SHARE)))
     rows = order[:cut] if split == "train" else order[cut:]
     images = (data.images[rows] / 16.0).astype(np.float32)[:, None]
     return [{"input": images, LABELS: data.target[rows].astype(np.int64)}]
+
+
+@functools.lru_cache(maxsize=1)
+def _load_digits():
+    """scikit-learn's digits, read once a process: each job of a sweep checks its data (export) and reads it again
+    (calibration, validation); the arrays are only read (digits() makes new ones from them)."""
+    from sklearn.datasets import load_digits
+
+    return load_digits()
 
 
 # --------------------------------------------------------------------------- reading

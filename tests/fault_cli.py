@@ -8,9 +8,9 @@ directory refuse new files, as a read-only filesystem does. `enospc:hydra` makes
 writes fail with ENOSPC for every job after job 0 (a disk that filled during job 0).
 `sigterm:<moment>` sends the process SIGTERM (the handler runs, unlike kill -9): `sigterm:table:<name>` once the
 job has written <name>.parquet into its temporary tables directory, `sigterm:between` while Hydra composes the
-point after the first job that finished, `sigterm:compose` while the sweeper composes the points (before any job),
-`sigterm:summary` as the end-of-sweep summary starts. A fault fires in the job whose precision is
-$FAULT_PRECISION (all jobs if unset).
+point after the first job that finished (or starts it, composed by the sweeper), `sigterm:compose` while
+the sweeper composes the points (before any job), `sigterm:summary` as the end-of-sweep summary starts. A fault
+fires in the job whose precision is $FAULT_PRECISION (all jobs if unset).
 `raise:runner` makes the DAG runner itself raise (a bug outside any stage, which run_job's stage handling never
 sees); `raise:resume` makes resume's check of an earlier result raise (outside run_job altogether).
 """
@@ -131,6 +131,18 @@ def _sigterm_at(moment: str, target: str | None) -> None:
                 term()
             return real_load(self, *args, **kw)
         ConfigLoaderImpl.load_sweep_config, job.run_job = load_and_term, run_and_note
+        if moment == "between":  # the in-process launcher is handed the sweeper's composition of the point: the
+            # moment is then Hydra starting its job (patched before Hydra's plugin scan imports its launcher)
+            from hydra.core import utils
+
+            real_hydra_run_job = utils.run_job
+
+            def hydra_run_job_and_term(*args, **kw):
+                if state["finished"] and not state["fired"]:
+                    state["fired"] = True
+                    term()
+                return real_hydra_run_job(*args, **kw)
+            utils.run_job = hydra_run_job_and_term
     else:
         raise SystemExit(f"unknown moment {moment!r}")
 

@@ -5,7 +5,9 @@ becomes a `failed` row of its own instead of stopping the whole sweep before it 
 
 Written on Hydra's public plugin API (`Sweeper`, the overrides parser, the launcher), not on the basic sweeper's
 internals. Every point is composed once before launching: that is where a bad one is caught, recorded under
-`<sweep dir>/invalid-<k>/`, and left out. The others run as usual, through whichever launcher is configured.
+`<sweep dir>/invalid-<k>/`, and left out. The others run as usual, through whichever launcher is configured. Hydra's
+in-process launcher (the default) is handed the configs composed here instead of composing each point again (a
+composition is most of what a cached job costs); a launcher whose jobs run in other processes composes them there.
 
 A point whose process died without a result (`kill -9`, out of memory: submitit's launchers then raise for the whole
 batch) becomes a `failed` row saying `lost: ...`, and the other points' results are kept; so does a batch the
@@ -25,7 +27,7 @@ import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -52,6 +54,7 @@ class ResilientSweeper(Sweeper):
         self.max_batch_size = max_batch_size
         self.params = dict(params or {})
         self.invalid = 0  # points recorded as invalid so far in this sweep
+        self.composed: Optional[_Composed] = None  # the checked points' configs, for an in-process launcher
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -59,6 +62,10 @@ class ResilientSweeper(Sweeper):
         self.hydra_context, self.config = hydra_context, config
         self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
                                                                 task_function=task_function, config=config)
+        from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+        if type(self.launcher) is BasicLauncher:  # composes each point in this process, as it launches it
+            self.composed = _Composed(hydra_context.config_loader)
 
     def sweep(self, arguments: List[str]) -> Any:
         if self.max_batch_size is not None and self.max_batch_size < 0:
@@ -85,6 +92,8 @@ class ResilientSweeper(Sweeper):
                 returns.append(returned)
                 raised.extend(failed)
             job_idx += len(batch)
+            if self.composed is not None:  # a batch recorded as not run leaves its configs unused
+                self.composed.clear()
         if raised:  # as Hydra's basic sweeper, but after every batch: the first job's exception ends the multirun
             _ = raised[0].return_value  # raises it (Hydra prints which overrides it came from)
         return returns
@@ -94,7 +103,7 @@ class ResilientSweeper(Sweeper):
         never does: it records every error in its row). A point that died without a result, or a batch the
         launcher could not run, does not end the sweep: each such point without a row gets a `failed` row saying
         why, and is no job that raised."""
-        with _failed_submitit_jobs() as died:
+        with _failed_submitit_jobs() as died, _handed_over(self.composed):
             try:
                 returned = self.launcher.launch(batch, initial_job_idx=job_idx)
             except Exception as err:  # noqa: BLE001 - the launcher's failure belongs to this batch only
@@ -170,8 +179,10 @@ class ResilientSweeper(Sweeper):
 
     def _composes(self, overrides: List[str]) -> bool:
         try:
-            self.hydra_context.config_loader.load_sweep_config(master_config=self.config,
-                                                               sweep_overrides=list(overrides))
+            cfg = self.hydra_context.config_loader.load_sweep_config(master_config=self.config,
+                                                                     sweep_overrides=list(overrides))
+            if self.composed is not None:
+                self.composed.keep(self.config, overrides, cfg)
             return True
         except Exception as err:  # noqa: BLE001 - any composition error belongs to this point only
             self._record(list(overrides), err)
@@ -187,6 +198,52 @@ class ResilientSweeper(Sweeper):
         sweep = self.config.hydra.runtime.choices.get("sweep") or "multirun"
         job.record_invalid_point(out, job.JobMeta(sweep=sweep, overrides=overrides), message)
         log.error("point [%s] cannot be composed; recorded as failed in %s: %s", " ".join(overrides), out, message)
+
+
+class _Composed:
+    """The configs the sweeper composed to check a batch's points, each handed once to the in-process launcher in
+    place of composing that point again: the same call (load_sweep_config) with the same master config and
+    overrides, so the same config, and the master's resolver cache copied into it when it is handed over, as a
+    composition then would. At most KEEP are kept (about 0.6 MB each): a point beyond them is composed again."""
+
+    KEEP = 256
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.kept: Dict[Tuple[int, Tuple[str, ...]], List[DictConfig]] = {}
+        self.count = 0
+
+    def keep(self, master: DictConfig, overrides: List[str], cfg: DictConfig) -> None:
+        if self.count < self.KEEP:
+            self.kept.setdefault((id(master), tuple(overrides)), []).append(cfg)
+            self.count += 1
+
+    def load_sweep_config(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
+        """What the launcher calls in place of the loader's own load_sweep_config while a batch is launched."""
+        kept = self.kept.get((id(master_config), tuple(sweep_overrides)))
+        if not kept:
+            return type(self.loader).load_sweep_config(self.loader, master_config, sweep_overrides)
+        cfg = kept.pop(0)
+        OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
+        return cfg
+
+    def clear(self) -> None:
+        self.kept.clear()
+        self.count = 0
+
+
+@contextlib.contextmanager
+def _handed_over(composed: Optional[_Composed]):
+    """While a batch is launched, its launcher's compositions come from `composed` (None: nothing changes)."""
+    if composed is None:
+        yield
+        return
+    composed.loader.load_sweep_config = composed.load_sweep_config
+    try:
+        yield
+    finally:
+        del composed.loader.load_sweep_config
+        composed.clear()
 
 
 def _job():

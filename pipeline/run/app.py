@@ -186,6 +186,29 @@ def _guard_hydra_writes() -> None:
 
 
 _guard_hydra_writes()
+
+
+def share_listing_repository() -> None:
+    """For --help and --hydra-help: Hydra lists every config group's options (twice: its own groups, then the app's),
+    and each listing call deep-copies its whole config repository (every plugin's configs in the ConfigStore) only to
+    set the same search path on it again: 87 copies, most of what --help cost. Here calls with the same config name
+    and overrides share one copy. The copy exists so that the loader's own repository is never changed, and a shared
+    one is only read (listed, or loaded through its cache), so the help printed is the same."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    real = ConfigLoaderImpl._parse_overrides_and_create_caching_repo
+    if getattr(real, "pipeline_shared", False):
+        return
+    made: dict = {}
+
+    def parse_and_share(self, config_name, overrides):
+        key = (id(self), config_name, tuple(overrides))
+        if key not in made:
+            made[key] = real(self, config_name, overrides)
+        return made[key]
+
+    parse_and_share.pipeline_shared = True
+    ConfigLoaderImpl._parse_overrides_and_create_caching_repo = parse_and_share
 # Hydra logs each job to <job>/<name>.log as well; on a full disk every line it cannot write there would print a
 # "--- Logging error ---" traceback. The console still shows the lines; the row says what failed.
 logging.raiseExceptions = False
