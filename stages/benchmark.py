@@ -36,14 +36,22 @@ def _on_host(rt: runtime.Runtime, feeds: dict, params: dict) -> StageResult:
     tables, info = cpu_timing.tables(m, params["feeds"]["batch_size"])
     median = next(r["value"] for r in tables["summary"] if (r["metric"], r["stat"]) == ("latency", "median"))
     tables["summary"] += rt.cpu_rows(median)
+    info.update(cuda_graph=False, cuda_graph_reason="host-timed on the CPU: no CUDA graph")
     return StageResult(info=info, tables=tables)
 
 
 def _on_gpu(rt: runtime.Runtime, specs: list, sizes: dict, seed: int, params: dict) -> StageResult:
+    import dataclasses
+
     from stages.gpu import measured, session
 
     lanes = rt.lanes(specs, sizes, seed, params["streams"])
     settings = harness.Settings.from_params(params)
     with session.exclusive(watch=True) as mon, rt.timing():
-        m = harness.run(lanes, settings, hooks=(mon, *rt.hooks()))
-    return measured.stage_result(m, mon, params["feeds"]["batch_size"], **rt.measured(lanes))
+        graph, why_not = rt.cuda_graph(settings.cuda_graph, lanes)  # before any capture: a bad one can poison
+        m = harness.run(lanes, dataclasses.replace(settings, cuda_graph=graph), hooks=(mon, *rt.hooks()))
+    result = measured.stage_result(m, mon, params["feeds"]["batch_size"], **rt.measured(lanes))
+    why_not = why_not or (None if m.cuda_graph else m.graph_note)
+    if why_not:
+        result.info["cuda_graph_reason"] = why_not
+    return result

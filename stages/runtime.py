@@ -15,6 +15,7 @@ A Runtime is the build, opened (Polygraphy's runner idea: one object serves timi
 - `device`: "cpu" (timed by the host loop: `call(feeds)` returns the call to time, its feeds already placed) or
   "cuda" (timed by the GPU harness: `lanes(specs, sizes, seed, streams)` returns one harness Workload per
   inference stream, `timing()` the context the timed loop runs in, `hooks()` extra harness hooks, and
+  `cuda_graph(requested, lanes)` whether a CUDA graph may be captured (and why not), decided up front, and
   `measured(lanes)` the keyword arguments of stages.gpu.measured.stage_result: its cost rows and info);
 - `profile(feeds, iterations, settings, out_dir) -> (layers rows, info)`: optional per-layer profiling;
 - `close()`.
@@ -53,6 +54,10 @@ class Runtime:
 
     def timing(self):
         return contextlib.nullcontext()
+
+    def cuda_graph(self, requested: bool, lanes: list) -> tuple[bool, str | None]:
+        """Whether the harness may capture these lanes in a CUDA graph, decided before any capture, and why not."""
+        return requested, None if requested else "benchmark.cuda_graph=false"
 
     def hooks(self) -> tuple:
         return ()

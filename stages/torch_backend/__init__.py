@@ -1,5 +1,5 @@
-"""PyTorch backend: model -> compile -> benchmark, validate, profile. GPU timing through stages/gpu/harness.py,
-CPU timing through stages/cpu_timing.py.
+"""PyTorch backend: model -> build (an AOTInductor package) -> compile (the in-process fallback) -> benchmark,
+validate, profile. GPU timing through stages/gpu/harness.py, CPU timing through stages/cpu_timing.py.
 
 The plugin: its options (`backend.<key>`, values in conf/backend/torch.yaml), what it needs, how to get it.
 """
@@ -10,6 +10,8 @@ from stages.torch_backend import quantize
 OPTIONS = {
     "compile": Param(str, choices=("eager", "default", "max-autotune"),
                      doc="eager, or torch.compile with that mode (max-autotune: without its own CUDA graphs)"),
+    "build": Param(str, choices=("aoti", "compile"),
+                   doc="a compiled mode built as an AOTInductor package (aoti, cached) or by torch.compile in-process"),
     "channels_last": Param(bool, doc="NHWC memory format for 4-d activations"),
     "device": Param(str, choices=("auto", "cuda", "cpu"), doc="auto: cuda when torch sees one"),
     "quantization": Param(str, choices=quantize.CHOICES,

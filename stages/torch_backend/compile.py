@@ -1,6 +1,8 @@
 """torch_compile stage: load the weights, put the model on its device in its precision, quantize it (int8 / fp8:
 a torchao recipe, stages/torch_backend/quantize.py), and make the callable that is timed (eager, or torch.compile).
-It runs in-process: see compiled.py.
+It runs in-process: see compiled.py. Where the build stage (build.py) made an AOTInductor package, this stage
+builds nothing: its output points at the package, which the measuring stages open; it is the fallback where
+torch.export or AOTInductor cannot handle the model or recipe (the build's `reason`), and the eager path.
 
 torch.compile's caches (FX graph, AOT autograd, autotuning, Triton kernels) live under cache.dir/shared/torchinductor
 (inductor.py), so a warm re-run compiles from them; the row says whether it did (`compile_inductor_cache`: hit,
@@ -21,7 +23,7 @@ from stages import flops as flop_counter
 from stages import inputs as model_inputs
 from stages.api import Param, StageResult, Unsupported
 from stages.gpu import costs
-from stages.torch_backend import compiled, inductor, model, precision, quantize, tensors
+from stages.torch_backend import compiled, inductor, model, package, precision, quantize, tensors
 
 VERSION = "2"  # 2: int8/fp8 recipes, compile caches, cost rows
 OUTPUTS = ("compiled",)
@@ -81,6 +83,12 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     name = params["precision"]
     device, recipe = plan(params)
     compiled.release()  # the previous job's model, compiled graphs and cached GPU blocks
+    built_as = package.read(inputs["build"]) if "build" in inputs else {"path": "eager" if params["mode"] == "eager"
+                                                                      else "compile"}
+    if built_as["path"] == "aoti":  # the package is the build: the measuring stages open it, no model here
+        (out_dir / FILE).write_text(json.dumps({"path": "aoti", "build": str(Path(inputs["build"]).resolve()),
+                                                "weights": str(Path(inputs["weights"]).resolve())}))
+        return StageResult(outputs={"compiled": FILE}, info={"path": "aoti", "device": device, "mode": params["mode"]})
     dtype = precision.torch_dtype(name)
     spec = json.loads((Path(inputs["weights"]).parent / model.SPEC).read_text())
     built = model.instantiate(spec)
@@ -133,9 +141,11 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
         rows.append(costs.memory_row("peak_build", torch.cuda.max_memory_allocated()))
         info["peak_build_mib"] = torch.cuda.max_memory_allocated() / costs.MIB
     compiled.register(compiled.Compiled(fn, reference, device, name, built.specs, spec["outputs"],
-                                        params["channels_last"], flops, batch, quantize.label(recipe), weights_bytes),
+                                        params["channels_last"], flops, batch, quantize.label(recipe), weights_bytes,
+                                        built_as["path"]),
                       out_dir / FILE)
-    info.update({"device": device, "mode": mode, "torch_mode": (MODES.get(mode) or mode) if mode != "eager" else None,
+    info.update({"path": built_as["path"], "device": device, "mode": mode,
+                 "torch_mode": (MODES.get(mode) or mode) if mode != "eager" else None,
                  "dtype": str(dtype).removeprefix("torch."), "first_call_s": compile_s, "flops": flops,
                  "weights_mib": weights_bytes / costs.MIB})
     if gpu:

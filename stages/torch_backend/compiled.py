@@ -28,6 +28,8 @@ class Compiled:
     batch_size: int
     quantization: str = "none"   # what ran: `torchao:<recipe>`, or none
     weights_bytes: int | None = None  # what the timed model's parameters and buffers take in memory
+    build_path: str = "eager"    # aoti (a loaded AOTInductor package) | compile (torch.compile in-process) | eager
+    reference_device: str | None = None  # where the reference runs (None: `device`); a package's: the CPU
 
 
 def on_device(module, device: str):
@@ -77,9 +79,45 @@ def register(compiled: Compiled, out: Path) -> None:
 
 
 def lookup(handle: Path) -> Compiled:
-    token = json.loads(Path(handle).read_text())["token"]
+    recorded = json.loads(Path(handle).read_text())
+    if recorded.get("path") == "aoti":
+        return open_package(recorded)
+    token = recorded["token"]
     try:
         return _LIVE[token]
     except KeyError:
         raise RuntimeError(f"compiled model {token} is not in this process: torch stages of one job must run "
                            f"in the same process as its compile stage") from None
+
+
+def open_package(recorded: dict) -> Compiled:
+    """An AOTInductor package (stages/torch_backend/build.py), loaded: the timed callable; its fp32 reference is the
+    eager model built from the weights on the CPU when validation first calls it (TF32 off)."""
+    import torch
+
+    from stages import inputs as model_inputs
+    from stages.torch_backend import package
+
+    meta = package.read(Path(recorded["build"]))
+    fn = torch._inductor.aoti_load_package(meta["package"])
+    return Compiled(fn, FromWeights(Path(recorded["weights"])), meta["device"], meta["dtype"],
+                    model_inputs.loads(meta["specs"]), meta["output_names"], meta["channels_last"], meta["flops"],
+                    meta["batch_size"], meta["quantization"], meta.get("weights_bytes"), "aoti", "cpu")
+
+
+class FromWeights:
+    """The fp32 eager model of a weights file (the model stage's output), built on its first call, on the CPU."""
+
+    def __init__(self, weights: Path):
+        self.weights, self.module = weights, None
+
+    def __call__(self, *args):
+        if self.module is None:
+            import torch
+
+            from stages.torch_backend import model
+
+            built = model.instantiate(json.loads((self.weights.parent / model.SPEC).read_text()))
+            built.module.load_state_dict(torch.load(self.weights, map_location="cpu", weights_only=True))
+            self.module = built.module.eval()
+        return self.module(*args)

@@ -45,7 +45,7 @@ class TorchRuntime(runtime.Runtime):
         self.device = self.c.device
         self.runner = Runner(self.c.fn, self.c.device, self.c.dtype, self.c.output_names, self.c.channels_last)
         self.on_gpu = self.runner.on_gpu
-        self.reference_label = f"fp32 eager torch on {self.c.device}"
+        self.reference_label = f"fp32 eager torch on {self.c.reference_device or self.c.device}"
         self.memory = PeakMemory()
 
     def specs(self, feeds: dict) -> list:
@@ -55,7 +55,8 @@ class TorchRuntime(runtime.Runtime):
         return self.runner.infer(feeds)
 
     def reference(self) -> Runner:
-        return Runner(self.c.reference, self.c.device, "fp32", self.c.output_names)  # TF32 off: true fp32
+        return Runner(self.c.reference, self.c.reference_device or self.c.device, "fp32",
+                      self.c.output_names)  # TF32 off: true fp32
 
     def call(self, feeds: dict):
         precision.apply_math_mode(self.c.dtype)
@@ -76,6 +77,10 @@ class TorchRuntime(runtime.Runtime):
         return [TorchWorkload(self.c.fn, tensors.seeded(self.c.specs, sizes, seed + lane, "cuda", dtype,
                                                         self.c.channels_last)) for lane in range(streams)]
 
+    def cuda_graph(self, requested: bool, lanes: list) -> tuple[bool, str | None]:
+        return graph_decision(requested, self.c.build_path, self.c.quantization,
+                              lambda: lanes[0].refuse_host_syncs() if lanes else None)
+
     def hooks(self) -> tuple:
         return (self.memory,)
 
@@ -90,6 +95,21 @@ class TorchRuntime(runtime.Runtime):
 
     def close(self) -> None:
         self.runner.close()
+
+
+def graph_decision(requested: bool, build_path: str, quantization: str, probe) -> tuple[bool, str | None]:
+    """Whether the benchmark captures a CUDA graph, decided before any capture (an invalidated capture can leave the
+    CUDA context unusable for the points after it), and why not: benchmark.cuda_graph=false; an eager torchao recipe
+    (its eager path synchronises with the host); or `probe()` raising (one call under torch's sync debug mode)."""
+    if not requested:
+        return False, "benchmark.cuda_graph=false"
+    if build_path == "eager" and quantization != "none":
+        return False, f"eager {quantization}: torchao's eager path synchronises with the host, which a capture forbids"
+    try:
+        probe()
+    except RuntimeError as err:
+        return False, str(err)
+    return True, None
 
 
 class PeakMemory:

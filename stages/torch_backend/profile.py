@@ -35,7 +35,8 @@ def layers(c: compiled.Compiled, sizes: dict, seed: int, iterations: int, out_di
     x = tensors.seeded(c.specs, sizes, seed + model_inputs.SEED_BENCHMARK, c.device, precision.torch_dtype(c.dtype),
                        c.channels_last)
     gpu = c.device == "cuda"
-    compiled_graph = hasattr(c.fn, "_orig_mod")  # torch.compile's OptimizedModule: no submodule hooks run
+    # torch.compile's OptimizedModule, or an AOTInductor package: no submodule hooks run
+    compiled_graph = hasattr(c.fn, "_orig_mod") or not isinstance(c.fn, torch.nn.Module)
     hooks = [] if compiled_graph else _module_ranges(c.fn)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
     from stages.gpu import session

@@ -43,6 +43,28 @@ class TorchWorkload:
 
         return launch
 
+    def refuse_host_syncs(self) -> None:
+        """One call on the current stream with torch's sync debug mode at `error`: a callable that waits on the host
+        (an `.item()`, a tensor formatted into a string: torchao's eager int8 path does) would invalidate a capture.
+        RuntimeError naming it, before any capture is tried (opened.graph_decision)."""
+        import warnings
+
+        import torch
+
+        previous = torch.cuda.get_sync_debug_mode()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "a prototype feature": it may miss a sync, never invents one
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            self.out = self.fn(*self.x)
+        except RuntimeError as err:
+            if "synchroniz" not in str(err):
+                raise
+            raise RuntimeError(f"not captured: the callable synchronises with the host (torch's sync debug mode: "
+                               f"{str(err).splitlines()[0]}), which a CUDA graph capture forbids") from None
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+
     def buffers(self) -> tuple[list[Buffer], list[Buffer]]:
         outs = self.out if isinstance(self.out, (tuple, list)) else [self.out]
         return ([Buffer(x.data_ptr(), x.nbytes) for x in self.x],
