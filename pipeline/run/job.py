@@ -100,7 +100,7 @@ def config_hash(config: dict) -> str:
     if isinstance(backend, dict) and backend.get("plugin"):
         keyed = plugins.keyed_options(backend)
         kept["backend"] = {k: v for k, v in backend.items() if k in plugins.RESERVED or k in keyed}
-        kept["backend"]["dag"] = runner.keyed_dag(backend.get("dag") or {})
+        kept["backend"]["dag"] = runner.keyed_dag(backend.get("dag") or {}, backend)
     return digest(kept)
 
 
