@@ -8,6 +8,11 @@ A stage is a module, named in a DAG node by its import path (`stage: stages.onnx
                              before anything runs (a misspelled, missing or mistyped one names the node and key)
     run(inputs: dict[str, Path], params: dict, out_dir: Path) -> StageResult
 and optionally:
+    BACKEND_OPTIONS: tuple[str, ...] | "all"
+                                  the backend options it takes (`backend.<key>`: typed once, in its plugin's
+                                  OPTIONS, valued in the backend's YAML): the runner adds them to its params, so
+                                  no YAML wires them and PARAMS does not declare them again (`declared`); they
+                                  are in its cache key as the plugin declares them (keyed=False: not)
     environment(params) -> dict   the part of the environment that changes its output (cache key)
     key_files(params) -> dict     digests of user files it reads (cache key)
     key_extra(params) -> dict     what a param declared keyed=False decides after all in this case (cache key):
@@ -89,6 +94,24 @@ def _problem(param: Param, value: Any) -> str | None:
 def keyed(spec: dict[str, Param], values: dict) -> dict:
     """`values` without those its declaration marks as changing no result."""
     return {k: v for k, v in values.items() if k not in spec or spec[k].keyed}
+
+
+def backend_options(module: Any, offered: dict[str, Param]) -> dict[str, Param]:
+    """The backend options a stage takes (its BACKEND_OPTIONS: names, or "all"), declared as `offered` (the
+    backend plugin's OPTIONS) declares them. ValueError if it names one that `offered` lacks."""
+    names = getattr(module, "BACKEND_OPTIONS", ())
+    if names == "all":
+        return dict(offered)
+    missing = [n for n in names if n not in offered]
+    if missing:
+        raise ValueError(f"it takes the backend option '{missing[0]}', which this backend's plugin does not declare "
+                         f"(its OPTIONS: {', '.join(sorted(offered)) or 'none'})")
+    return {n: offered[n] for n in names}
+
+
+def declared(module: Any, offered: dict[str, Param]) -> dict[str, Param]:
+    """Every param a stage takes: its PARAMS and the backend options it takes (see backend_options)."""
+    return {**module.PARAMS, **backend_options(module, offered)}
 
 
 _shared_root: Path | None = None  # set by the runner: where stages keep state shared across builds

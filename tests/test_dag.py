@@ -56,6 +56,10 @@ def test_cycle_is_reported_with_its_nodes():
     assert "a" in str(err.value) and "b" in str(err.value)
 
 
+ORT = {"name": "onnxruntime", "plugin": "stages.onnxruntime", "optimization_level": 3, "intra_op_threads": 0,
+       "inter_op_threads": 0, "execution_mode": "sequential"}
+
+
 def test_plan_checks_real_stages_and_their_params():
     export = {"stage": "stages.export", "params": {"model": {}, "seed": 0, "opset": 18, "feeds": {}}}
     nodes = runner.plan({"export": export})
@@ -63,9 +67,7 @@ def test_plan_checks_real_stages_and_their_params():
     with pytest.raises(ConfigError, match="has no output 'engine'"):
         runner.plan({"export": export, "build": {"stage": "stages.onnxruntime.build",
                                                  "inputs": {"onnx": "export.engine"},
-                                                 "params": {"precision": "fp32", "tf32": False,
-                                                            "optimization_level": 3, "intra_op_threads": 0,
-                                                            "inter_op_threads": 0, "execution_mode": "sequential"}}})
+                                                 "params": {"precision": "fp32", "tf32": False}}}, ORT)
     with pytest.raises(ConfigError, match=r"backend.dag.export.params.opset = 7: out of range; valid: >= 13"):
         runner.plan({"export": {**export, "params": {**export["params"], "opset": 7}}})
     with pytest.raises(ConfigError, match="is not a stage"):

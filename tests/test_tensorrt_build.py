@@ -33,8 +33,12 @@ def config(*overrides, backend="tensorrt"):
 
 
 def build_params(*overrides, backend="tensorrt"):
-    """The build node's params exactly as the backend's DAG interpolates them."""
-    return config(*overrides, backend=backend)["backend"]["dag"]["build"]["params"]
+    """The build node's params exactly as the stage receives them: the DAG's, and the backend's options the runner
+    hands it (BACKEND_OPTIONS)."""
+    from pipeline.run import runner
+
+    backend_config = config(*overrides, backend=backend)["backend"]
+    return next(n for n in runner.plan(backend_config["dag"], backend_config) if n.name == "build").params
 
 
 SPECS = [model_inputs.InputSpec("input", ("batch", 3, 32, 32), np.dtype("float32"))]

@@ -21,16 +21,30 @@ MOVED_STAGES["stages.trtexec.validate"] = "stages.validate"
 # the shared benchmark's timing settings (stages.gpu.harness.PARAMS), which a recorded config holds under `benchmark`
 TIMING = ("warmup_ms", "duration_s", "min_iterations", "trials", "cuda_graph", "sync", "data_transfers", "streams")
 NOW_OPTIONS = {"stages.trtexec.validate": ("path", "extra_args")}
+# A stage that stays where it was but now takes backend options from the runner (its BACKEND_OPTIONS) instead of
+# params its node's YAML wired to them (`optimization_level: ${backend.optimization_level}`): a recorded value
+# that the backend's node holds too is dropped from the node, and the hash is unchanged (runner.keyed_dag hashes a
+# node with the options its stage takes). One that differs (edited by hand) stays: the runner refuses it by name.
+_ORT_BUILD = ("optimization_level", "intra_op_threads", "inter_op_threads", "execution_mode")
+_TRT_BUILD = ("optimization_level", "max_aux_streams", "workspace_mb", "timing_cache")
+NOW_BACKEND_OPTIONS = {"stages.onnxruntime.build": _ORT_BUILD,
+                       "stages.tensorrt.build": _TRT_BUILD,
+                       "stages.trtexec.build": (*_TRT_BUILD, "path", "extra_args"),
+                       "stages.trtexec.benchmark": ("path", "extra_args")}
 WAS_UNKEYED = {"stages.trtexec.validate": ("path",)}
 
 
 def upgrade(config: dict) -> dict:
-    """`config` with every moved stage under its new name and the params its new stage takes."""
+    """`config` with every moved stage under its new name and the params its new stage takes (not those the
+    runner now hands it as backend options)."""
     out = copy.deepcopy(config)
     backend = out.get("backend") if isinstance(out.get("backend"), dict) else {}
     timing = out.get("benchmark") or {}
     for spec in (backend.get("dag") or {}).values():
         old = spec.get("stage") if isinstance(spec, dict) else None
+        if old in NOW_BACKEND_OPTIONS and isinstance(spec.get("params"), dict):
+            spec["params"] = {k: v for k, v in spec["params"].items()
+                              if not (k in NOW_BACKEND_OPTIONS[old] and k in backend and backend[k] == v)}
         if old not in MOVED_STAGES:
             continue
         spec["stage"] = MOVED_STAGES[old]

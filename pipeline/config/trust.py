@@ -63,7 +63,8 @@ def untrusted(config: Any, allowed: tuple[str, ...] = ()) -> list[str]:
         stage = spec.get("stage") if isinstance(spec, dict) else None
         params = spec.get("params") if isinstance(spec, dict) else None
         if isinstance(stage, str) and isinstance(params, dict) and target_problem(stage, allowed) is None:
-            executables += [(f"backend.dag.{node}.params.{k}", v) for k, v in _executables(stage, "PARAMS", params)]
+            executables += [(f"backend.dag.{node}.params.{k}", v)
+                            for k, v in _stage_executables(stage, params, plugin, allowed)]
     found += [f"{key} = '{value}' (an executable that would be run)" for key, value in executables
               if os.sep in value and value not in allowed]
     return found
@@ -77,6 +78,25 @@ def _executables(module: str, attr: str, values: dict) -> list[tuple[str, str]]:
     except Exception:  # noqa: BLE001 - nothing to ask: nothing declared (the job itself refuses such a module)
         return []
     return [(k, values[k]) for k in names if isinstance(values.get(k), str)]
+
+
+def _stage_executables(stage: str, params: dict, plugin: Any, allowed: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The keys of a node's `params` that its (trusted) stage declares executable, or that it takes as a backend
+    option (BACKEND_OPTIONS) which the (trusted) plugin declares executable or does not declare at all (the runner
+    refuses a node that lists a backend option; a path there is still one that would be run)."""
+    found = _executables(stage, "PARAMS", params)
+    try:
+        module = importlib.import_module(stage)
+        takes = getattr(module, "BACKEND_OPTIONS", ())
+        offered = {}
+        if isinstance(plugin, str) and target_problem(plugin, allowed) is None:
+            offered = dict(getattr(importlib.import_module(plugin), "OPTIONS", {}))
+    except Exception:  # noqa: BLE001 - as _executables
+        return found
+    names = set(params) - set(module.PARAMS) if takes == "all" else set(takes) & set(params)
+    found += [(k, params[k]) for k in sorted(names) if isinstance(params[k], str) and
+              (k not in offered or getattr(offered[k], "executable", False)) and (k, params[k]) not in found]
+    return found
 
 
 def target_problem(target: str, allowed: tuple[str, ...] = ()) -> str | None:

@@ -8,7 +8,7 @@ node or output, a cycle.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from graphlib import CycleError, TopologicalSorter
 from typing import Any, Callable
 
@@ -31,6 +31,9 @@ class Node:
     inputs: dict[str, tuple[str, str]] = field(default_factory=dict)  # input -> (upstream node, output)
     params: dict[str, Any] = field(default_factory=dict)
     enabled: bool = True
+    # every param the stage takes, with its declaration (stages.api.Param): its PARAMS and the backend options it
+    # takes; set by order()
+    declared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def parse(dag: dict[str, dict], *, where: str = "backend.dag") -> dict[str, Node]:
@@ -55,21 +58,26 @@ def parse(dag: dict[str, dict], *, where: str = "backend.dag") -> dict[str, Node
     return nodes
 
 
-def order(nodes: dict[str, Node], load: Callable[[str], Any], *, where: str = "backend.dag") -> list[Node]:
+def order(nodes: dict[str, Node], load: Callable[[str], Any], *, where: str = "backend.dag",
+          declared: Callable[[Any], dict] | None = None) -> list[Node]:
     """Validate the graph and return its nodes in an order where every input is produced before it is read.
 
-    `load(stage)` gives a stage's module (its OUTPUTS, PARAMS), or raises ValueError saying why it cannot.
+    `load(stage)` gives a stage's module (its OUTPUTS, PARAMS), or raises ValueError saying why it cannot;
+    `declared(module)` the params it takes (default: its PARAMS), or raises ValueError.
     """
     modules = {}
-    for node in nodes.values():
+    nodes = dict(nodes)
+    for node in list(nodes.values()):
         try:
             modules[node.name] = load(node.stage)
+            spec = declared(modules[node.name]) if declared else modules[node.name].PARAMS
         except ValueError as err:
             raise DagError(f"{where}.{node.name}.stage = '{node.stage}': {err}") from None
         try:
-            check_params(modules[node.name].PARAMS, node.params, f"{where}.{node.name}.params")
+            check_params(spec, node.params, f"{where}.{node.name}.params")
         except ParamError as err:
             raise DagError(str(err)) from None
+        nodes[node.name] = replace(node, declared=dict(spec))
     for node in nodes.values():
         for inp, (upstream, output) in node.inputs.items():
             ref = f"{where}.{node.name}.inputs.{inp} = '{upstream}.{output}'"

@@ -19,8 +19,9 @@ import yaml
 
 from pipeline import results
 from pipeline.config import environment, schema
-from pipeline.run import plugins, progress, runner
-from pipeline.run.cache import Cache, CacheError, digest
+from pipeline.run import plugins, progress, runner, spec
+from pipeline.run.cache import Cache, CacheError
+from pipeline.run.spec import JobSpec
 from stages import api, sources
 from stages.api import StageInputError, Unsupported
 from stages.gpu import pinning
@@ -29,11 +30,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = results.JOB_CONFIG
 ERROR_FILE = "error.txt"  # beside the tables: the traceback of an unexpected error
-# The one notion of "never changes a result": these top-level keys, the backend options and stage params declared
-# keyed=False (stages.api.Param). All are left out of config_hash, as they are out of every cache key, so a moved
-# cache, other output dirs or isolation settings, or a reproduction hash the same.
-# They are no runs columns and no swept axes either (pipeline/analysis/report.py swept_values; results.point_key).
-NEVER_CHANGES_RESULT = results.NEVER_CHANGES_RESULT
+NEVER_CHANGES_RESULT = spec.NEVER_CHANGES_RESULT  # what config_hash leaves out (pipeline/run/spec.py)
 _GROUPS = ("model", "backend", "precision", "sweep", "hydra", "axes")
 
 
@@ -93,15 +90,7 @@ class JobOutcome:
     tables: dict[str, Any]
 
 
-def config_hash(config: dict) -> str:
-    """What decides a job's results: the config without what never changes one (see NEVER_CHANGES_RESULT)."""
-    kept = {k: v for k, v in config.items() if k not in NEVER_CHANGES_RESULT}
-    backend = kept.get("backend")
-    if isinstance(backend, dict) and backend.get("plugin"):
-        keyed = plugins.keyed_options(backend)
-        kept["backend"] = {k: v for k, v in backend.items() if k in plugins.RESERVED or k in keyed}
-        kept["backend"]["dag"] = runner.keyed_dag(backend.get("dag") or {})
-    return digest(kept)
+config_hash = spec.identity_hash  # what decides a job's results (pipeline/run/spec.py)
 
 
 def previous_ok(job_dir: Path, config: dict) -> JobOutcome | None:
@@ -151,7 +140,8 @@ def _run_job(config: dict, job_dir: Path, meta: JobMeta) -> JobOutcome:
     job_dir = Path(job_dir)
     started, clock = dt.datetime.now(dt.timezone.utc), time.perf_counter()
     pinned = _pin_gpu(config)  # first: the environment captured next already talks to the GPU
-    row = _base_row(config, meta, started)
+    identity = meta.identity or config_hash(config)
+    row = _base_row(config, meta, started, identity)
     if pinned is not None:
         row.update(gpu_device=pinned.device, gpu_shared=pinned.shared)
     tables: dict[str, Any] = {}
@@ -176,10 +166,11 @@ def _run_job(config: dict, job_dir: Path, meta: JobMeta) -> JobOutcome:
     try:
         with _stages_interruptible():
             schema.check(config)
-            plugins.check(config["backend"])
-            nodes = runner.plan(config["backend"]["dag"], config["backend"])
-            cache = _open_cache(config["cache"])
-            isolate = runner.Isolation(config["isolation"]["mode"], config["isolation"]["timeout_s"])
+            jobspec = JobSpec.from_config(config, identity)  # the config read once: each part gets its piece
+            plugins.check(jobspec.backend)
+            nodes = runner.plan(jobspec.dag, jobspec.backend)
+            cache = _open_cache(jobspec.cache)
+            isolate = runner.Isolation(jobspec.isolation.mode, jobspec.isolation.timeout_s)
             api.set_progress(shown.measuring)
             try:
                 runner.run(nodes, cache=cache, work_dir=job_dir, isolate=isolate, on_done=record,
@@ -249,15 +240,15 @@ def record_failed(job_dir: Path, meta: JobMeta, config: dict, error: str) -> Job
 
 def _pin_gpu(config: dict) -> pinning.Pin | None:
     """This process's own GPU where it sees several (stages/gpu/pinning.py); a bad gpu.pin fails in schema.check."""
-    mode = str(schema.lookup(config, "gpu.pin") or "auto")
+    mode = spec.gpu_pin(config)
     return pinning.pin(mode) if mode in pinning.MODES else None
 
 
-def _open_cache(settings: dict) -> Cache:
+def _open_cache(settings: spec.CacheSettings) -> Cache:
     try:
-        return Cache(Path(settings["dir"]), enabled=settings["enabled"], verify=settings["verify"])
+        return Cache(Path(settings.dir), enabled=settings.enabled, verify=settings.verify)
     except OSError as err:
-        raise schema.ConfigError(f"cache.dir = '{settings['dir']}': not writable ({err.strerror or err}); "
+        raise schema.ConfigError(f"cache.dir = '{settings.dir}': not writable ({err.strerror or err}); "
                                  f"choose a writable directory") from err
 
 
@@ -293,12 +284,15 @@ def _write_traceback(job_dir: Path, err: BaseException) -> str:
         return ""
 
 
-def _base_row(config: dict, meta: JobMeta, started: dt.datetime) -> dict[str, Any]:
+def _base_row(config: dict, meta: JobMeta, started: dt.datetime, identity: str | None = None) -> dict[str, Any]:
+    """The row's config part, from any config (one that failed to compose or to pass the checks included)."""
+    names = spec.Identity.of(config)
     row: dict[str, Any] = {
         "run_id": meta.run_id, "sweep": meta.sweep, "job": meta.job, "status": "failed", "error": None,
-        "backend": schema.lookup(config, "backend.name"), "model": schema.lookup(config, "model.name"),
-        "precision": str(schema.lookup(config, "precision.name")), "overrides": " ".join(meta.overrides),
-        "config_hash": meta.identity or config_hash(config), "config": yaml.safe_dump(config, sort_keys=False),
+        "backend": names.backend, "model": names.model,
+        "precision": str(names.precision), "overrides": " ".join(meta.overrides),
+        "config_hash": identity or meta.identity or config_hash(config),
+        "config": yaml.safe_dump(config, sort_keys=False),
         "started": started.isoformat(timespec="seconds"),
     }
     for key, column in results.CONFIG_COLUMNS.items():

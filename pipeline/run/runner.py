@@ -53,44 +53,93 @@ class NodeOutcome:
 def plan(dag: dict[str, dict], backend: dict | None = None) -> list[dagmod.Node]:
     """Parse and validate a DAG mapping (stages, their params, the edges); return its enabled nodes in run order.
     A stage that declares RUNTIME (the shared measuring stages: stages/runtime.py) is handed the backend's plugin
-    and options as `plugin` and `options`, so no backend's YAML wires them."""
+    and options as `plugin` and `options`; one that declares BACKEND_OPTIONS (a build) is handed those options as
+    params of their own names, typed by the plugin's OPTIONS. So no backend's YAML wires them."""
+    offered: dict = {}
     if backend is not None:
         dag = with_runtime(dag, backend)
+        offered = _offered(backend) or {}
     nodes = dagmod.parse(dag)
-    ordered = dagmod.order(nodes, stages.load)
+    ordered = dagmod.order(nodes, stages.load, declared=lambda module: api.declared(module, offered))
     return [node for node in ordered if node.enabled]
 
 
 def with_runtime(dag: dict[str, dict], backend: dict) -> dict[str, dict]:
+    """`dag` with what the runner hands its stages from the backend: the plugin and options (RUNTIME), the
+    options a stage takes (BACKEND_OPTIONS). A node that lists one of those itself is refused, naming the key."""
     from pipeline.run import plugins
 
+    offered = _offered(backend)
+    options = plugins.options(backend)
     out = {}
     for name, spec in dag.items():
-        if isinstance(spec, dict) and _declares_runtime(spec.get("stage")):
+        module = _load(spec.get("stage")) if isinstance(spec, dict) else None
+        if module is not None and getattr(module, "RUNTIME", False):
             params = {**(spec.get("params") or {}), "plugin": backend.get("plugin"),
                       "options": plugins.options(backend)}
             spec = {**spec, "params": params}
+        if module is not None and offered is not None and getattr(module, "BACKEND_OPTIONS", ()):
+            try:
+                takes = api.backend_options(module, offered)
+            except ValueError as err:
+                raise dagmod.DagError(f"backend.dag.{name}.stage = '{spec['stage']}': {err}") from None
+            params = dict(spec.get("params") or {})
+            listed = sorted(set(params) & set(takes))
+            if listed:
+                raise dagmod.DagError(
+                    f"backend.dag.{name}.params.{listed[0]}: a backend option, which the runner hands to "
+                    f"{spec['stage']} from backend.{listed[0]}: set backend.{listed[0]}, and remove it from the node")
+            spec = {**spec, "params": {**params, **{k: options[k] for k in takes if k in options}}}
         out[name] = spec
     return out
 
 
-def _declares_runtime(stage) -> bool:
+def _offered(backend: dict | None) -> dict | None:
+    """The backend plugin's OPTIONS; None where there is no plugin to ask (plugins.check names the problem)."""
+    from pipeline.config.schema import ConfigError
+    from pipeline.run import plugins
+
+    if not isinstance(backend, dict):
+        return None
     try:
-        return bool(getattr(stages.load(str(stage)), "RUNTIME", False))
+        return dict(plugins.plugin(backend).OPTIONS)
+    except ConfigError:
+        return None
+
+
+def _load(stage):
+    try:
+        return stages.load(str(stage))
     except ValueError:  # not a stage: dagmod.order says so, naming the node
-        return False
+        return None
 
 
-def keyed_dag(dag: dict[str, dict]) -> dict[str, dict]:
-    """The DAG without the params its stages declare keyed=False (for config_hash); a stage that does not import
-    keeps all of its params."""
+def keyed_dag(dag: dict[str, dict], backend: dict | None = None) -> dict[str, dict]:
+    """The DAG as its stages receive it, without the params they declare keyed=False (for config_hash): a stage
+    that takes backend options (BACKEND_OPTIONS) has them among its params, as the runner hands them over, so the
+    hash is the one of a config whose YAML wired them (a recorded one); a stage that does not import keeps all of
+    its params, but those renames.py says it had declared keyed=False."""
+    from pipeline.run import plugins
+
+    offered = _offered(backend) or {}
+    options = plugins.options(backend) if isinstance(backend, dict) else {}
     out = {}
     for name, spec in dag.items():
         spec = dict(spec) if isinstance(spec, dict) else spec
-        if isinstance(spec, dict) and isinstance(spec.get("params"), dict):
-            try:
-                spec["params"] = api.keyed(stages.load(str(spec.get("stage"))).PARAMS, spec["params"])
-            except ValueError:  # a stage that has moved (an older record): what it had declared unkeyed
+        if not isinstance(spec, dict):
+            out[name] = spec
+            continue
+        module = _load(spec.get("stage"))
+        try:
+            takes = api.backend_options(module, offered) if module is not None else {}
+        except ValueError:  # the job fails in plan, naming it
+            takes = {}
+        if takes:
+            spec["params"] = {**{k: options[k] for k in takes if k in options}, **(spec.get("params") or {})}
+        if isinstance(spec.get("params"), dict):
+            if module is not None:
+                spec["params"] = api.keyed({**module.PARAMS, **takes}, spec["params"])
+            else:  # a stage that has moved (an older record): what it had declared unkeyed
                 gone = renames.unkeyed(str(spec.get("stage")))
                 spec["params"] = {k: v for k, v in spec["params"].items() if k not in gone}
         out[name] = spec
@@ -133,7 +182,7 @@ def _run_node(node: dagmod.Node, done: dict[str, NodeOutcome], cache: Cache, wor
     key_spec = {
         "stage": node.stage,
         "version": module.VERSION,
-        "params": api.keyed(module.PARAMS, node.params),
+        "params": api.keyed(node.declared or module.PARAMS, node.params),
         "inputs": {inp: done[up].digests[out] for inp, (up, out) in node.inputs.items()},
         "environment": module.environment(node.params) if hasattr(module, "environment") else {},
         "files": module.key_files(node.params) if hasattr(module, "key_files") else {},

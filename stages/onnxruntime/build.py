@@ -11,9 +11,9 @@ from stages.onnxruntime import session
 VERSION = "2"
 OUTPUTS = ("model",)
 CACHED = True
-PARAMS = {"precision": Param(str), "tf32": Param(bool), "optimization_level": Param(int, min=0, max=5),
-          "intra_op_threads": Param(int, min=0), "inter_op_threads": Param(int, min=0),
-          "execution_mode": Param(str, choices=("sequential", "parallel"))}
+PARAMS = {"precision": Param(str), "tf32": Param(bool)}
+# the backend's options it builds with, handed over by the runner (typed in stages/onnxruntime/__init__.py OPTIONS)
+BACKEND_OPTIONS = ("optimization_level", "intra_op_threads", "inter_op_threads", "execution_mode")
 FILE = "model.onnx"
 
 

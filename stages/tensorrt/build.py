@@ -27,9 +27,9 @@ from stages.tensorrt import timing_cache as tc
 VERSION = "2"  # 2: a profile for every named axis of every input (shapes.<axis>)
 OUTPUTS = ("engine",)
 CACHED = True
-PARAMS = {"precision": Param(str), "tf32": Param(bool), "optimization_level": Param(int, min=0, max=5),
-          "max_aux_streams": Param(int, min=-1), "workspace_mb": Param(int, min=0), "timing_cache": Param(bool),
-          "feeds": Param(dict), "shapes": Param(dict)}
+PARAMS = {"precision": Param(str), "tf32": Param(bool), "feeds": Param(dict), "shapes": Param(dict)}
+# the backend's build options, handed over by the runner (typed in stages/tensorrt/__init__.py BUILD_OPTIONS)
+BACKEND_OPTIONS = tuple(trt_env.BUILD_OPTIONS)
 CRASH_PRONE = True  # the builder can segfault or exhaust memory: the runner isolates it
 FILE = "model.engine"
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")

@@ -18,8 +18,8 @@ from stages.trtexec import backend, parse
 VERSION = "1"
 OUTPUTS = ()
 CACHED = False
-PARAMS = {"feeds": Param(dict), "profile": Param(bool),
-          "path": Param(str, keyed=False, executable=True), "extra_args": Param(list), **harness.PARAMS}
+PARAMS = {"feeds": Param(dict), "profile": Param(bool), **harness.PARAMS}
+BACKEND_OPTIONS = ("path", "extra_args")  # handed over by the runner (typed in stages/trtexec/__init__.py OPTIONS)
 LOG_FILE = "trtexec.log"
 
 log = logging.getLogger(__name__)

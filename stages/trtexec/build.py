@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from stages import tensorrt as trt_env
-from stages.api import Param, StageResult, Unsupported
+from stages.api import StageResult, Unsupported
 from stages.tensorrt import build as trt_build
 from stages.tensorrt import timing_cache as tc
 from stages.trtexec import backend
@@ -16,7 +16,10 @@ from stages.trtexec import backend
 VERSION = "1"
 OUTPUTS = ("engine",)
 CACHED = True
-PARAMS = {**trt_build.PARAMS, "path": Param(str, keyed=False, executable=True), "extra_args": Param(list)}
+PARAMS = trt_build.PARAMS
+# the tensorrt backend's build options, where trtexec is and its extra flags, handed over by the runner (typed in
+# stages/trtexec/__init__.py OPTIONS)
+BACKEND_OPTIONS = (*trt_build.BACKEND_OPTIONS, "path", "extra_args")
 CRASH_PRONE = True  # TensorRT's builder, in trtexec's process: isolated like the Polygraphy build
 FILE = "model.engine"
 LOG_FILE = "build.log"
