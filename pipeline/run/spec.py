@@ -16,7 +16,7 @@ from pipeline.run.cache import digest
 # The one notion of "never changes a result": these top-level keys, the backend options and stage params declared
 # keyed=False (stages.api.Param). All are left out of config_hash, as they are out of every cache key, so a moved
 # cache, other output dirs or isolation settings, or a reproduction hash the same.
-# They are no runs columns and no swept axes either (pipeline/analysis/report.py swept_values; results.point_key).
+# They are no runs columns and no swept axes either (pipeline/analysis/sweeps.py swept_values; results.point_key).
 NEVER_CHANGES_RESULT = results.NEVER_CHANGES_RESULT
 
 
