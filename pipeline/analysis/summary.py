@@ -44,7 +44,7 @@ def _first_output(tables: dict) -> str | None:
 
 
 def sweep_summary(loaded, sweep_dir: Path) -> str:
-    """One line per point: every swept key (pipeline/analysis/report.py swept_values: the model too when models differ),
+    """One line per point: every swept key (pipeline/analysis/sweeps.py swept_values: the model too when models differ),
     status, median latency with its CoV and the benchmark's verdict, throughput, accuracy, error."""
     from pipeline.analysis.sweeps import short_keys, swept_values
 
