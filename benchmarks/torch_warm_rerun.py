@@ -6,8 +6,9 @@ One cold run of `python -m pipeline backend=torch backend.device=cpu backend.com
 build stage compiles the package), then --repeat warm runs of the same point into the same cache. Per warm run: the
 process's wall time, the build stage's cache outcome and seconds, the measuring stages' seconds (benchmark,
 validate, profile), and what is left (wall - benchmark - validate - profile: process start, imports, cache
-look-ups, opening the package, the tables). Apart from the runs, the package is loaded --repeat times in fresh
-processes (`torch._inductor.aoti_load_package`), timed around the call alone.
+look-ups, opening the package, the tables). Apart from the runs, the package is loaded in --repeat fresh processes
+(`torch._inductor.aoti_load_package`): the import of torch._inductor, the first load and a second one (what the
+second measuring stage of a job pays), each timed on its own.
 Goals (the torch artifacts issue): package load < 1 s; a cached point within 3 s of its benchmark and validate time.
 Figures are min / median / max.
 """
@@ -30,8 +31,10 @@ sys.path.insert(0, str(ROOT))
 POINT = ["backend=torch", "backend.device=cpu", "backend.compile=default", "model=tiny_cnn", "batch_size=8",
          "benchmark.duration_s=1", "benchmark.warmup_ms=100", "validate.batches=2", "profile.enabled=false"]
 MEASURING = ("benchmark", "validate", "profile")
-LOAD = ("import sys, time, torch; t = time.perf_counter(); torch._inductor.aoti_load_package(sys.argv[1]); "
-        "print(time.perf_counter() - t)")
+# the package's load in a fresh process, apart from importing torch._inductor (which any torch.compile pays too)
+LOAD = ("import sys, time, torch; t = time.perf_counter(); import torch._inductor; u = time.perf_counter(); "
+        "torch._inductor.aoti_load_package(sys.argv[1]); v = time.perf_counter(); "
+        "torch._inductor.aoti_load_package(sys.argv[1]); print(u - t, v - u, time.perf_counter() - v)")
 
 
 def run(args: list[str], cwd: Path) -> float:
@@ -69,8 +72,9 @@ def main() -> None:
                   f"({row.get('build_path')}), measuring {measuring:.1f} s", flush=True)
         package = next((work / "cache").rglob("model.pt2"))
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        loads = [float(subprocess.run([sys.executable, "-c", LOAD, str(package)], env=env, capture_output=True,
-                                      text=True, check=True).stdout.strip().splitlines()[-1])
+        loads = [[float(x) for x in subprocess.run([sys.executable, "-c", LOAD, str(package)], env=env,
+                                                   capture_output=True, text=True, check=True
+                                                   ).stdout.strip().splitlines()[-1].split()]
                  for _ in range(args.repeat)]
     warm = points[1:]
     report = {
@@ -79,16 +83,19 @@ def main() -> None:
         "point": POINT, "cold": points[0], "warm": warm,
         "warm_wall_seconds": stats([p["wall_s"] for p in warm]),
         "warm_overhead_seconds": stats([p["overhead_s"] for p in warm]),
-        "package_load_seconds": stats(loads),
+        "inductor_import_seconds": stats([x[0] for x in loads]),
+        "package_load_seconds": stats([x[1] for x in loads]),
+        "package_second_load_seconds": stats([x[2] for x in loads]),
         "package_bytes": package.stat().st_size if package.exists() else None,
-        "goals": {"package load < 1 s": statistics.median(loads) < 1.0,
+        "goals": {"package load < 1 s": statistics.median([x[1] for x in loads]) < 1.0,
                   "cached point within 3 s of its measuring stages": statistics.median(
                       [p["overhead_s"] for p in warm]) < 3.0},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str))
-    print(json.dumps({k: report[k] for k in ("warm_wall_seconds", "warm_overhead_seconds", "package_load_seconds",
-                                             "goals")}, indent=2))
+    print(json.dumps({k: report[k] for k in ("warm_wall_seconds", "warm_overhead_seconds", "inductor_import_seconds",
+                                             "package_load_seconds", "package_second_load_seconds", "goals")},
+                     indent=2))
 
 
 if __name__ == "__main__":
