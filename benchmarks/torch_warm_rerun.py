@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,16 +36,6 @@ LOAD = ("import sys, time, torch; t = time.perf_counter(); import torch._inducto
         "torch._inductor.aoti_load_package(sys.argv[1]); print(u - t, v - u, time.perf_counter() - v)")
 
 
-def run(args: list[str], cwd: Path) -> float:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"pipeline {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return wall
-
-
 def stats(values: list[float]) -> dict:
     return {"min": min(values), "median": statistics.median(values), "max": max(values), "n": len(values)}
 
@@ -56,6 +45,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "torch_warm_rerun_cpu.json")
     args = parser.parse_args()
+    from benchmarks.cli_overhead import cli as run  # the CLI timed as a whole process, failing loudly
     from pipeline import results
 
     with tempfile.TemporaryDirectory(prefix="warm-rerun-") as tmp:
