@@ -102,6 +102,12 @@ def _kept_layers(params: dict) -> list[str]:
     return quantize.select(built.module, params.get("keep_high_precision", quantize.DEFAULT_KEEP)).kept
 
 
+# A segfault inside the AOTInductor build of tiny_cnn (bf16 and fp16, torch 2.11, CUDA 13) on the lent H200 on
+# 2026-12-05 killed the whole sweep: until the GPU tests pass on this path, CUDA builds take the in-process path.
+CUDA_NOT_YET = ("AOTInductor packages are built on CPU only for now (on CUDA the build crashed the process on an "
+                "H200); the in-process torch.compile path runs instead")
+
+
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     device, recipe = compile_stage.plan(params)
     mode = params["mode"]
@@ -109,6 +115,8 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
         return _publish(out_dir, {"path": "eager", "reason": "backend.compile=eager: the eager model runs in-process"})
     if params["build"] == "compile":
         return _publish(out_dir, {"path": "compile", "reason": "backend.build=compile"})
+    if device == "cuda":  # the package path has passed on CPU only: on the H200 its build crashed the process
+        return _publish(out_dir, {"path": "compile", "reason": CUDA_NOT_YET})
     import torch
 
     dtype = precision.torch_dtype(params["precision"])
