@@ -11,6 +11,9 @@
 #             sweeps' HTML reports under torch_lowp_sweeps/
 #   sweep, report   the fp32/tf32/fp16/bf16 sweep (torch_precision.json) and a small sweep's report pictures
 #   multi     benchmarks/multi_gpu.py $MULTI_ARGS: a sweep on every visible GPU against one GPU: multi_gpu.json / .md
+#   claims    benchmarks/h200_claims.py --only $CLAIMS (default vit_b16): the README's GPU figures, points interleaved
+#             in one process, 3 rounds each; every job's raw tables packed into $out/h200_claims.tar.gz (unpack into
+#             docs/benchmarks/h200/, then `python benchmarks/h200_claims.py --evaluate` writes the verdicts)
 # Each part fits a 10-minute command on an H200; run them one per command where that is the limit.
 #
 # The machine needs nothing of ours but torch: what else is missing (Hydra, torchao) is installed from wheels in
@@ -38,14 +41,19 @@ PY
 )
 if [ -n "$missing" ]; then
   echo "installing from .whl/: $missing"
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/pipeline-site $missing || exit 1
+  # --upgrade: a --target that already holds a package (an earlier call on a warm machine) would skip it silently
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/pipeline-site \
+    $missing 2>&1 | tee "$out/install.log"
+  [ "${PIPESTATUS[0]}" = 0 ] || exit 1
   export PYTHONPATH=/tmp/pipeline-site
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv | tee "$out/gpu_env.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'capability',
 torch.cuda.get_device_capability())" | tee -a "$out/gpu_env.txt"
-python3 -c "import torchao; print('torchao', torchao.__version__)" 2>&1 | tail -1 | tee -a "$out/gpu_env.txt"
+# the whole traceback when torchao does not import: the recipes' rows would only say `unsupported`
+python3 -c "import torchao.quantization, torchao; print('torchao', torchao.__version__, torchao.__file__)" 2>&1 \
+  | grep -v "^W[0-9]" | tee -a "$out/gpu_env.txt"
 rc=0
 for part in $parts; do
   case $part in
@@ -63,7 +71,11 @@ for part in $parts; do
       for png in outputs/gpu-report-sweep/report/*.png; do cp "$png" "$out/report-$(basename "$png")"; done ;;
     multi)  # one sweep over every visible GPU against the same sweep on one (hydra/launcher=gpus)
       python3 benchmarks/multi_gpu.py --out "$out/multi_gpu.json" ${MULTI_ARGS:-} || rc=1 ;;
-    *) echo "unknown part: $part (tests, fidelity, lowp, sweep, report, multi)"; exit 2 ;;
+    claims)
+      rm -rf "$out/h200"
+      python3 benchmarks/h200_claims.py --only "${CLAIMS:-vit_b16}" --out "$out/h200" || rc=1
+      tar czf "$out/h200_claims.tar.gz" -C "$out" h200 && rm -rf "$out/h200" ;;
+    *) echo "unknown part: $part (tests, fidelity, lowp, sweep, report, multi, claims)"; exit 2 ;;
   esac
 done
 exit $rc
