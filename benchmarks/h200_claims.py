@@ -246,7 +246,7 @@ def verdicts(groups: dict[str, dict], out: Path) -> list[dict]:
     for name in ("gpu_fidelity.json", "gpu_fidelity_lowp.json"):
         if (out / name).exists():
             f = json.loads((out / name).read_text())
-            passed = [r.get("within_tolerance") for r in f.get("results", [])]
+            passed = [r.get("agree") for r in f.get("results", [])]
             claim(f"fidelity ({name})", f"within {f.get('tolerance_pct')} % of an independent replay",
                   f"{sum(bool(p) for p in passed)}/{len(passed)}", bool(passed) and all(passed), name)
     if (out / "gpu_tests.log").exists():
