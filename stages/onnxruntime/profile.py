@@ -15,7 +15,7 @@ from pathlib import Path
 
 from stages import cpu_timing
 from stages import inputs as model_inputs
-from stages.onnxruntime import session
+from stages.onnxruntime import providers, session
 
 TRACE_FILE = "onnxruntime_profile.json"
 SOURCE = "onnxruntime-profiler"
@@ -28,11 +28,11 @@ def layers(model: Path, reference: Path, feeds: dict, seed: int, iterations: int
     """The built model's per-node times over `iterations` inferences on seeded inputs (after one warm-up)."""
     import onnxruntime as ort
 
-    settings = json.loads((model.parent / session.SETTINGS_FILE).read_text())
+    settings = session.built_settings(model)
     opts = session.options(settings, level="ORT_DISABLE_ALL")  # as session.open_built: the graph is built
     opts.enable_profiling = True
     opts.profile_file_prefix = str(out_dir / "ort_profile")
-    runner = session.Runner(ort.InferenceSession(str(model), opts, providers=[session.PROVIDER]), model)
+    runner = session.Runner(ort.InferenceSession(str(model), opts, providers=[providers.NAMES["cpu"]]), model)
     sess = runner.sess
     specs = model_inputs.model_specs(reference, feeds)
     arrays = runner.cast(model_inputs.random_inputs(specs, model_inputs.sizes(feeds),
