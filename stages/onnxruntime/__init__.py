@@ -19,8 +19,10 @@ OPTIONS = {
     "provider": Param(str, choices=tuple(providers.NAMES), implied="cpu",
                       doc="execution provider: cpu (host-timed), cuda or tensorrt (onnxruntime-gpu, GPU-timed)"),
 }
-REQUIRES = Requires(modules=("onnxruntime",))
-HOW_TO_GET = "ONNX Runtime: `pip install onnxruntime` (or onnxruntime-gpu, which also runs on CPU)."
+REQUIRES = Requires(modules=("onnxruntime",), gpu_when=(("provider", providers.GPU),))
+HOW_TO_GET = ("ONNX Runtime: `pip install onnxruntime` (or onnxruntime-gpu, which also runs on CPU). backend.provider="
+              "cuda or tensorrt: onnxruntime-gpu (`pip install onnxruntime-gpu[cuda,cudnn]`) and an NVIDIA GPU; "
+              "tensorrt also TensorRT's libraries (libnvinfer).")
 
 
 def open_runtime(inputs: dict, options: dict, work_dir):
