@@ -127,35 +127,41 @@ def test_the_builds_cache_key_leaves_out_cpu_and_keeps_a_gpu_provider():
 
 def test_tf32_is_refused_on_the_cpu_with_the_reason_and_mapped_to_use_tf32_on_cuda():
     assert "TF32 is a tensor-core math mode" in providers.refusal("cpu", "tf32", True)
-    assert providers.refusal("cuda", "tf32", True) is None and providers.refusal("cuda", "fp32", False) is None
+    assert all(providers.refusal("cuda", p, p == "tf32") is None for p in ("fp32", "tf32", "fp16", "bf16", "int8"))
     assert "cannot compute in plain fp32" in providers.refusal("tensorrt", "fp32", False)
-    assert providers.refusal("tensorrt", "tf32", True) is None
+    assert "no switch that lets TensorRT use fp8" in providers.refusal("tensorrt", "fp8", False)
+    assert all(providers.refusal("tensorrt", p, p == "tf32") is None for p in ("tf32", "fp16", "bf16", "int8"))
 
 
 def test_the_provider_options_a_session_gets():
-    assert providers.session_providers("cpu", False) == ["CPUExecutionProvider"]
-    assert providers.session_providers("cuda", False, stream=140123) == [
+    assert providers.session_providers("cpu", "fp32", False) == ["CPUExecutionProvider"]
+    assert providers.session_providers("cuda", "fp32", False, stream=140123) == [
         ("CUDAExecutionProvider", {"device_id": "0", "use_tf32": "0", "user_compute_stream": "140123"})]
-    assert providers.session_providers("cuda", True) == [("CUDAExecutionProvider",
-                                                          {"device_id": "0", "use_tf32": "1"})]
-    assert providers.session_providers("tensorrt", True, stream=7) == [
+    assert providers.session_providers("cuda", "tf32", True) == [("CUDAExecutionProvider",
+                                                                  {"device_id": "0", "use_tf32": "1"})]
+    assert providers.session_providers("tensorrt", "tf32", True, stream=7) == [
         ("TensorrtExecutionProvider", {"device_id": "0", "user_compute_stream": "7"})]
+    assert providers.provider_options("tensorrt", "fp16", False) == {"device_id": "0", "trt_fp16_enable": "True"}
 
 
 @pytest.mark.parametrize("library, keys", [
-    ("libonnxruntime_providers_cuda.so", (b"use_tf32", b"has_user_compute_stream", b"device_id")),
-    ("onnxruntime_pybind11_state", (b"user_compute_stream", b"disable_synchronize_execution_providers"))])
+    ("libonnxruntime_providers_cuda.so", (b"use_tf32\0", b"has_user_compute_stream\0", b"device_id\0")),
+    ("onnxruntime_pybind11_state", (b"user_compute_stream\0", b"disable_synchronize_execution_providers\0",
+                                    *(f"'{k}' should be 'True' or 'False'".encode()
+                                      for k in providers.TRT_PRECISION.values()))),
+    ("libonnxruntime_providers_tensorrt.so", tuple(f"{k}\0".encode() for k in providers.TRT_PRECISION.values()))])
 def test_the_option_names_are_ones_the_installed_onnxruntime_knows(library, keys):
     """Against onnxruntime's own binaries, where onnxruntime-gpu is installed: the CUDA provider parses use_tf32
     (ORT's default is on) and has_user_compute_stream; the Python binding takes user_compute_stream (as an integer
-    string, for the CUDA and TensorRT providers) and the run option that stops a run synchronising."""
+    string, for the CUDA and TensorRT providers), the run option that stops a run synchronising, and the TensorRT
+    provider's precision switches as 'True'/'False', which the provider itself declares."""
     import onnxruntime as ort
 
     found = sorted((Path(ort.__file__).parent / "capi").glob(f"{library}*"))
     if not found:
         pytest.skip(f"{library} is not installed here (the CPU-only onnxruntime package)")
     data = found[0].read_bytes()
-    assert all(key + b"\0" in data for key in keys)
+    assert all(key in data for key in keys)
 
 
 # ---------------------------------------------------------------- a provider this machine lacks: unsupported

@@ -32,6 +32,7 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     src = inputs["onnx"]
     settings = {
         "provider": provider,
+        "precision": params["precision"],
         "tf32": params["tf32"],
         "optimization_level": params["optimization_level"],
         "graph_optimization_level": session.LEVELS[params["optimization_level"]],
@@ -61,7 +62,8 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     try:
         import onnxruntime as ort
 
-        sess = ort.InferenceSession(str(src), opts, providers=providers.session_providers(provider, params["tf32"]))
+        sess = ort.InferenceSession(str(src), opts, providers=providers.session_providers(
+            provider, params["precision"], params["tf32"]))
     except Exception as err:
         if "NOT_IMPLEMENTED" in str(err):
             raise Unsupported(f"precision={params['precision']}: onnxruntime's {name} has no kernel "

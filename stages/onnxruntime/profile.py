@@ -1,5 +1,6 @@
 """ONNX Runtime's per-layer profile (the shared profile stage asks the opened build: stages/onnxruntime/opened.py):
-per-node times from ORT's own profiler, into the `layers` table.
+per-node times from ORT's own profiler, into the `layers` table. On the CPU provider only: opened.py says why not on
+a GPU provider.
 
 It opens the built model in a session of its own with profiling on, after (never inside) the timed benchmark:
 the profiler's bookkeeping slows every node, so its numbers say where the time goes, not how long an

@@ -14,6 +14,9 @@ from stages.api import Unsupported
 NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 GPU = ("cuda", "tensorrt")  # timed by the GPU harness (stages/onnxruntime/opened.py)
 DEVICE_ID = 0  # CUDA device 0 of this process, as stages/gpu/session.py measures on
+# The TensorRT provider's switch that lets TensorRT pick kernels of the precision the converted graph is in: without
+# it, TensorRT computes an fp16 graph's layers in fp32 (its precision flags allow, they do not follow the graph).
+TRT_PRECISION = {"fp16": "trt_fp16_enable", "bf16": "trt_bf16_enable", "int8": "trt_int8_enable"}
 HOW_TO_GET = {
     "cuda": "The CUDA provider needs onnxruntime-gpu in place of onnxruntime "
             "(`pip install onnxruntime-gpu[cuda,cudnn]` brings CUDA 12 and cuDNN 9 too) and an NVIDIA GPU.",
@@ -34,28 +37,34 @@ def refusal(provider: str, precision: str, tf32: bool) -> str | None:
         return ("precision=fp32 on backend.provider=tensorrt: ONNX Runtime's TensorRT provider leaves TensorRT's "
                 "TF32 on and has no option to clear it, so it cannot compute in plain fp32 (use precision=tf32, "
                 "or backend.provider=cuda, whose use_tf32 is set from the precision)")
+    if provider == "tensorrt" and precision not in TRT_PRECISION and precision != "tf32":
+        return (f"precision={precision} on backend.provider=tensorrt: ONNX Runtime's TensorRT provider has no "
+                f"switch that lets TensorRT use {precision} kernels (it has {', '.join(TRT_PRECISION.values())})")
     return None
 
 
-def provider_options(provider: str, tf32: bool, stream: int | None = None) -> dict:
+def provider_options(provider: str, precision: str | None, tf32: bool, stream: int | None = None) -> dict:
     """The options its sessions get. CUDA: `use_tf32` from the precision (ORT's default is on, which would make fp32
-    TF32); a `stream` (cudaStream_t as an int) becomes the EP's compute stream, `user_compute_stream` (ORT sets
-    has_user_compute_stream from it), so the harness's CUDA events around a run time the run's kernels."""
+    TF32). TensorRT: the switch for the precision's kernels (TRT_PRECISION). A `stream` (cudaStream_t as an int)
+    becomes the provider's compute stream, `user_compute_stream` (ORT sets has_user_compute_stream from it), so the
+    harness's CUDA events around a run on that stream time the run's kernels."""
     if provider == "cpu":
         return {}
     options = {"device_id": str(DEVICE_ID)}
     if provider == "cuda":
         options["use_tf32"] = "1" if tf32 else "0"
+    if provider == "tensorrt" and precision in TRT_PRECISION:
+        options[TRT_PRECISION[precision]] = "True"
     if stream is not None:
         options["user_compute_stream"] = str(int(stream))
     return options
 
 
-def session_providers(provider: str, tf32: bool, stream: int | None = None) -> list:
+def session_providers(provider: str, precision: str | None, tf32: bool, stream: int | None = None) -> list:
     """The `providers` argument of an InferenceSession for this provider."""
     if provider == "cpu":
         return [NAMES["cpu"]]
-    return [(NAMES[provider], provider_options(provider, tf32, stream))]
+    return [(NAMES[provider], provider_options(provider, precision, tf32, stream))]
 
 
 def check_here(provider: str) -> None:

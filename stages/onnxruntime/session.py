@@ -37,8 +37,9 @@ def environment(provider: str) -> dict:
 
 def built_settings(model: Path) -> dict:
     """The settings a built model was built with (session.json beside it). A build from before backend.provider
-    existed records none: it ran on the CPU provider, without TF32."""
-    return {"provider": "cpu", "tf32": False, **json.loads((Path(model).parent / SETTINGS_FILE).read_text())}
+    existed records none of these: it ran on the CPU provider, without TF32 (its precision then matters to no one)."""
+    recorded = json.loads((Path(model).parent / SETTINGS_FILE).read_text())
+    return {"provider": "cpu", "tf32": False, "precision": None, **recorded}
 
 
 def options(settings: dict, *, level: str):
@@ -68,7 +69,8 @@ def open_built(model: Path, stream: int | None = None):
     providers.check_here(provider)
     level = settings["graph_optimization_level"] if provider == "tensorrt" else "ORT_DISABLE_ALL"
     sess = ort.InferenceSession(str(model), options(settings, level=level),
-                                providers=providers.session_providers(provider, settings["tf32"], stream))
+                                providers=providers.session_providers(provider, settings["precision"], settings["tf32"],
+                                                                     stream))
     providers.check_got(sess, provider)
     return sess
 
