@@ -4,7 +4,7 @@ Declared once (the plugin's OPTIONS, the YAML's value) and handed to the build b
 configs from before it, so their config_hash and cache keys hold. A provider this machine lacks is `unsupported` with
 how to get it, decided on what the session really got: onnxruntime-gpu lists the CUDA provider on a machine without a
 GPU and then runs on the CPU. The GPU path (IOBinding on the harness's stream, use_tf32 from the precision) runs only
-in the `gpu` test at the end, which skips where there is no CUDA GPU.
+in tests/gpu/test_onnxruntime_gpu.py, which skips where there is no CUDA GPU.
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import pytest
 from pipeline.config.schema import ConfigError
 from pipeline.run import job, plugins, runner
 from stages import api, runtime
-from stages import inputs as model_inputs
 from stages.api import Unsupported
 from stages.onnxruntime import build, opened, providers, session
 from stages.onnxruntime.workload import OrtWorkload
@@ -295,57 +294,3 @@ def test_the_workload_binds_its_buffers_once_and_runs_into_them(cpu_build):
     with pytest.raises(RuntimeError, match="the stream its session was opened with"):
         w.enqueue(99)
     w.close()
-
-
-# ---------------------------------------------------------------- the cuda provider on a GPU
-
-
-@pytest.mark.gpu
-def test_cuda_builds_on_its_provider_and_the_harness_times_its_kernels_on_the_lane_stream(tmp_path):
-    """On a CUDA GPU with onnxruntime-gpu: the build's session got the CUDA provider with use_tf32 off for fp32; the
-    harness's events on each lane's stream time the kernels (a run whose work went to another stream would time as
-    nearly nothing against the same run timed on the host to completion); the outputs match the CPU provider's."""
-    import time
-
-    from stages.gpu import harness
-    from stages.gpu.cuda import call
-    from stages.gpu.cuda import rt as cuda_rt
-
-    try:
-        providers.check_here("cuda")
-    except Unsupported as err:
-        pytest.skip(str(err))
-    src = tiny_model(tmp_path / "tiny.onnx", channels=64, size=128)  # ~19 GFLOP a batch: the kernels dominate
-    (tmp_path / "build").mkdir()
-    result = build.run({"onnx": src}, {**BUILD, "provider": "cuda"}, tmp_path / "build")
-    model = tmp_path / "build" / result.outputs["model"]
-    assert result.info["session_providers"].startswith("CUDAExecutionProvider")
-    rt = opened.open_build(model, src)
-    try:
-        assert rt.device == "cuda" and rt.runner.sess.get_provider_options()["CUDAExecutionProvider"]["use_tf32"] == "0"
-        feeds = {"batch_size": 32, "axes": {}, "inputs": {}, "input_shape": None}
-        lanes = rt.lanes(rt.specs(feeds), model_inputs.sizes(feeds), seed=0, streams=2)
-        graph, why = rt.cuda_graph(True, lanes)
-        m = harness.run(lanes, harness.Settings(warmup_ms=50, duration_s=0.3, min_iterations=20, cuda_graph=graph))
-        assert not m.cuda_graph and why
-        gpu_ms = float(np.median(m.trials[0].times["gpu_compute"]))
-        # the harness has destroyed its streams: the same run on a stream of ours, timed on the host to completion
-        stream = call("cudaStreamCreateWithFlags", cuda_rt().cudaStreamNonBlocking)
-        own = OrtWorkload(dict(lanes[0].feeds), lambda s: session.open_built(model, s))
-        try:
-            own.enqueue(int(stream))
-            call("cudaStreamSynchronize", stream)
-            host = []
-            for _ in range(20):
-                t0 = time.perf_counter()
-                own.sess.run_with_iobinding(own.binding)  # no run options: ORT waits for the work
-                host.append((time.perf_counter() - t0) * 1e3)
-            # two lanes share the GPU, so a lane's kernels may take up to about twice as long
-            assert 0.3 * float(np.median(host)) < gpu_ms < 2.5 * float(np.median(host)), (gpu_ms, host)
-            expected = session.open_reference(src).run(None, dict(own.feeds))[0]
-            np.testing.assert_allclose(own.outputs[0].numpy(), expected, rtol=1e-3, atol=1e-3)
-        finally:
-            own.close()
-            call("cudaStreamDestroy", stream)
-    finally:
-        rt.close()
