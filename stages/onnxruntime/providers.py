@@ -15,7 +15,7 @@ NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensor
 GPU = ("cuda", "tensorrt")  # timed by the GPU harness (stages/onnxruntime/opened.py)
 DEVICE_ID = 0  # CUDA device 0 of this process, as stages/gpu/session.py measures on
 # The TensorRT provider's switch that lets TensorRT pick kernels of the precision the converted graph is in: without
-# it, TensorRT computes an fp16 graph's layers in fp32 (its precision flags allow, they do not follow the graph).
+# it, TensorRT may compute an fp16 graph's layers in fp32 (its precision flags allow kernels; not checked on a GPU).
 TRT_PRECISION = {"fp16": "trt_fp16_enable", "bf16": "trt_bf16_enable", "int8": "trt_int8_enable"}
 HOW_TO_GET = {
     "cuda": "The CUDA provider needs onnxruntime-gpu in place of onnxruntime "
