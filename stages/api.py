@@ -56,6 +56,9 @@ class Param:
     keyed: bool = True              # False: it changes no result (a tool's location): not in cache keys or config_hash
     executable: bool = False        # it names a program that is run: a recorded config needs trust to reproduce
     doc: str = ""
+    # An option added after configs were recorded: the value they implied. Leaving it out means this value, and
+    # this value is left out of cache keys and config_hash, so those configs (and today's) keep their identity.
+    implied: Any = None
 
 
 def check_params(spec: dict[str, Param], values: dict, where: str) -> None:
@@ -63,10 +66,12 @@ def check_params(spec: dict[str, Param], values: dict, where: str) -> None:
     unknown = sorted(set(values) - set(spec))
     if unknown:
         raise ParamError(f"{where}.{unknown[0]}: not a parameter here; valid: {', '.join(sorted(spec)) or 'none'}")
-    missing = sorted(k for k in set(spec) - set(values) if not spec[k].optional)  # an optional one may be left out
-    if missing:
+    missing = sorted(k for k in set(spec) - set(values) if not spec[k].optional and spec[k].implied is None)
+    if missing:  # an optional one, or one with an implied value, may be left out
         raise ParamError(f"{where}.{missing[0]}: missing; this needs {', '.join(sorted(spec))}")
     for key, param in spec.items():
+        if key not in values and param.implied is not None:
+            continue
         problem = _problem(param, values.get(key))
         if problem:
             raise ParamError(f"{where}.{key} = {values[key]!r}: {problem}")
@@ -92,8 +97,15 @@ def _problem(param: Param, value: Any) -> str | None:
 
 
 def keyed(spec: dict[str, Param], values: dict) -> dict:
-    """`values` without those its declaration marks as changing no result."""
-    return {k: v for k, v in values.items() if k not in spec or spec[k].keyed}
+    """`values` without those its declaration marks as changing no result, nor those at their implied value (the
+    one configs from before the param meant: they hash as they did)."""
+    return {k: v for k, v in values.items()
+            if k not in spec or (spec[k].keyed and (spec[k].implied is None or v != spec[k].implied))}
+
+
+def with_implied(spec: dict[str, Param], values: dict) -> dict:
+    """`values` with the implied value of each param of `spec` they leave out."""
+    return {**{k: p.implied for k, p in spec.items() if p.implied is not None and k not in values}, **values}
 
 
 def backend_options(module: Any, offered: dict[str, Param]) -> dict[str, Param]:

@@ -20,6 +20,7 @@ class Requires:
     min_compute_capability: tuple[int, int] | None = None
     executable: str | None = None                       # the option naming a program that must be found
     fallbacks: tuple[str, ...] = ()                     # where to look for it beyond PATH
+    gpu_when: tuple[tuple[str, tuple], ...] = ()        # (option, values): an NVIDIA GPU when it takes one of them
 
 
 def unmet(requires: Requires, options: dict | None = None) -> str | None:
@@ -32,9 +33,12 @@ def unmet(requires: Requires, options: dict | None = None) -> str | None:
         if not locate(program, requires.fallbacks):
             where = f" (nor is {', '.join(requires.fallbacks)})" if requires.fallbacks else ""
             return f"backend.{requires.executable} = '{program}' is not an executable on PATH{where}"
-    if requires.gpu or requires.torch_cuda or requires.min_compute_capability:
+    asked = [f"backend.{key}={(options or {}).get(key)}" for key, values in requires.gpu_when
+             if (options or {}).get(key) in values]
+    if requires.gpu or requires.torch_cuda or requires.min_compute_capability or asked:
         if not gpu_count():
-            return "no NVIDIA GPU found (NVML)"
+            return (f"{' and '.join(asked)} needs an NVIDIA GPU; none found (NVML)" if asked
+                    else "no NVIDIA GPU found (NVML)")
     if requires.min_compute_capability:
         have = compute_capability()
         if have is not None and have < requires.min_compute_capability:

@@ -12,7 +12,7 @@ from pipeline.run import runner
 from stages.onnxruntime import build, profile
 
 BUILD = {"precision": "fp32", "tf32": False, "optimization_level": 3,
-         "intra_op_threads": 1, "inter_op_threads": 1, "execution_mode": "sequential"}
+         "intra_op_threads": 1, "inter_op_threads": 1, "execution_mode": "sequential", "provider": "cpu"}
 PROFILE = {"feeds": {"batch_size": 2, "axes": {}, "inputs": {}, "input_shape": None}, "seed": 0, "iterations": 4}
 
 

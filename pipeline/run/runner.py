@@ -89,7 +89,8 @@ def with_runtime(dag: dict[str, dict], backend: dict) -> dict[str, dict]:
                 raise dagmod.DagError(
                     f"backend.dag.{name}.params.{listed[0]}: a backend option, which the runner hands to "
                     f"{spec['stage']} from backend.{listed[0]}: set backend.{listed[0]}, and remove it from the node")
-            spec = {**spec, "params": {**params, **{k: options[k] for k in takes if k in options}}}
+            handed = api.with_implied(takes, {k: options[k] for k in takes if k in options})  # older configs: implied
+            spec = {**spec, "params": {**params, **handed}}
         out[name] = spec
     return out
 

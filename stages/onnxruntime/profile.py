@@ -1,5 +1,6 @@
 """ONNX Runtime's per-layer profile (the shared profile stage asks the opened build: stages/onnxruntime/opened.py):
-per-node times from ORT's own profiler, into the `layers` table.
+per-node times from ORT's own profiler, into the `layers` table. On the CPU provider only: opened.py says why not on
+a GPU provider.
 
 It opens the built model in a session of its own with profiling on, after (never inside) the timed benchmark:
 the profiler's bookkeeping slows every node, so its numbers say where the time goes, not how long an
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from stages import cpu_timing
 from stages import inputs as model_inputs
-from stages.onnxruntime import session
+from stages.onnxruntime import providers, session
 
 TRACE_FILE = "onnxruntime_profile.json"
 SOURCE = "onnxruntime-profiler"
@@ -28,11 +29,11 @@ def layers(model: Path, reference: Path, feeds: dict, seed: int, iterations: int
     """The built model's per-node times over `iterations` inferences on seeded inputs (after one warm-up)."""
     import onnxruntime as ort
 
-    settings = json.loads((model.parent / session.SETTINGS_FILE).read_text())
+    settings = session.built_settings(model)
     opts = session.options(settings, level="ORT_DISABLE_ALL")  # as session.open_built: the graph is built
     opts.enable_profiling = True
     opts.profile_file_prefix = str(out_dir / "ort_profile")
-    runner = session.Runner(ort.InferenceSession(str(model), opts, providers=[session.PROVIDER]), model)
+    runner = session.Runner(ort.InferenceSession(str(model), opts, providers=[providers.NAMES["cpu"]]), model)
     sess = runner.sess
     specs = model_inputs.model_specs(reference, feeds)
     arrays = runner.cast(model_inputs.random_inputs(specs, model_inputs.sizes(feeds),

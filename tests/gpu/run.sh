@@ -4,7 +4,8 @@
 #   OUT=/some/dir tests/gpu/run.sh [tests] [fidelity] [lowp] [sweep] [report]   (no argument: tests fidelity lowp;
 #                                                                                 all: every part)
 #
-#   tests     the gpu-marked tests (tests/gpu: harness, torch backend, int8/fp8 recipes, compile modes): gpu_tests.log
+#   tests     the gpu-marked tests (tests/gpu: harness, torch backend, int8/fp8 recipes, compile modes, ONNX Runtime's
+#             CUDA provider, which skips unless onnxruntime-gpu can start it): gpu_tests.log
 #   fidelity  the pipeline's median against an independent CUDA-event replay of the same callable: gpu_fidelity.json
 #             (fp16/bf16 torch.compile, within 3 %) and gpu_fidelity_lowp.json (int8/fp8 recipes, max-autotune, 1 %)
 #   lowp      benchmarks/torch_lowp.py $LOWP_ARGS (default --quick: about 8 minutes): torch_lowp.json / .md and the
