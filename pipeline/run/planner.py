@@ -80,9 +80,11 @@ def plan_sweep(sweep_dir: str | Path, candidates: int = 3, out=sys.stdout) -> pl
           + ", ".join(f"{r.layer} (+{r.added:.3g})" for r in ranked.head(candidates).itertuples()), file=out)
     tried: dict[str, list[str]] = {}   # run_id -> the layers kept
     drops: dict[str, float] = {}       # layer -> the accuracy drop with it alone kept
+    swept = loaded.runs.loc[loaded.runs["sweep"] != planmod.PLAN_SWEEP, "job"]
+    first = int(swept.max()) + 1 if swept.notna().any() else 0  # the variants' job numbers follow the sweep's
 
     def measure(keep: list[str]) -> planmod.Option:
-        num = len(tried)
+        num = first + len(tried)
         job_dir = sweep_dir / planmod.PLAN_SWEEP / str(num)
         cfg = variant_config(config, keep)
         outcome = jobmod.previous_ok(job_dir, cfg) or jobmod.run_job(
