@@ -36,8 +36,8 @@ def ranking(layer_errors: pd.DataFrame, run_id: str) -> pd.DataFrame:
 
 
 def _profile_names(name: str) -> set[str]:
-    """The graph nodes a profiler's layer row stands for: ONNX Runtime's 'fused node_linear', TensorRT's
-    'a + b'."""
+    """The graph nodes a profiler's layer row may stand for: a fused kernel names them with a prefix or joined by
+    '+' ('fused node_linear', 'a + b')."""
     return {token for token in re.split(r"\s*\+\s*|\s+", str(name)) if token} | {str(name)}
 
 
