@@ -25,9 +25,9 @@ OUTPUTS = ("onnx",)
 CACHED = True
 PARAMS = {"precision": Param(dict), "calibration": Param(dict), "high_precision_dtype": Param(str),
           "keep_io_types": Param(bool), "seed": Param(int),
-          # ONNX node names ModelOpt leaves unquantized (its nodes_to_exclude): the precision planner's plan. Keyed by
-          # key_extra only when set, so a config without it keeps its cache keys and config_hash (the top-level
-          # convert.keep_high_precision, where set, is in config_hash).
+          # ONNX node names ModelOpt leaves in high precision (nodes_to_exclude of its quantization and of AutoCast):
+          # the precision planner's plan. Keyed by key_extra only when set, so a config without it keeps its cache
+          # keys and config_hash (the top-level convert.keep_high_precision, where set, is in config_hash).
           "keep_high_precision": Param(list, optional=True, keyed=False),
           # only random calibration data depends on the sizes (key_extra): a sequence sweep converts once
           "feeds": Param(dict, keyed=False)}
@@ -54,7 +54,7 @@ def key_extra(params: dict) -> dict:
     ModelOpt quantizes depends on the batch it is told (_calibration_step)."""
     mode = params["precision"]["convert"]
     extra = {"calibration_step": _calibration_step(params)} if mode == "quantize" else {}
-    if params.get("keep_high_precision"):
+    if params.get("keep_high_precision") and mode in _RUNS_DATA:  # fp32 keeps everything in high precision anyway
         extra["keep_high_precision"] = sorted(params["keep_high_precision"])
     if mode in _RUNS_DATA and not params["calibration"].get("data"):
         extra["calibration_axes"] = params["feeds"].get("axes") or {}
@@ -137,7 +137,8 @@ def _autocast(src: Path, out: Path, precision: str, params: dict) -> dict:
         from modelopt.onnx.autocast import convert_to_mixed_precision
 
         proto = convert_to_mixed_precision(str(src), low_precision_type=precision, calibration_data=str(samples),
-                                           keep_io_types=params["keep_io_types"], providers=["cpu"])
+                                           keep_io_types=params["keep_io_types"], providers=["cpu"],
+                                           nodes_to_exclude=_kept_nodes(src, params.get("keep_high_precision") or []))
     onnx.save(proto, str(out))
     return {"opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
             "casts": sum(n.op_type == "Cast" for n in proto.graph.node)}

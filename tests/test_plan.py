@@ -138,6 +138,8 @@ def test_keep_high_precision_is_exact_node_names_and_keyed_only_when_set(tmp_pat
               "feeds": {"batch_size": 2, "axes": {}}}
     assert "keep_high_precision" not in convert.key_extra({**params, "keep_high_precision": None})
     assert convert.key_extra({**params, "keep_high_precision": ["b", "a"]})["keep_high_precision"] == ["a", "b"]
+    fp32 = {**params, "precision": {"convert": "none"}, "keep_high_precision": ["a"]}
+    assert "keep_high_precision" not in convert.key_extra(fp32)  # all of fp32 is high precision already
 
 
 def test_config_hash_is_unchanged_without_the_key_and_changes_with_it():
@@ -189,6 +191,15 @@ def test_the_plan_restores_what_full_int8_breaks_and_reproduces(workdir):
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     report = json.loads((workdir / "again" / "reproduction.json").read_text())[0]
     assert report["config_hash_same"] and report["status"] == {"original": "ok", "new": "ok"}, report
+    # the command on the finished sweep: the variants are kept (same config), the plan is the same
+    rerun = run_cli(["sweep"], workdir, module="pipeline.plan", timeout=300)
+    assert rerun.returncode == 0 and plan["line"] in rerun.stdout, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    assert len(results.load(workdir / "sweep" / "plan").runs) == len(plan["options"]) - 3
+    from pipeline.analysis import report
+
+    page = report.build_report(workdir / "sweep").read_text()
+    assert "Error along the depth" in page and "Precision plan" in page and "(the plan)" in page
+    assert (workdir / "sweep" / "report" / "layer_errors.png").stat().st_size > 0
     redone = results.load(workdir / "again")
     rel = redone.accuracy[redone.accuracy["metric"] == "rel_l2_err"]["value"].iloc[0]
     assert rel == pytest.approx(plan["plan"]["drop"], rel=1e-6)  # the same build: the same numbers
