@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # pandas is imported by load(), not by the writers: a job pay
 
 log = logging.getLogger(__name__)
 
-TABLES = ("runs", "summary", "samples", "accuracy", "layers", "gpu")
+TABLES = ("runs", "summary", "samples", "accuracy", "layers", "gpu", "layer_errors")
 TABLES_DIR = "tables"  # <job_dir>/tables/<table>.parquet
 JOB_CONFIG = "config.resolved.yaml"  # what every job writes first: a directory holding it is a job
 INCOMPLETE = "no complete tables: the job was killed, or could not write them; rerun it with resume=true"
@@ -88,6 +88,12 @@ SCHEMAS: dict[str, pa.Schema] = {
     "gpu": pa.schema([
         ("run_id", _S), ("t_s", _F), ("sm_clock_mhz", _F), ("mem_clock_mhz", _F),
         ("power_w", _F), ("temp_c", _F), ("util_pct", _F), ("throttle", _S),
+    ]),
+    # per intermediate tensor of a converted graph against fp32 (stages/layer_errors.py), in depth order
+    "layer_errors": pa.schema([
+        ("run_id", _S), ("layer", _S), ("tensor", _S), ("op_type", _S), ("depth", _I), ("rel_err", _F),
+        ("cosine", _F), ("max_abs_err", _F), ("nan", _I), ("inf", _I), ("input_rel_err", _F),
+        ("quantized", pa.bool_()), ("qdq_nodes", _S), ("first_over", pa.bool_()),
     ]),
 }
 
@@ -409,6 +415,7 @@ class Results:
     accuracy: pd.DataFrame
     layers: pd.DataFrame
     gpu: pd.DataFrame
+    layer_errors: pd.DataFrame
 
     def __init__(self, path: Path, frames: Mapping[str, pd.DataFrame],
                  skipped: list[tuple[Path, str]] | None = None,

@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,6 +25,10 @@ OUTPUTS = ("onnx",)
 CACHED = True
 PARAMS = {"precision": Param(dict), "calibration": Param(dict), "high_precision_dtype": Param(str),
           "keep_io_types": Param(bool), "seed": Param(int),
+          # ONNX node names ModelOpt leaves in high precision (nodes_to_exclude of its quantization and of AutoCast):
+          # the precision planner's plan. Keyed by key_extra only when set, so a config without it keeps its cache
+          # keys and config_hash (the top-level convert.keep_high_precision, where set, is in config_hash).
+          "keep_high_precision": Param(list, optional=True, keyed=False),
           # only random calibration data depends on the sizes (key_extra): a sequence sweep converts once
           "feeds": Param(dict, keyed=False)}
 FILE = "model.onnx"
@@ -49,6 +54,8 @@ def key_extra(params: dict) -> dict:
     ModelOpt quantizes depends on the batch it is told (_calibration_step)."""
     mode = params["precision"]["convert"]
     extra = {"calibration_step": _calibration_step(params)} if mode == "quantize" else {}
+    if params.get("keep_high_precision") and mode in _RUNS_DATA:  # fp32 keeps everything in high precision anyway
+        extra["keep_high_precision"] = sorted(params["keep_high_precision"])
     if mode in _RUNS_DATA and not params["calibration"].get("data"):
         extra["calibration_axes"] = params["feeds"].get("axes") or {}
     return extra
@@ -130,7 +137,8 @@ def _autocast(src: Path, out: Path, precision: str, params: dict) -> dict:
         from modelopt.onnx.autocast import convert_to_mixed_precision
 
         proto = convert_to_mixed_precision(str(src), low_precision_type=precision, calibration_data=str(samples),
-                                           keep_io_types=params["keep_io_types"], providers=["cpu"])
+                                           keep_io_types=params["keep_io_types"], providers=["cpu"],
+                                           nodes_to_exclude=_kept_nodes(src, params.get("keep_high_precision") or []))
     onnx.save(proto, str(out))
     return {"opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
             "casts": sum(n.op_type == "Cast" for n in proto.graph.node)}
@@ -145,13 +153,15 @@ def _quantize(src: Path, out: Path, precision: str, params: dict) -> dict:
     # ModelOpt decides which MatMul/Gemm to quantize from the shapes it is told (else it takes every dynamic dim
     # as 1, and an MLP at any batch looks like matrix-vector products): the run's batch, in calibration steps.
     step = min(_calibration_step(params), len(next(iter(data.values()))))
+    keep = _kept_nodes(src, params.get("keep_high_precision") or [])
     shapes = ",".join(f"{name}:{'x'.join(map(str, (step, *array.shape[1:])))}" for name, array in data.items())
     with _quiet():
         from modelopt.onnx.quantization import quantize
 
         quantize(str(src), quantize_mode=precision, calibration_data=data, calibration_shapes=shapes,
                  calibration_method=calib["method"], calibration_eps=["cpu"],
-                 high_precision_dtype=params["high_precision_dtype"], output_path=str(out), log_level="WARNING")
+                 high_precision_dtype=params["high_precision_dtype"], output_path=str(out), log_level="WARNING",
+                 nodes_to_exclude=keep or None)
     proto = onnx.load(str(out), load_external_data=False)
     quantized = sum(n.op_type == "QuantizeLinear" for n in proto.graph.node)
     if quantized == 0:
@@ -160,7 +170,23 @@ def _quantize(src: Path, out: Path, precision: str, params: dict) -> dict:
         raise Unsupported(f"precision={precision}: ModelOpt inserted no Q/DQ nodes into this model, so the result "
                           f"would be fp32 under a {precision} label{_why_nothing_quantized(proto, step)}")
     return {"calibration_method": calib["method"], "calibration_samples": len(next(iter(data.values()))),
-            "calibration_source": _source_kind(calib.get("data")), "quantize_nodes": quantized}
+            "calibration_source": _source_kind(calib.get("data")), "quantize_nodes": quantized,
+            "kept_high_precision": len(keep)}
+
+
+def _kept_nodes(src: Path, names: list) -> list[str]:
+    """convert.keep_high_precision as ModelOpt's nodes_to_exclude: each name exactly (ModelOpt reads them as
+    regular expressions matched at the start), and each a node of the graph, or the key is refused."""
+    import onnx
+
+    if not names:
+        return []
+    nodes = {n.name for n in onnx.load(str(src), load_external_data=False).graph.node}
+    unknown = [n for n in names if not isinstance(n, str) or n not in nodes]
+    if unknown:
+        raise StageInputError(f"convert.keep_high_precision = {unknown[0]!r}: not a node of the exported graph; "
+                              f"valid: its node names, e.g. {', '.join(sorted(nodes)[:5])}")
+    return [re.escape(n) + "$" for n in names]
 
 
 def _why_nothing_quantized(proto, batch: int) -> str:

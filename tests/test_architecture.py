@@ -96,4 +96,4 @@ def test_pipeline_keeps_its_rooms():
     top = sorted(p.stem for p in (ROOT / "pipeline").glob("*.py"))
     rooms = sorted(p.name for p in (ROOT / "pipeline").iterdir() if (p / "__init__.py").is_file())
     assert rooms == ["analysis", "config", "run"]
-    assert top == ["__init__", "__main__", "compare", "ingest", "report", "reproduce", "results", "select"]
+    assert top == ["__init__", "__main__", "compare", "ingest", "plan", "report", "reproduce", "results", "select"]

@@ -34,6 +34,9 @@ SAMPLE_ROWS = {
                 "tactic": "0x1f", "stream": 0, "time_ms": 0.05, "share": 0.1, "source": "trt", "median_ms": 0.04}],
     "gpu": [{"run_id": "r1", "t_s": 0.5, "sm_clock_mhz": 1980.0, "mem_clock_mhz": 2619.0,
              "power_w": 300.0, "temp_c": 55.0, "util_pct": 99.0, "throttle": "none"}],
+    "layer_errors": [{"run_id": "r1", "layer": "fc2", "tensor": "h2", "op_type": "Gemm", "depth": 2,
+                      "rel_err": 0.8, "cosine": 0.6, "max_abs_err": 3.0, "nan": 0, "inf": 0, "input_rel_err": 0.01,
+                      "quantized": True, "qdq_nodes": "x_QuantizeLinear,x_DequantizeLinear", "first_over": True}],
 }
 
 # pandas dtype expected for each pyarrow type in the fixed schemas (see module docstring).

@@ -56,6 +56,9 @@ def build_report(path: str | Path, out: str | Path | None = None, loaded: result
     axes = list(swept.columns)
     sections = [_latency(view, axes, out), _accuracy(view, out), _distribution(view, loaded.samples, out),
                 _layers(view, swept, loaded.layers, out), _gpu(view, loaded.gpu, out), _costs(view, loaded, out)]
+    from pipeline.analysis import plan_report  # the precision planner's sections, where a run compared layers
+
+    sections += [Section(*s) for s in plan_report.sections(path, loaded.layer_errors, loaded.runs, out)]
     index = out / "index.html"
     index.write_text(report_html.page(path, view, axes, sections, loaded, sweeps.lines), encoding="utf-8")
     return index
