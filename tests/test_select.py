@@ -59,14 +59,15 @@ def test_fastest_within_the_accuracy_drop_is_chosen_and_marked(tmp_path):
     write_job(tmp_path, 3, "bf16", 0.0, status="unsupported")
     selection = select.select_sweep(tmp_path)
     line = selection.line()
-    assert line.startswith("best: precision=fp16 0.5 ms median latency, 2x faster than fp32 (precision=fp32)")
+    assert line.startswith("best: precision=fp16 0.5 ms median latency (2,000 samples/s), 2x faster than fp32 "
+                           "(precision=fp32)")
     assert "rel_l2_err 0.001 vs fp32, max 0.05" in line
     runs = results.load(tmp_path).runs.set_index("run_id")
     assert runs["selected"].sum() == 1 and runs.loc[fp16, "selected"]
     assert not runs.loc[int8, "feasible"] and runs.loc[int8, "objective"] == select.PENALTY
     assert runs.loc[fp16, "feasible"] and runs.loc[fp16, "objective"] == 0.5
     recorded = json.loads((tmp_path / results.SELECTION_FILE).read_text())
-    assert recorded["selected"] == fp16 and recorded["line"] == line
+    assert recorded["selected"] == [fp16] and recorded["line"] == line
     assert recorded["points"][int8]["why"] == "rel_l2_err 0.2 > select.max_relative_error=0.05"
 
 
@@ -89,19 +90,19 @@ def test_labelled_top1_drop_decides(tmp_path):
         write_job(tmp_path, job, precision, {"fp32": 1.0, "fp16": 0.6, "int8": 0.3}[precision],
                   top1=LABELLED[precision], error=1e-3)
     line = select.choose(results.load(tmp_path)).line()
-    assert line.startswith("best: precision=fp16 0.6 ms median latency, 1.7x faster than fp32")
-    assert "top-1 0.969 (-0.001)" in line
+    assert line.startswith("best: precision=fp16 0.6 ms median latency (1,667 samples/s), 1.7x faster than fp32")
+    assert "top-1 0.969, drop 0.001 (a point estimate: no paired counts recorded)" in line
 
 
 def test_throughput_is_maximised(tmp_path):
     rule = {"metric": "throughput/samples_per_s", "max_accuracy_drop": 0.01}
-    write_job(tmp_path, 0, "fp32", 1.0, batch_size=8, select_cfg=rule)
-    write_job(tmp_path, 1, "fp32", 0.5, batch_size=1, select_cfg=rule)  # lower latency, lower throughput
+    write_job(tmp_path, 0, "fp16", 0.5, select_cfg=rule)
+    write_job(tmp_path, 1, "int8", 0.25, select_cfg=rule)  # lower latency, higher throughput
     selection = select.choose(results.load(tmp_path))
-    assert selection.best.name == "batch_size=8"
-    assert selection.best.objective == pytest.approx(-8000)  # negated: the sweeper minimises
-    assert "8,000 samples/s throughput" in selection.line()
-    assert "than the slowest qualifying point (batch_size=1)" in selection.line()  # no fp32 twin
+    assert selection.best.name == "precision=int8"
+    assert selection.best.objective == pytest.approx(-4000)  # negated: the sweeper minimises
+    assert "4,000 samples/s throughput (0.25 ms median latency)" in selection.line()
+    assert "than the slowest qualifying point (precision=fp16)" in selection.line()  # no fp32 twin
 
 
 def test_a_margin_within_the_noise_is_said(tmp_path):
@@ -124,7 +125,7 @@ def test_nothing_within_the_drop_names_the_closest_miss(tmp_path):
     write_job(tmp_path, 1, "fp8", 0.2, error=0.2)
     selection = select.select_sweep(tmp_path)
     assert selection.line() == ("best: none within select.max_relative_error=0.05 (closest miss: precision=fp8, "
-                                "rel_l2_err 0.2, 0.2 ms median latency)")
+                                "rel_l2_err 0.2 > select.max_relative_error=0.05, 0.2 ms median latency)")
     runs = results.load(tmp_path).runs
     assert not runs["selected"].any() and not runs["feasible"].any()
 
