@@ -184,7 +184,7 @@ def evaluate(candidate: Runner, reference: Runner, batches: Iterable[tuple[dict,
     task: tuple[str, TaskAccuracy | TaskRegression] | None = None
     headline: str | None = None
     kept: dict[str, list] = {"run": [], "reference": [], "labels": []}
-    per_sample: dict[str, list] = {}
+    per_sample: list[dict[str, np.ndarray]] = []  # per batch, the predictions columns
     samples = labelled = 0
     for feeds, labels, rows in batches:
         got = _infer(candidate, feeds)
@@ -202,14 +202,14 @@ def evaluate(candidate: Runner, reference: Runner, batches: Iterable[tuple[dict,
             if name != headline:
                 continue
             record = {} if agree is None else {"agree": agree}
-            if task is not None and labels is not None:
+            # a batch whose labels this output cannot take (a -100 'ignore' class) is left out of the task metrics
+            fits = task_for(name, ref, labels) if task is not None else None
+            if fits is not None and isinstance(task[1], fits):
                 record.update(task[1].add(ref, out, labels))
                 if metric:
                     kept["run"].append(out), kept["reference"].append(ref), kept["labels"].append(labels)
             if record:
-                record["sample"] = np.arange(samples, samples + rows, dtype=np.int32)
-                for column, values in record.items():
-                    per_sample.setdefault(column, []).append(values)
+                per_sample.append({"sample": np.arange(samples, samples + rows, dtype=np.int32), **record})
         samples += rows
     if metric and not kept["labels"]:
         raise _no_metric(metric, "it needs labelled data (validate.data with labels) that fit an output"
@@ -232,9 +232,19 @@ def evaluate(candidate: Runner, reference: Runner, batches: Iterable[tuple[dict,
         if name == headline:
             info.update({k: metrics[k] for k in ("rel_l2_err", "top1_agreement") if k in metrics})
             info["output"] = name
-    predictions = {"output": [headline] * sum(len(v) for v in per_sample.get("sample", []))}
-    predictions.update({k: np.concatenate(v) for k, v in per_sample.items()})
-    return rows_out, info, predictions if per_sample else {}
+    return rows_out, info, _predictions(headline, per_sample)
+
+
+def _predictions(output: str | None, batches: list[dict[str, np.ndarray]]) -> dict:
+    """The `predictions` columns of the batches; null where a batch lacks a column (its labels did not fit)."""
+    if not batches:
+        return {}
+    columns = dict.fromkeys(k for batch in batches for k in batch)
+    out = {"output": [output] * sum(len(batch["sample"]) for batch in batches)}
+    for column in columns:
+        parts = [b[column] if column in b else np.full(len(b["sample"]), None, dtype=object) for b in batches]
+        out[column] = np.concatenate(parts)
+    return out
 
 
 def _headline(outputs: dict[str, np.ndarray], labels: np.ndarray | None):
