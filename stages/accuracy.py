@@ -283,7 +283,7 @@ def user_metric(metric: dict, kept: dict) -> dict[str, float]:
                              ) from err
         out[f"{name}{suffix}"] = value
     sign = 1.0 if metric.get("higher_is_better", True) else -1.0
-    out[f"{name}_drop"] = sign * (out[f"{name}_reference"] - out[name])
+    out[f"{name}_drop"] = sign * (out[f"{name}_reference"] - out[name]) + 0.0  # + 0.0: no "-0" for no change
     return out
 
 

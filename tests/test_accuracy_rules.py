@@ -149,3 +149,42 @@ def test_a_user_metric_that_cannot_be_computed_is_an_error_naming_it():
     with pytest.raises(StageInputError, match="it needs labelled data"):
         accuracy.evaluate(Torch(reference), Torch(reference), batches(x, None), "fp32",
                           {"_target_": "sklearn.metrics.r2_score"})
+
+
+@pytest.mark.slow  # the real CLI
+def test_a_regression_sweep_is_validated_and_selected_on_its_task_metric(tmp_path):
+    """scikit-learn's diabetes regression, converted by skl2onnx, swept fp32/fp16 with float labels and the user's
+    metric: every point gets mae, rmse, r2 and the metric with its drop; selection bounds r2's drop."""
+    import json
+
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import LinearRegression
+    from sklearn.metrics import r2_score
+
+    from pipeline import results
+    from tests.conftest import FAST, run_cli
+
+    x, y = load_diabetes(return_X_y=True)
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    fit = LinearRegression().fit(x[:300], y[:300])
+    (tmp_path / "diabetes.onnx").write_bytes(to_onnx(fit, x[:1]).SerializeToString())
+    np.savez(tmp_path / "val.npz", X=x[300:], labels=y[300:])
+    proc = run_cli(["-m", "model=onnx", "model.path=diabetes.onnx", "precision=fp32,fp16", "backend=onnxruntime",
+                    "validate.data=val.npz", "batch_size=16", "report.enabled=false",
+                    "validate.metric={_target_:sklearn.metrics.mean_absolute_error,higher_is_better:false}",
+                    "hydra.sweep.dir=s", *FAST], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    loaded = results.load(tmp_path / "s")
+    fp32 = loaded.runs.set_index("precision").loc["fp32", "run_id"]
+    acc = loaded.accuracy[loaded.accuracy.run_id == fp32].set_index("metric")
+    assert acc.loc["r2_reference", "value"] == pytest.approx(r2_score(y[300:], fit.predict(x[300:])), rel=1e-4)
+    assert acc.loc["mean_absolute_error", "samples"] == len(y) - 300
+    assert {"mae_drop", "rmse_drop", "r2_drop", "mean_absolute_error_drop"} <= set(acc.index)
+    best = next(line for line in proc.stdout.splitlines() if line.startswith("best"))
+    assert " r2 drop " in best and "max 0.01" in best, best
+    header = next(line for line in proc.stdout.splitlines() if line.lstrip().startswith("job")).split()
+    assert {"r2", "r2_drop", "mean_absolute_error", "mean_absolute_error_drop", "samples", "p99_ms"} <= set(header)
+    recorded = json.loads((tmp_path / "s" / "selection.json").read_text())
+    assert {p["accuracy_kind"] for p in recorded["points"].values()} == {"task/r2"}
+    assert len(loaded.predictions) == 2 * (len(y) - 300) and loaded.predictions["run_error"].notna().all()
