@@ -333,6 +333,7 @@ def test_the_runs_table_shows_the_interval_the_task_metric_and_the_samples(tmp_p
     assert f"<td>{drop.value:.3f} [{drop.low:.3f}, {drop.high:.3f}]</td>" in page
     assert '<td class="num">359</td>' in page
     assert "too few samples to decide" in page  # int8 is faster but undecided, said in the best line
+    assert f"<td>upper end {drop.high:.3f} &gt; select.max_accuracy_drop</td>" in page  # which bound decided
     regression = tmp_path / "regression"
     test_select.write_job(regression, 0, "fp32", 1.0, accuracy=test_select.regression_rows(0.45, 43.0))
     test_select.write_job(regression, 1, "fp16", 0.6, accuracy=test_select.regression_rows(0.449, 43.5))

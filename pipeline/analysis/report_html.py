@@ -26,7 +26,7 @@ _RUN_COLUMNS = (
     ("throughput (samples/s)", "throughput", ",.1f"), ("rel_l2_err", "rel_l2_err", ".3g"),
     ("top1_agreement", "top1_agreement", ".3g"), ("top-1 accuracy", "top1_accuracy", ".4g"),
     ("top-1 drop [interval]", "top1_interval", None), ("samples", "samples", ",.0f"),
-    ("verdict", "benchmark_verdict", None),
+    ("accuracy bound that decided", "decided", None), ("verdict", "benchmark_verdict", None),
 )
 
 
