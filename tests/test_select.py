@@ -284,6 +284,8 @@ def test_float_labels_select_on_r2_by_default_and_on_any_task_metric_by_name(tmp
     assert line.startswith("best: precision=fp16 ") and "r2 0.449, r2 drop 0.001 vs fp32, max 0.01" in line
     by_mae = select.choose(results.load(tmp_path), select.Rule(accuracy="task/mae", max_task_drop=2.0))
     assert by_mae.best.name == "precision=int8" and "mae 44, mae drop 1 vs fp32, max 2" in by_mae.line()
+    misplaced = select.choose(results.load(tmp_path), select.Rule(metric="task/r2")).line()
+    assert "(to bound a task metric's drop: select.accuracy=task/r2 select.max_task_drop=)" in misplaced
     missing = select.choose(results.load(tmp_path), select.Rule(accuracy="task/f1"))
     assert missing.points[0].why == "no task metric 'f1' measured (select.accuracy=task/f1; measured: mae, r2)"
 

@@ -466,6 +466,9 @@ def choose(loaded: results.Results, rule: Rule | None = None) -> Selection:
         have = sorted({f"{m}/{s}" for m, s in zip(loaded.summary["metric"], loaded.summary["stat"])})
         selection.problem = (f"select.metric = '{rule.metric}' is in no ok run's summary; measured: "
                              f"{', '.join(have[:12]) or 'nothing'}")
+        if rule.key[0] == "task":  # a task metric is what accuracy is held to, not what is optimised
+            selection.problem += (f" (to bound a task metric's drop: select.accuracy={rule.metric} "
+                                  f"select.max_task_drop=)")
         return selection
     groups: dict[tuple, list[Point]] = {}
     for p in judged:
