@@ -301,7 +301,7 @@ def test_the_selected_point_is_marked(two_sweeps):
     chosen = "int8 (precision 2026-01-02_10-00-00)"  # the faster point of the sweep that has a selection.json
     assert f"{chosen} <strong>&#9733; selected</strong>" in page
     assert page.count("&#9733; selected") == 1
-    assert '<p class="best">best: precision=int8 1 ms median latency (1,000 samples/s), 2x faster than fp32' in page
+    assert '<p class="best">best: precision=int8 1 ms median latency (1,000 samples/s), 2.0x faster than fp32' in page
     assert ("The star marks the selected build (the fastest within the accuracy bounds of select.*, one per "
             f"workload): {chosen}.") in page
 

@@ -61,7 +61,7 @@ def test_fastest_within_the_accuracy_drop_is_chosen_and_marked(tmp_path):
     write_job(tmp_path, 3, "bf16", 0.0, status="unsupported")
     selection = select.select_sweep(tmp_path)
     line = selection.line()
-    assert line.startswith("best: precision=fp16 0.5 ms median latency (2,000 samples/s), 2x faster than fp32 "
+    assert line.startswith("best: precision=fp16 0.5 ms median latency (2,000 samples/s), 2.0x faster than fp32 "
                            "(precision=fp32)")
     assert "rel_l2_err 0.001 vs fp32, max 0.05" in line
     runs = results.load(tmp_path).runs.set_index("run_id")
@@ -299,7 +299,7 @@ def test_one_answer_per_batch_size_and_the_throughput_view(tmp_path):
     selection = select.select_sweep(tmp_path)
     lines = selection.line().splitlines()
     assert lines[0].startswith("best at batch_size=1: precision=fp16 0.5 ms median latency (2,000 samples/s), "
-                               "2x faster than fp32 (precision=fp32 batch_size=1)")
+                               "2.0x faster than fp32 (precision=fp32 batch_size=1)")
     assert lines[1].startswith("best at batch_size=32: precision=int8 1.5 ms median latency (21,333 samples/s), "
                                "2.7x faster than fp32 (precision=fp32 batch_size=32)")
     assert lines[2] == "most throughput: batch_size=32 precision=int8, 21,333 samples/s (11x the 2,000 of batch_size=1)"
@@ -315,6 +315,14 @@ def test_when_fp32_is_fastest_it_says_nothing_beat_fp32(tmp_path):
     line = select.choose(results.load(tmp_path)).line()
     assert line.startswith("best: precision=fp32 0.3 ms median latency (3,333 samples/s), nothing beat fp32, "), line
     assert "faster than" not in line
+
+
+def test_a_speedup_within_the_noise_is_no_speedup(tmp_path):
+    write_job(tmp_path, 0, "fp32", 0.0183, error=1e-7, cov=1100.0, iterations=49518)  # +-12 % at 95 %
+    write_job(tmp_path, 1, "fp16", 0.0180, error=5e-4, cov=1080.0, iterations=49518)
+    line = select.choose(results.load(tmp_path)).line()
+    assert ", no faster than fp32 (precision=fp32) beyond the noise (1.0x, noise ±12%)" in line, line
+    assert "faster than fp32 (precision=fp32)," not in line
 
 
 def test_a_large_speedup_is_written_for_reading(tmp_path):

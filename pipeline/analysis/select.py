@@ -498,6 +498,10 @@ def _best_text(s: Selection, c: Choice) -> str:
     text = f"{name} {describe(rule, best.value, best.unit)}{_other_view(rule, best)}"
     if best.precision == BASELINE and any(p.feasible and p.precision != BASELINE for p in c.points):
         text += ", nothing beat fp32"
+    elif c.baseline_is_fp32 and _within_noise(rule, best, c.baseline):
+        noise = combined_noise(best, c.baseline)
+        text += (f", no faster than fp32 ({c.baseline.name}) beyond the noise "
+                 f"({times(speedup(rule, best.value, c.baseline.value))}, noise ±{pct(noise.pct)})")
     elif c.baseline is not None:
         ratio = speedup(rule, best.value, c.baseline.value)
         than = (f"fp32 ({c.baseline.name})" if c.baseline_is_fp32
@@ -539,6 +543,11 @@ def _other_view(rule: Rule, p: Point) -> str:
     if rule.key[0] == "throughput":
         return f" ({p.latency:.3g} ms median latency)" if p.latency is not None else ""
     return f" ({rate(p.throughput)} samples/s)" if p.throughput is not None else ""
+
+
+def _within_noise(rule: Rule, best: Point, other: Point) -> bool:
+    noise = combined_noise(best, other)
+    return noise is not None and worse_pct(rule, best.value, other.value) <= noise.pct
 
 
 def _throughput_lines(s: Selection) -> list[str]:
@@ -610,10 +619,10 @@ def _margin_text(rule: Rule, best: Point, runner_up: Point) -> str:
 
 
 def times(ratio: float) -> str:
-    """'1.9x', '12x', '126x': never e-notation."""
+    """'1.0x', '1.9x', '12x', '126x': never e-notation."""
     if not math.isfinite(ratio):
         return f"{ratio}x"
-    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
+    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
 
 
 def rate(value: float) -> str:
