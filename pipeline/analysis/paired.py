@@ -12,6 +12,7 @@ With n samples, b of them right only for the build and c right only for the refe
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -84,6 +85,7 @@ def bootstrap_drop(n: int, run_only: int, reference_only: int, confidence: float
     return float(low), float(high)
 
 
+@functools.lru_cache(maxsize=4096)  # the end of a sweep judges each point three times: table, choice, report
 def drop(n: int, run_only: int, reference_only: int, confidence: float = 0.95) -> Drop:
     """The paired drop of `n` samples with `run_only` (b) and `reference_only` (c) discordant ones."""
     low, high = bootstrap_drop(n, run_only, reference_only, confidence)

@@ -127,7 +127,7 @@ def run_view(loaded: results.Results, sweep_of: dict[str, str] | None = None) ->
 def _with_judgement(view: pd.DataFrame, loaded: results.Results) -> pd.DataFrame:
     """The view with what selection sees per run (pipeline/analysis/select.py): `top1_interval` (the paired
     interval on the top-1 drop, as text), `decided` (which accuracy bound decided), `noise` (percent) and
-    `task:<name>` / `task:<name>_drop` for each task metric shown (pipeline/analysis/summary.py _task_columns)."""
+    `task:<name>` / `task:<name>_drop` for each task metric shown (pipeline/analysis/summary.py task_columns)."""
     from pipeline.analysis import select, summary
 
     try:
@@ -136,11 +136,11 @@ def _with_judgement(view: pd.DataFrame, loaded: results.Results) -> pd.DataFrame
         rule = select.Rule()
     judged = {p.run_id: p for p in select.points(loaded, rule)} if len(loaded.runs) else {}
     view["noise"] = view["run_id"].map(lambda r: judged[r].noise.pct if r in judged and judged[r].noise else np.nan)
-    view["top1_interval"] = view["run_id"].map(lambda r: summary._drop_cell(judged.get(r)))
+    view["top1_interval"] = view["run_id"].map(lambda r: summary.drop_cell(judged.get(r)))
     view["decided"] = view["run_id"].map(lambda r: judged[r].decided if r in judged else "")
     view.attrs["confidence"] = rule.confidence
     a = loaded.accuracy
-    for name in summary._task_columns(a, rule):
+    for name in summary.task_columns(a, rule):
         for metric in (name, f"{name}_drop"):
             view[f"task:{metric}"] = view["run_id"].map(_one(a, metric)).astype(float)
     return view

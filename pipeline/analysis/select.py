@@ -313,6 +313,11 @@ def rule_of(runs: pd.DataFrame) -> Rule:
     return Rule.from_config(next(iter(found.values()), None))
 
 
+def recorded_rule(config: str) -> Rule:
+    """select.* of one recorded config (the YAML of a runs row); the defaults where it has none."""
+    return Rule.from_config(_select_block(config))
+
+
 def _select_block(config: str) -> dict | None:
     """The `select:` mapping of a recorded config, without parsing all of it (a sweep has thousands)."""
     lines = config.splitlines()

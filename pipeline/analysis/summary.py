@@ -61,7 +61,7 @@ def _confidence(row: dict) -> float:
     from pipeline.analysis import select
 
     try:
-        return select.Rule.from_config(select._select_block(str(row.get("config") or ""))).confidence
+        return select.recorded_rule(str(row.get("config") or "")).confidence
     except (select.SelectError, ValueError, TypeError):
         return select.Rule.confidence
 
@@ -116,8 +116,8 @@ def sweep_summary(loaded, sweep_dir: Path) -> str:
         rule = select.Rule()
     judged = {p.run_id: p for p in select.points(loaded, rule)} if len(a) else {}
     if any(p.interval is not None for p in judged.values()):
-        table[f"top1_drop[{rule.confidence * 100:g}%]"] = runs["run_id"].map(lambda r: _drop_cell(judged.get(r)))
-    for name in _task_columns(a, rule):
+        table[f"top1_drop[{rule.confidence * 100:g}%]"] = runs["run_id"].map(lambda r: drop_cell(judged.get(r)))
+    for name in task_columns(a, rule):
         for metric in (name, f"{name}_drop"):
             table[metric] = runs["run_id"].map(a[a.metric == metric].drop_duplicates("run_id").set_index("run_id")
                                                ["value"])
@@ -134,7 +134,7 @@ def sweep_summary(loaded, sweep_dir: Path) -> str:
     return text + missing
 
 
-def _drop_cell(point) -> str:
+def drop_cell(point) -> str:
     """'0.002 [-0.001, 0.006]', or '-'."""
     if point is None or point.interval is None:
         return "-"
@@ -142,7 +142,7 @@ def _drop_cell(point) -> str:
     return f"{d.value:.3f} [{d.low:.3f}, {d.high:.3f}]"
 
 
-def _task_columns(accuracy, rule) -> list[str]:
+def task_columns(accuracy, rule) -> list[str]:
     """The task metrics shown with their drop: select.accuracy's, r2 (float labels) and the user's validate.metric."""
     names = list(dict.fromkeys(m[:-5] for m in accuracy["metric"] if m.endswith("_drop")))
     chosen = [rule.accuracy[5:]] if rule.accuracy.startswith("task/") else []
