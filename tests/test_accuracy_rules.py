@@ -188,3 +188,15 @@ def test_a_regression_sweep_is_validated_and_selected_on_its_task_metric(tmp_pat
     recorded = json.loads((tmp_path / "s" / "selection.json").read_text())
     assert {p["accuracy_kind"] for p in recorded["points"].values()} == {"task/r2"}
     assert len(loaded.predictions) == 2 * (len(y) - 300) and loaded.predictions["run_error"].notna().all()
+
+
+@pytest.mark.parametrize("name, shape, dtype, scores", [
+    ("logits", (2, 10), np.float32, True),          # (batch, classes)
+    ("output", (2, 10), np.float16, True),
+    ("logits", (2, 5, 100), np.float32, True),      # per-token logits, by name
+    ("last_hidden_state", (2, 5, 64), np.float32, False),  # per-token features are not scores
+    ("label", (2, 3), np.int64, False),             # integers never are
+    ("y", (2, 1), np.float32, False),               # one value: a regression output
+])
+def test_which_outputs_are_class_scores(name, shape, dtype, scores):
+    assert accuracy.is_scores(name, np.zeros(shape, dtype=dtype)) is scores
