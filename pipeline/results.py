@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # pandas is imported by load(), not by the writers: a job pay
 
 log = logging.getLogger(__name__)
 
-TABLES = ("runs", "summary", "samples", "accuracy", "layers", "gpu", "layer_errors")
+TABLES = ("runs", "summary", "samples", "accuracy", "layers", "gpu", "layer_errors", "predictions")
 TABLES_DIR = "tables"  # <job_dir>/tables/<table>.parquet
 JOB_CONFIG = "config.resolved.yaml"  # what every job writes first: a directory holding it is a job
 INCOMPLETE = "no complete tables: the job was killed, or could not write them; rerun it with resume=true"
@@ -94,6 +94,14 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("run_id", _S), ("layer", _S), ("tensor", _S), ("op_type", _S), ("depth", _I), ("rel_err", _F),
         ("cosine", _F), ("max_abs_err", _F), ("nan", _I), ("inf", _I), ("input_rel_err", _F),
         ("quantized", pa.bool_()), ("qdq_nodes", _S), ("first_over", pa.bool_()),
+    ]),
+    # one row per validation sample of the judged output (stages/accuracy.py), a few bytes each: a column is null
+    # where it does not apply (correctness needs class labels, agreement class scores, errors float labels)
+    "predictions": pa.schema([
+        ("run_id", _S), ("output", _S), ("sample", pa.int32()),
+        ("run_correct", pa.bool_()), ("reference_correct", pa.bool_()),  # top-1 right, the build and fp32
+        ("agree", pa.bool_()),                                           # the build's top-1 is fp32's
+        ("run_error", pa.float32()), ("reference_error", pa.float32()),  # |prediction - label|, mean per sample
     ]),
 }
 
@@ -389,6 +397,8 @@ def _write_options(name: str) -> dict:
     options = {"write_statistics": False, "store_schema": False}
     if name in _SMALL_TABLES:
         options["use_dictionary"] = False
+    if name == "predictions":  # a million samples in a few hundred KiB: sample numbers delta-encoded, flags as bits
+        options.update(use_dictionary=["run_id", "output"], column_encoding={"sample": "DELTA_BINARY_PACKED"})
     return options
 
 
@@ -416,6 +426,7 @@ class Results:
     layers: pd.DataFrame
     gpu: pd.DataFrame
     layer_errors: pd.DataFrame
+    predictions: pd.DataFrame
 
     def __init__(self, path: Path, frames: Mapping[str, pd.DataFrame],
                  skipped: list[tuple[Path, str]] | None = None,
@@ -632,8 +643,8 @@ def _with_selection(runs: pd.DataFrame, files: list[str], skipped: list[tuple[Pa
             log.warning("skipping unreadable selection file %s: %s", f, e)
             skipped.append((Path(f), f"{type(e).__name__}: {e}"))
             continue
-        if chosen:
-            selected.add(str(chosen))
+        # one run id (a file written before one answer per workload), or a list of them
+        selected.update(str(c) for c in ([chosen] if isinstance(chosen, str) else chosen or []))
         for run_id, point in points.items():
             objective[run_id], feasible[run_id] = point.get("objective"), point.get("feasible")
     return runs.assign(selected=runs["run_id"].isin(selected).astype("boolean"),

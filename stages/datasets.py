@@ -1,8 +1,8 @@
 """Real data for validation and calibration: where it comes from, that it fits the model, and its batches.
 
 A data set is either
-- a `.npz` file: one array per model input, batch (sample) axis first, and optionally `labels` (one class index per
-  sample), or
+- a `.npz` file: one array per model input, batch (sample) axis first, and optionally `labels` (one integer class
+  index per sample, or float regression targets, samples first), or
 - `{_target_: pkg.module.function, <kwargs>...}`: a callable that returns an iterable of batches, each a dict of
   arrays by input name, optionally with `labels`.
 It is checked against the model's inputs before any work is done (`check`): a missing array, a shape or a dtype the
@@ -191,10 +191,15 @@ def _fit(raw: dict, specs: list[model_inputs.InputSpec], key: str, source, axis_
                               f"{ {k: len(v) for k, v in out.items()} }")
     if LABELS in raw:
         labels = np.asarray(raw[LABELS])
-        if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        if np.issubdtype(labels.dtype, np.floating) and labels.ndim >= 1 and len(labels) == n:
+            out[LABELS] = labels.astype(np.float32)  # regression targets: one value (or array) per sample
+            _require_finite(out[LABELS], f"{key} = {_show(source)}: array 'labels'", offset)
+        elif labels.shape == (n,) and np.issubdtype(labels.dtype, np.integer):
+            out[LABELS] = labels.astype(np.int64)
+        else:
             raise StageInputError(f"{key} = {_show(source)}: array 'labels' has shape {labels.shape} and dtype "
-                                  f"{labels.dtype}; it needs one integer class index per sample, shape ({n},)")
-        out[LABELS] = labels.astype(np.int64)
+                                  f"{labels.dtype}; it needs one integer class index per sample, shape ({n},), or "
+                                  f"float regression targets with {n} samples first")
     return out
 
 

@@ -1,6 +1,6 @@
 """The validate stage of every backend: the build, opened by its backend (stages/runtime.py), against its fp32
 reference on the same batches (validate.data, else seeded ones), through the one accuracy path
-(stages/accuracy.py)."""
+(stages/accuracy.py): the `accuracy` rows, and per sample of the judged output the `predictions` columns."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,9 +21,9 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     try:
         batches = datasets.validation(rt.specs(params["feeds"]), params["feeds"], params["validation"],
                                       params["seed"])
-        rows, info = accuracy.evaluate(rt, rt.reference(), batches, rt.reference_label,
-                                       params["validation"].get("metric"))
+        rows, info, predictions = accuracy.evaluate(rt, rt.reference(), batches, rt.reference_label,
+                                                    params["validation"].get("metric"))
         info.update(rt.info())
     finally:
         rt.close()
-    return StageResult(info=info, tables={"accuracy": rows})
+    return StageResult(info=info, tables={"accuracy": rows, "predictions": predictions})

@@ -231,6 +231,15 @@ def test_pareto_mask():
     assert list(plots.pareto_mask(latency, error)) == [True, True, True, False, True]
 
 
+def test_no_pareto_front_over_a_difference_within_the_noise():
+    # int8 is 2 % faster than fp16 but less accurate: on the front without noise, a tie within +-5 % noise, so the
+    # more accurate fp16 dominates it; a 40 % faster point stays on the front
+    latency, error = np.array([0.50, 0.49, 0.30]), np.array([0.001, 0.05, 0.08])
+    assert list(plots.pareto_mask(latency, error)) == [True, True, True]
+    assert list(plots.pareto_mask(latency, error, np.array([5.0, 5.0, 5.0]))) == [True, False, True]
+    assert list(plots.pareto_mask(latency, error, np.array([1.0, 1.0, 1.0]))) == [True, True, True]  # beyond 1 %
+
+
 def test_swept_values_from_overrides_and_axes(tmp_path):
     write_job(tmp_path, 0, "fp32")
     write_job(tmp_path, 1, "int8")
@@ -292,8 +301,9 @@ def test_the_selected_point_is_marked(two_sweeps):
     chosen = "int8 (precision 2026-01-02_10-00-00)"  # the faster point of the sweep that has a selection.json
     assert f"{chosen} <strong>&#9733; selected</strong>" in page
     assert page.count("&#9733; selected") == 1
-    assert '<p class="best">best: precision=int8 1 ms median latency, 2x faster than fp32' in page
-    assert f"The star marks the selected build (the fastest within select.max_accuracy_drop): {chosen}." in page
+    assert '<p class="best">best: precision=int8 1 ms median latency (1,000 samples/s), 2.0x faster than fp32' in page
+    assert ("The star marks the selected build (the fastest within the accuracy bounds of select.*, one per "
+            f"workload): {chosen}.") in page
 
 
 @pytest.mark.slow  # the real CLI
@@ -308,3 +318,25 @@ def test_a_report_of_a_directory_without_results_is_an_error_like_select_and_com
     proc = run_cli([str(tmp_path)], tmp_path, module="pipeline.report", timeout=120)
     assert proc.returncode == 2 and "no results" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "report").exists()
+
+
+def test_the_runs_table_shows_the_interval_the_task_metric_and_the_samples(tmp_path):
+    from tests import test_select
+
+    sweep = tmp_path / "labelled"
+    test_select.write_job(sweep, 0, "fp32", 1.0, accuracy=test_select.paired_rows(359, 0, 0))
+    test_select.write_job(sweep, 1, "int8", 0.5, accuracy=test_select.paired_rows(359, 1, 4))
+    select.select_sweep(sweep)
+    page = report.build_report(sweep).read_text()
+    drop = select.paired.drop(359, 1, 4)
+    assert "<th>top-1 drop [95 % interval]</th>" in page and "<th>samples</th>" in page
+    assert f"<td>{drop.value:.3f} [{drop.low:.3f}, {drop.high:.3f}]</td>" in page
+    assert '<td class="num">359</td>' in page
+    assert "too few samples to decide" in page  # int8 is faster but undecided, said in the best line
+    assert f"<td>upper end {drop.high:.3f} &gt; select.max_accuracy_drop</td>" in page  # which bound decided
+    regression = tmp_path / "regression"
+    test_select.write_job(regression, 0, "fp32", 1.0, accuracy=test_select.regression_rows(0.45, 43.0))
+    test_select.write_job(regression, 1, "fp16", 0.6, accuracy=test_select.regression_rows(0.449, 43.5))
+    page = report.build_report(regression).read_text()
+    assert "<th>r2</th><th>r2 drop</th><th>samples</th>" in page and '<td class="num">0.449</td>' in page
+    assert "top-1 drop" not in page  # no labels of classes: no top-1 columns

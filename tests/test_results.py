@@ -37,10 +37,13 @@ SAMPLE_ROWS = {
     "layer_errors": [{"run_id": "r1", "layer": "fc2", "tensor": "h2", "op_type": "Gemm", "depth": 2,
                       "rel_err": 0.8, "cosine": 0.6, "max_abs_err": 3.0, "nan": 0, "inf": 0, "input_rel_err": 0.01,
                       "quantized": True, "qdq_nodes": "x_QuantizeLinear,x_DequantizeLinear", "first_over": True}],
+    "predictions": [{"run_id": "r1", "output": "logits", "sample": 0, "run_correct": True, "reference_correct": False,
+                     "agree": False, "run_error": 0.5, "reference_error": 0.25}],
 }
 
 # pandas dtype expected for each pyarrow type in the fixed schemas (see module docstring).
-PANDAS_DTYPE = {pa.string(): "str", pa.int64(): "Int64", pa.float64(): "float64", pa.bool_(): "boolean"}
+PANDAS_DTYPE = {pa.string(): "str", pa.int64(): "Int64", pa.float64(): "float64", pa.bool_(): "boolean",
+                pa.int32(): "Int64", pa.float32(): "float32"}
 
 
 def write_job(job_dir, run_id="r1", **extra):
@@ -57,6 +60,23 @@ def test_round_trip_every_table(tmp_path):
         df = getattr(res, table)
         assert list(df.columns) == SCHEMAS[table].names
         assert df.to_dict("records") == rows
+
+
+def test_a_million_predictions_stay_small_and_load_back(tmp_path):
+    import numpy as np
+
+    from pipeline.analysis import paired
+
+    n, rng = 1_000_000, np.random.default_rng(0)
+    run, ref = rng.random(n) < 0.97, rng.random(n) < 0.97
+    write_tables(tmp_path, {"runs": [run_row("r1")], "predictions": {
+        "run_id": ["r1"] * n, "output": ["logits"] * n, "sample": np.arange(n, dtype=np.int32), "run_correct": run,
+        "reference_correct": ref, "agree": run == ref}})
+    size = (tmp_path / "tables" / "predictions.parquet").stat().st_size
+    assert size < 600_000, size  # a few bits a sample, even for flags this random
+    p = load(tmp_path).predictions
+    assert len(p) == n and p["sample"].iloc[-1] == n - 1
+    assert paired.counts(p["run_correct"], p["reference_correct"]) == paired.counts(run, ref)
 
 
 def test_files_and_loaded_frames_have_fixed_types(tmp_path):

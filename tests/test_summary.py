@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from pipeline import results
-from pipeline.analysis import summary
+from pipeline.analysis import paired, summary
 from stages import cpu_timing
 from tests.conftest import FAST, run_cli
-from tests.test_select import write_job
+from tests.test_select import paired_rows, regression_rows, write_job
 
 
 def table_lines(text: str) -> list[list[str]]:
@@ -27,8 +27,8 @@ def test_every_swept_key_verdict_and_cov(tmp_path):
     # swept keys by their short names; a constant override (benchmark.duration_s) is not one
     assert header[:4] == ["job", "optimization_level", "max_aux_streams", "status"]
     assert "duration_s" not in header and "precision" not in header
-    assert header[4:7] == ["median_ms", "cov%", "verdict"]
-    assert rows[3][:7] == ["3", "3", "2", "ok", "4.0000", "3.50", "unstable"]
+    assert header[4:8] == ["median_ms", "p99_ms", "cov%", "verdict"]
+    assert rows[3][:8] == ["3", "3", "2", "ok", "4.0000", "-", "3.50", "unstable"]
 
 
 def test_each_column_has_one_readable_number_format(tmp_path):
@@ -36,8 +36,29 @@ def test_each_column_has_one_readable_number_format(tmp_path):
     for job, median in enumerate([0.04693, 0.1064]):
         write_job(tmp_path, job, ("fp32", "int8")[job], median, error=(1e-7, 0.0112)[job])
     _, *rows = table_lines(summary.sweep_summary(results.load(tmp_path), tmp_path))
-    assert rows[0][3:] == ["0.0469", "1.00", "21,308", "1.00e-07"]  # (no verdict recorded: that column is blank)
-    assert rows[1][3:] == ["0.1064", "1.00", "9,398", "1.12e-02"]
+    # (no verdict recorded: that column is blank; no p99 or sample count: '-')
+    assert rows[0][3:] == ["0.0469", "-", "1.00", "21,308", "1.00e-07", "-"]
+    assert rows[1][3:] == ["0.1064", "-", "1.00", "9,398", "1.12e-02", "-"]
+
+
+def test_the_top1_drop_shows_its_interval_and_its_samples(tmp_path):
+    write_job(tmp_path, 0, "fp32", 1.0, accuracy=paired_rows(359, 0, 0))
+    write_job(tmp_path, 1, "int8", 0.5, accuracy=paired_rows(359, 1, 4))
+    text = summary.sweep_summary(results.load(tmp_path), tmp_path)
+    header, *_ = table_lines(text)
+    assert header[-3:] == ["top1_drop[95%]", "samples", "error"]
+    int8, drop = text.splitlines()[-1], paired.drop(359, 1, 4)  # the statistics: tests/test_paired.py
+    assert f"{drop.value:.3f} [{drop.low:.3f}, {drop.high:.3f}]" in int8 and int8.rstrip().endswith("359"), text
+    assert drop.low < 0 < drop.high
+
+
+def test_a_task_metric_and_its_drop_are_columns(tmp_path):
+    write_job(tmp_path, 0, "fp32", 1.0, accuracy=regression_rows(0.45, 43.0))
+    write_job(tmp_path, 1, "fp16", 0.6, accuracy=regression_rows(0.449, 43.5))
+    text = summary.sweep_summary(results.load(tmp_path), tmp_path)
+    header, *rows = table_lines(text)
+    assert header[-4:] == ["r2", "r2_drop", "samples", "error"]
+    assert rows[1][-3:] == ["0.449", "0.001", "89"]
 
 
 def test_the_model_column_appears_when_models_differ(tmp_path):
@@ -76,7 +97,9 @@ def test_sweep_table_and_cpu_trials(tmp_path):
     assert header[:4] == ["job", "batch_size", "optimization_level", "status"], lines[head + 1]
     assert {"median_ms", "cov%", "verdict", "samples/s"} <= set(header)
     assert len(lines[head + 2:head + 6]) == 4 and all(" ok " in line for line in lines[head + 2:head + 6])
-    assert lines[head + 6].startswith("best: ")
+    # batch_size is a workload: one answer per batch size, then the throughput view
+    assert lines[head + 6].startswith("best at batch_size=1: ") and lines[head + 7].startswith("best at batch_size=2: ")
+    assert lines[head + 8].startswith("most throughput: batch_size=")
     r = results.load(next((tmp_path / "outputs/sweeps/multirun").iterdir()))
     assert (r.runs["benchmark_trials"] == 2).all()
     spread = r.summary.query("metric == 'latency' and stat == 'trial_spread'")

@@ -109,10 +109,13 @@ def test_top1_counts_only_the_batches_its_labels_fit():
     logits = np.eye(10, dtype=np.float32)[:8]
     batches = [({"input": logits}, np.arange(8), 8), ({"input": logits}, np.array([12, *range(7)]), 8),
                ({"input": logits}, np.array([-100, *range(7)]), 8)]
-    rows, info = accuracy.evaluate(Runner(), Runner(), batches, "fp32")
+    rows, info, predictions = accuracy.evaluate(Runner(), Runner(), batches, "fp32")
     samples = {r["metric"]: r["samples"] for r in rows}
     values = {r["metric"]: r["value"] for r in rows}
     assert samples["rel_l2_err"] == 24 and samples["top1_accuracy"] == 8 and values["top1_accuracy"] == 1.0
+    # per sample: every one compared (agree), only the first batch's judged against its labels
+    assert len(predictions["sample"]) == 24 and predictions["agree"].all()
+    assert list(predictions["run_correct"][:8]) == [True] * 8 and list(predictions["run_correct"][8:]) == [None] * 16
 
 
 def test_non_finite_data_is_refused_naming_the_array_and_sample(workdir):

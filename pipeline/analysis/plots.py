@@ -87,22 +87,29 @@ def _latency_axis(ax, values: np.ndarray, label: str) -> None:
     ax.set_ylabel(label + (", log scale" if wide else ""))
 
 
-def pareto_mask(latency: np.ndarray, error: np.ndarray) -> np.ndarray:
-    """True where no other point is at least as good on both axes and strictly better on one (lower is better)."""
+def pareto_mask(latency: np.ndarray, error: np.ndarray, noise_pct: np.ndarray | None = None) -> np.ndarray:
+    """True where no other point is at least as good on both axes and strictly better on one (lower is better).
+
+    `noise_pct`: per point, how far apart two latencies may lie by chance (percent; the larger of a pair counts):
+    latencies closer than that are a tie, so a point is never left off the front by a difference within the noise."""
     lat, err = np.asarray(latency, float), np.asarray(error, float)
-    no_worse = (lat[None, :] <= lat[:, None]) & (err[None, :] <= err[:, None])
-    better = (lat[None, :] < lat[:, None]) | (err[None, :] < err[:, None])
+    noise = np.zeros(len(lat)) if noise_pct is None else np.nan_to_num(np.asarray(noise_pct, float))
+    tie = np.maximum(noise[None, :], noise[:, None]) / 100 * lat[:, None]  # [i, j]: within the noise of i's latency
+    no_worse = (lat[None, :] <= lat[:, None] + tie) & (err[None, :] <= err[:, None])
+    better = (lat[None, :] < lat[:, None] - tie) | (err[None, :] < err[:, None])
     return ~(no_worse & better).any(axis=1)
 
 
 def accuracy_latency(points: pd.DataFrame, error_label: str, path: Path, note: str | None = None) -> None:
     """Error against median latency, one labelled point per run, the Pareto front marked and joined.
 
-    points: label, median (ms), error (lower is better); optional `selected` (the build to ship: a star).
+    points: label, median (ms), error (lower is better); optional `selected` (the build to ship: a star) and
+    `noise` (percent: latencies closer than that are not told apart).
     """
     fig, axes = _figure(7.5, 4.8)
     ax = axes[0][0]
-    front = pareto_mask(points["median"].to_numpy(), points["error"].to_numpy())
+    front = pareto_mask(points["median"].to_numpy(), points["error"].to_numpy(),
+                        points["noise"].to_numpy() if "noise" in points else None)
     if (~front).any():
         ax.scatter(points["median"][~front], points["error"][~front], s=40, color=_OTHER, zorder=3,
                    label="dominated")

@@ -89,7 +89,7 @@ def sweep_dirs(path: Path) -> Sweeps:
             sweeps.by_run[run_id] = str(job_dir.parent if sweep else job_dir)
     for f in sorted(results._sweep_selection(Path(path), selections)):
         try:
-            sweeps.lines.append(str(json.loads(Path(f).read_text(encoding="utf-8"))["line"]))
+            sweeps.lines += str(json.loads(Path(f).read_text(encoding="utf-8"))["line"]).splitlines()
         except (OSError, ValueError, KeyError, TypeError):
             continue  # load() lists an unreadable selection file among the skipped ones
     return sweeps
@@ -120,9 +120,33 @@ def run_view(loaded: results.Results, sweep_of: dict[str, str] | None = None) ->
     numbers = {stat: latency[stat] if stat in latency else None for stat in ("median", "p90", "p99")}
     numbers["throughput"] = _one(s, "throughput", "samples_per_s")
     numbers.update({metric: _one(loaded.accuracy, metric) for metric in ACCURACY})
+    samples = loaded.accuracy.drop_duplicates("run_id").set_index("run_id")["samples"]
+    numbers["samples"] = samples if len(samples) else None
     for column, by_run in numbers.items():  # float even when empty: no run, or none measured
         view[column] = np.nan if by_run is None else view["run_id"].map(by_run).astype(float)
-    return view, values
+    return _with_judgement(view, loaded), values
+
+
+def _with_judgement(view: pd.DataFrame, loaded: results.Results) -> pd.DataFrame:
+    """The view with what selection sees per run (pipeline/analysis/select.py): `top1_interval` (the paired
+    interval on the top-1 drop, as text), `decided` (which accuracy bound decided), `noise` (percent) and
+    `task:<name>` / `task:<name>_drop` for each task metric shown (pipeline/analysis/summary.py task_columns)."""
+    from pipeline.analysis import select, summary
+
+    try:
+        rule = select.rule_of(view)
+    except select.SelectError:  # several sweeps that disagree on select.*: the defaults, for the view only
+        rule = select.Rule()
+    judged = {p.run_id: p for p in select.points(loaded, rule)} if len(loaded.runs) else {}
+    view["noise"] = view["run_id"].map(lambda r: judged[r].noise.pct if r in judged and judged[r].noise else np.nan)
+    view["top1_interval"] = view["run_id"].map(lambda r: summary.drop_cell(judged.get(r)))
+    view["decided"] = view["run_id"].map(lambda r: judged[r].decided if r in judged else "")
+    view.attrs["confidence"] = rule.confidence
+    a = loaded.accuracy
+    for name in summary.task_columns(a, rule):
+        for metric in (name, f"{name}_drop"):
+            view[f"task:{metric}"] = view["run_id"].map(_one(a, metric)).astype(float)
+    return view
 
 
 def _one(table: pd.DataFrame, metric: str, stat: str | None = None) -> pd.Series:
@@ -209,12 +233,16 @@ def _accuracy(view: pd.DataFrame, out: Path) -> Section:
     from pipeline.analysis import plots
 
     plots.accuracy_latency(points, label, out / IMAGES[1], note)
-    front = points["label"][plots.pareto_mask(points["median"].to_numpy(), points["error"].to_numpy())]
+    front = points["label"][plots.pareto_mask(points["median"].to_numpy(), points["error"].to_numpy(),
+                                              points["noise"].to_numpy())]
     chosen = points["label"][points["selected"].fillna(False).astype(bool)]
-    marked = (f"The star marks the selected build (the fastest within select.max_accuracy_drop): "
-              f"{', '.join(chosen)}. " if len(chosen) else "")
+    marked = (f"The star marks the selected build (the fastest within the accuracy bounds of select.*, one per "
+              f"workload): {', '.join(chosen)}. " if len(chosen) else "")
+    noise = points["noise"].dropna()
+    ties = (f"Latencies closer than their noise (up to ±{noise.max():.2g} %) count as ties: a point is never left "
+            f"off the front by a difference within the noise. " if len(noise) else "")
     return Section(title, f"{label[0].upper()}{label[1:]} against median latency. Pareto front (no other point "
-                          f"is both faster and more accurate): {', '.join(front)}. " + marked + (note or ""),
+                          f"is both faster and more accurate): {', '.join(front)}. " + ties + marked + (note or ""),
                    IMAGES[1])
 
 

@@ -25,11 +25,12 @@ _RUN_COLUMNS = (
     ("median (ms)", "median", ".4g"), ("p90 (ms)", "p90", ".4g"), ("p99 (ms)", "p99", ".4g"),
     ("throughput (samples/s)", "throughput", ",.1f"), ("rel_l2_err", "rel_l2_err", ".3g"),
     ("top1_agreement", "top1_agreement", ".3g"), ("top-1 accuracy", "top1_accuracy", ".4g"),
-    ("top-1 drop", "top1_accuracy_drop", ".3g"), ("verdict", "benchmark_verdict", None),
+    ("top-1 drop [interval]", "top1_interval", None), ("samples", "samples", ",.0f"),
+    ("accuracy bound that decided", "decided", None), ("verdict", "benchmark_verdict", None),
 )
 
 
-_LABELLED = ("top1_accuracy", "top1_accuracy_drop")
+_LABELLED = ("top1_accuracy", "top1_interval")
 
 
 def page(path: Path, view: pd.DataFrame, axes: list[str], sections: list, loaded,
@@ -107,7 +108,13 @@ def _runs_table(view: pd.DataFrame, axes: list[str]) -> str:
     if view.empty:
         return '<p class="note">No runs.</p>'
     # the top-1 columns exist only with labelled data (validate.data): shown where some run has them
-    columns = [c for c in _RUN_COLUMNS if c[1] in view and (c[1] not in _LABELLED or view[c[1]].notna().any())]
+    columns = [c for c in _RUN_COLUMNS if c[1] in view and (c[1] not in _LABELLED or _shown(view[c[1]]))]
+    confidence = view.attrs.get("confidence")
+    columns = [(f"top-1 drop [{confidence * 100:g} % interval]" if col == "top1_interval" and confidence else h, col,
+                fmt) for h, col, fmt in columns]
+    tasks = [(c[5:].replace("_drop", " drop"), c, ".4g") for c in view.columns if c.startswith("task:")]
+    at = next((i for i, c in enumerate(columns) if c[1] == "samples"), len(columns))
+    columns[at:at] = tasks  # the task metric and its drop before the sample count
     sweeps = "sweep_label" in view and (view["sweep_label"] != "").any()
     header = ["job", *(["sweep"] if sweeps else []), "point", "status", *(h for h, _, _ in columns), "error",
               "run_id"]
@@ -125,6 +132,11 @@ def _runs_table(view: pd.DataFrame, axes: list[str]) -> str:
     ths = "".join(f"<th>{escape(h)}</th>" for h in header)
     point = f"point = {', '.join(axes)}" if axes else "point = precision"
     return f'<p class="caption">{escape(point)}</p><table><tr>{ths}</tr>\n' + "\n".join(rows) + "</table>"
+
+
+def _shown(column: pd.Series) -> bool:
+    """Some run has a value ('-' is none)."""
+    return bool((column.notna() & (column.astype(str) != "-")).any())
 
 
 def _cell(value, fmt: str | None) -> str:

@@ -148,7 +148,8 @@ class ValidateConfig:
     # yielding batches (dicts of arrays, optional `labels`); with labels, classifier outputs get top-1 accuracy
     data: Any = None
     max_samples: int = 1024   # of the data set, at most
-    metric: Any = None        # {_target_: pkg.fn, <kwargs>}: fn(outputs, labels) -> float, on the classifier output
+    # {_target_: pkg.fn, higher_is_better: true, <kwargs>}: fn(outputs, labels) -> float, on the task output
+    metric: Any = None
 
 
 class VerifyMode(str, Enum):
@@ -171,6 +172,10 @@ class SelectConfig:
     metric: str = "latency/median"  # a summary metric/stat, lower is better (throughput/*: higher is better)
     max_accuracy_drop: float = 0.01   # with labels: the absolute top-1 drop against the fp32 reference
     max_relative_error: float = 0.05  # without labels: the first output's rel_l2_err against fp32
+    min_top1_agreement: float = 0.99  # without labels, for class scores: top-1 decisions that match fp32's
+    confidence: float = 0.95          # of the paired interval on the top-1 drop (pipeline/analysis/paired.py)
+    accuracy: str = "auto"            # what is bounded: auto | top1 | agreement | task/<name> (e.g. task/r2)
+    max_task_drop: float = 0.01       # select.accuracy=task/<name>: its drop against fp32, in its own units
 
 
 @dataclass
