@@ -107,11 +107,21 @@ class ConvertConfig:
 
 
 @dataclass
+class UntilStableConfig:  # stages/stability.py: time on until the medians of the last windows agree
+    enabled: bool = True
+    windows: int = 3                    # how many of the last windows must agree
+    window_s: Optional[float] = None    # null: duration_s / windows
+    tolerance_pct: float = 5.0          # (max - min) of their medians, in percent of their median
+    max_s: Optional[float] = None       # null: 10 x duration_s; timing stops there, settled or not
+
+
+@dataclass
 class BenchmarkConfig:
     warmup_ms: float = 200.0
     duration_s: float = 3.0
     min_iterations: int = 10
     trials: int = 1               # repeated timed loops; the spread between their medians is reported
+    until_stable: UntilStableConfig = field(default_factory=UntilStableConfig)  # host-timed (CPU) runs
     # GPU harness only:
     cuda_graph: bool = True       # capture one inference in a CUDA graph; falls back to plain enqueue if capture fails
     sync: SyncMode = SyncMode.spin
