@@ -1,0 +1,108 @@
+"""Where a slower build spends its extra time: two runs' `layers` tables side by side, as TREx's engine comparison
+does by hand.
+
+Layers are joined on their name and type (a layer renamed or retyped counts as removed and added). Per layer, the
+time per inference (`median_ms` where the profiler gave one for every layer, else `time_ms`) on both sides and its
+change; the top contributors by the size of the change; the layers only B has (a reformat or a cast the new
+precision brought in) and only A had; the layers whose precision (`dtype`) changed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+TOP = 5  # contributors shown
+
+
+@dataclass
+class Layer:
+    layer: str
+    layer_type: str
+    a_ms: float | None      # None: the layer is not in A
+    b_ms: float | None
+    a_dtype: str = ""
+    b_dtype: str = ""
+
+    @property
+    def delta_ms(self) -> float:
+        return (self.b_ms or 0.0) - (self.a_ms or 0.0)
+
+    @property
+    def name(self) -> str:
+        return f"{self.layer} ({self.layer_type})" if self.layer_type else self.layer
+
+
+@dataclass
+class LayerDiff:
+    total_a_ms: float
+    total_b_ms: float
+    layers: list[Layer] = field(default_factory=list)
+
+    @property
+    def added(self) -> list[Layer]:
+        return sorted((x for x in self.layers if x.a_ms is None), key=lambda x: -x.delta_ms)
+
+    @property
+    def removed(self) -> list[Layer]:
+        return sorted((x for x in self.layers if x.b_ms is None), key=lambda x: x.delta_ms)
+
+    @property
+    def precision_changed(self) -> list[Layer]:
+        return [x for x in self.layers if x.a_ms is not None and x.b_ms is not None and x.a_dtype != x.b_dtype]
+
+    def top(self, n: int = TOP) -> list[Layer]:
+        """The layers whose time changed most, the slowdowns first among equals."""
+        return sorted(self.layers, key=lambda x: (-abs(x.delta_ms), -x.delta_ms))[:n]
+
+
+def _per_layer(table: pd.DataFrame) -> pd.DataFrame:
+    column = "median_ms" if "median_ms" in table and table["median_ms"].notna().all() else "time_ms"
+    t = table.assign(ms=table[column].astype(float), layer_type=table["layer_type"].fillna("").astype(str),
+                     dtype=table["dtype"].fillna("").astype(str))
+    # a layer on several streams (or listed twice) counts once, with its summed time
+    return t.groupby(["layer", "layer_type"], sort=False).agg(
+        ms=("ms", "sum"), dtype=("dtype", lambda d: ",".join(sorted(set(d) - {""})))).reset_index()
+
+
+def diff(a: pd.DataFrame, b: pd.DataFrame) -> LayerDiff:
+    """A's and B's `layers` rows (one run each) joined on layer name and type."""
+    for side, table in (("A", a), ("B", b)):
+        missing = {"layer", "layer_type", "dtype", "time_ms"} - set(table.columns)
+        if missing:
+            raise ValueError(f"{side}'s layers table lacks {', '.join(sorted(missing))}")
+    pa, pb = _per_layer(a), _per_layer(b)
+    joined = pa.merge(pb, on=["layer", "layer_type"], how="outer", suffixes=("_a", "_b"), sort=False)
+    layers = [Layer(str(r.layer), str(r.layer_type), _num(r.ms_a), _num(r.ms_b),
+                    "" if pd.isna(r.dtype_a) else r.dtype_a, "" if pd.isna(r.dtype_b) else r.dtype_b)
+              for r in joined.itertuples(index=False)]
+    return LayerDiff(float(pa["ms"].sum()), float(pb["ms"].sum()), layers)
+
+
+def _num(value) -> float | None:
+    return None if pd.isna(value) else float(value)
+
+
+def render(d: LayerDiff, top: int = TOP) -> list[str]:
+    """Lines that say where the time went, for compare's output."""
+    change = d.total_b_ms - d.total_a_ms
+    lines = [f"layers: {d.total_a_ms:.4g} -> {d.total_b_ms:.4g} ms per inference ({change:+.3g} ms) over "
+             f"{sum(x.a_ms is not None for x in d.layers)} / {sum(x.b_ms is not None for x in d.layers)} layers"]
+    lines += [f"  {x.delta_ms:+.3g} ms  {x.name}: {_ms(x.a_ms)} -> {_ms(x.b_ms)}"
+              + (f"  [{x.a_dtype or '?'} -> {x.b_dtype or '?'}]" if x.a_dtype != x.b_dtype else "")
+              for x in d.top(top) if x.delta_ms]
+    for label, group in (("added in B", d.added), ("gone from A", d.removed)):
+        if group:
+            shown = ", ".join(f"{x.name} {_ms(x.b_ms if x.a_ms is None else x.a_ms)}" for x in group[:top])
+            more = f" and {len(group) - top} more" if len(group) > top else ""
+            lines.append(f"  {label} ({len(group)}, {sum(x.delta_ms for x in group):+.3g} ms): {shown}{more}")
+    changed = d.precision_changed
+    if changed:
+        shown = ", ".join(f"{x.name} {x.a_dtype or '?'} -> {x.b_dtype or '?'}" for x in changed[:top])
+        more = f" and {len(changed) - top} more" if len(changed) > top else ""
+        lines.append(f"  precision changed ({len(changed)}): {shown}{more}")
+    return lines
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g} ms"
