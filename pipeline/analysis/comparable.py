@@ -17,8 +17,7 @@ import pandas as pd
 VERSIONS = ("driver", "cuda", "torch", "onnxruntime", "tensorrt")
 CLOCK_APART_PCT = 3.0   # median SM clocks further apart than this
 CAP_APART_PCT = 1.0     # power caps
-LOAD_APART = 0.5        # load averages per core further apart than this
-BUSY_LOAD = 1.0         # per core: more runnable threads than cores when the measurement began
+LOAD_APART = 0.5        # 1-minute load averages per core further apart than this (a core's worth on 2 cores)
 # runs columns of the benchmark stage's info, whatever the node's name (the `benchmark_` prefix)
 _CONDITIONS = {"sm_clock_median_mhz": "sm_clock_mhz", "power_cap_w": "power_cap_w",
                "timed_throttle_reasons": "throttle", "throttle_reasons": "throttle_any",
@@ -64,10 +63,6 @@ def _load(ca: dict, cb: dict) -> list[str]:
     per_core = [_per_core(c) for c in (ca, cb)]
     if None in per_core:
         return []
-    busy = [f"{label} (load {c['cpu_load']:.2g} on {int(c['cpu_count'])} cores)"
-            for label, c, p in (("A", ca, per_core[0]), ("B", cb, per_core[1])) if p > BUSY_LOAD]
-    if busy:
-        return [f"the CPU was busy in {' and '.join(busy)}"]
     if abs(per_core[0] - per_core[1]) > LOAD_APART:
         return [f"CPU load {ca['cpu_load']:.2g} vs {cb['cpu_load']:.2g} on {int(ca['cpu_count'])} / "
                 f"{int(cb['cpu_count'])} cores"]
