@@ -36,7 +36,7 @@ def altered_copy(sweep: Path, dest: Path, table: str, metrics: tuple[str, ...], 
             hit = pc.and_(hit, pc.invert(pc.is_in(t["stat"], pa.array(["cov", "median_noise"]))))
         values = pc.if_else(hit, change(t["value"]), t["value"])
         pq.write_table(t.set_column(t.column_names.index("value"), "value", values), path)
-        (path.parent / results.MANIFEST).unlink()  # rewritten by hand: else load() skips the job as tampered with
+        (path.parent / results.MANIFEST).unlink(missing_ok=True)  # rewritten by hand: else load() skips the job as tampered with
     return dest
 
 
@@ -86,3 +86,76 @@ def test_nothing_to_compare_is_one_line(sweep, tmp_path, which):
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     said = {"missing": "does not exist", "empty": "no results", "unrelated": "nothing to compare"}[which]
     assert proc.stderr.startswith("error: ") and said in proc.stderr
+
+
+def _edit_runs(sweep: Path, dest: Path, column: str, value) -> Path:
+    """A copy of the sweep whose runs rows say `column` = value."""
+    shutil.copytree(sweep, dest)
+    for path in dest.glob("*/tables/runs.parquet"):
+        t = pq.read_table(path)
+        if column not in t.column_names:
+            continue  # an unsupported point: nothing measured
+        values = pa.array([value] * t.num_rows)
+        t = t.set_column(t.column_names.index(column), column, values.cast(t[column].type))
+        pq.write_table(t, path)
+        (path.parent / results.MANIFEST).unlink(missing_ok=True)
+    return dest
+
+
+def test_conditions_that_differ_are_said_and_fail_only_with_strict(sweep, tmp_path):
+    cores = int(results.load(sweep).runs["benchmark_cpu_count"].iloc[0])
+    busy = _edit_runs(sweep, tmp_path / "busy", "benchmark_cpu_load", 50.0 * cores)
+    slower = altered_copy(busy, tmp_path / "busy_slower", "summary", ("latency",), lambda v: pc.multiply(v, 2.0))
+    proc = run_cli([str(sweep), str(slower)], tmp_path, module="pipeline.compare")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "precision=fp32: not comparable: CPU load" in proc.stdout and f"vs {50 * cores:.2g} on" in proc.stdout
+    assert "(B 100% worse: not called a regression)" in proc.stdout and "REGRESSED" not in proc.stdout
+    assert "2 not comparable" in proc.stdout.splitlines()[-1]
+    strict = run_cli([str(sweep), str(slower), "--strict"], tmp_path, module="pipeline.compare")
+    assert strict.returncode == 1, strict.stdout
+
+
+def test_a_slower_point_says_which_layers_took_the_time(sweep, tmp_path):
+    slow = altered_copy(sweep, tmp_path / "slow", "summary", ("latency",), lambda v: pc.multiply(v, 3.0))
+    for path in slow.glob("*/tables/layers.parquet"):  # every layer three times slower
+        t = pq.read_table(path)
+        t = t.set_column(t.column_names.index("time_ms"), "time_ms", pc.multiply(t["time_ms"], 3.0))
+        pq.write_table(t, path)
+        (path.parent / results.MANIFEST).unlink(missing_ok=True)
+    proc = run_cli([str(sweep), str(slow)], tmp_path, module="pipeline.compare")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    layers = results.load(sweep, tables=("runs", "layers"))
+    fp32 = layers.runs.loc[layers.runs["precision"] == "fp32", "run_id"].iloc[0]
+    mine = layers.layers[layers.layers["run_id"] == fp32].sort_values("time_ms")
+    total, top = mine["time_ms"].sum(), mine.iloc[-1]
+    assert f"precision=fp32: layers: {total:.4g} -> {3 * total:.4g} ms per inference" in proc.stdout
+    assert f"  +{2 * top.time_ms:.3g} ms  {top.layer} ({top.layer_type}): " in proc.stdout
+
+
+def test_by_pairs_a_sweep_with_its_rerun_at_other_trials_without_a_regression(sweep, tmp_path):
+    """The issue's case: the same sweep run again (here with benchmark.trials=3) is no regression, and --by says
+    which setting differs."""
+    proc = run_cli(["-m", "model=tiny_cnn", "precision=fp32,int8,bf16", "backend=onnxruntime", "report.enabled=false",
+                    "benchmark.trials=3", *FAST], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    again = next((tmp_path / "outputs/sweeps/multirun").iterdir())
+    by_hash = run_cli([str(sweep), str(again)], tmp_path, module="pipeline.compare")
+    assert by_hash.returncode == 2 and "--by KEYS pairs by swept values" in by_hash.stderr  # trials is in the hash
+    out = run_cli([str(sweep), str(again), "--by", "precision"], tmp_path, module="pipeline.compare")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "3 pair(s) by precision" in out.stdout
+    assert "other settings that differ between paired jobs: benchmark.trials 1 -> 3" in out.stdout
+    assert "REGRESSED" not in out.stdout
+    noise_of = {line.split()[0]: line for line in out.stdout.splitlines() if line.startswith("precision=")}
+    assert "±" in noise_of["precision=fp32"]  # measured on both sides, shown
+
+
+@pytest.mark.parametrize("by, said", [
+    ("nope", "--by nope: A's precision=fp32 has no value for it; keys swept in A: precision"),
+    ("batch_size", "--by batch_size: A has several jobs with batch_size=1 that differ in precision"),
+    ("precision,", "--by 'precision,': expected swept keys separated by commas"),
+])
+def test_a_bad_by_is_one_line(sweep, tmp_path, by, said):
+    proc = run_cli([str(sweep), str(sweep), "--by", by], tmp_path, module="pipeline.compare")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("error: ") and said in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
