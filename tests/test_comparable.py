@@ -75,3 +75,4 @@ def test_recorded_noise_is_read_from_the_summary():
     got = noise.recorded(summary, runs)
     assert got["r"].pct == 1.5 and got["r"].cov == 40.0 and "moving-block bootstrap" in got["r"].text
     assert got["g"].pct == 0.5  # the GPU's compute time is the headline where measured
+    assert noise.from_stats({("latency", "median"): (1.0, "ms")}) is None  # recorded before median_noise existed

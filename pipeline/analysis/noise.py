@@ -26,23 +26,28 @@ class Noise:
     cov: float | None = None  # the CoV of single iterations (percent), shown beside it
 
 
+def from_stats(stats: dict, method: str | None = None) -> Noise | None:
+    """A run's recorded median noise from its summary as select keys it, (metric, stat) -> (value, unit); None for a
+    run recorded before `median_noise`. The headline is gpu_compute where measured, else latency."""
+    headline = "gpu_compute" if ("gpu_compute", STAT) in stats else "latency"
+    if (headline, STAT) not in stats:
+        return None
+    value = float(stats[(headline, STAT)][0])
+    cov = stats.get((headline, "cov"))
+    return Noise(value, f"median ±{pct(value)} at 95% ({method or 'bootstrap'})", float(cov[0]) if cov else None)
+
+
 def recorded(summary: pd.DataFrame, runs: pd.DataFrame) -> dict[str, Noise]:
-    """run_id -> its recorded median noise (headline metric: gpu_compute where measured, else latency)."""
-    rows = summary[summary["stat"] == STAT]
-    if rows.empty:
-        return {}
+    """run_id -> its recorded median noise, for every run that recorded one."""
+    rows = summary[summary["stat"].isin([STAT, "cov"])]
     methods = {}
     for column in (c for c in runs.columns if c.endswith(METHOD_SUFFIX)):
         methods.update({r: m for r, m in zip(runs["run_id"], runs[column]) if isinstance(m, str)})
-    cov = summary[summary["stat"] == "cov"]
-    covs = {(r, m): v for r, m, v in zip(cov["run_id"], cov["metric"], cov["value"])}
-    out = {}
-    for run_id, group in rows.groupby("run_id"):
-        pick = group[group["metric"] == "gpu_compute"] if (group["metric"] == "gpu_compute").any() else group
-        metric, value = str(pick["metric"].iloc[0]), float(pick["value"].iloc[0])
-        how = methods.get(run_id, "bootstrap")
-        out[str(run_id)] = Noise(value, f"median ±{pct(value)} at 95% ({how})", covs.get((run_id, metric)))
-    return out
+    stats: dict[str, dict] = {}
+    for r in rows.itertuples(index=False):
+        stats.setdefault(str(r.run_id), {})[(r.metric, r.stat)] = (r.value, r.unit)
+    found = {run_id: from_stats(s, methods.get(run_id)) for run_id, s in stats.items()}
+    return {run_id: n for run_id, n in found.items() if n is not None}
 
 
 def between(a: Noise | None, b: Noise | None, spreads: list[tuple[float, int]] = ()) -> Noise | None:
