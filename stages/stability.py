@@ -27,7 +27,12 @@ class Rule:
     @classmethod
     def from_param(cls, value: dict | None) -> Rule | None:
         """The rule from the stage parameter, None where it is off (or not given: a config written before it)."""
-        if not value or not value.get("enabled", True):
+        if not value:
+            return None
+        if not isinstance(value, dict) or not isinstance(value.get("enabled", True), bool):
+            raise ParamError(f"{KEY} = {value!r}: expected a mapping with enabled: true|false, windows, window_s, "
+                             f"tolerance_pct, max_s")
+        if not value.get("enabled", True):
             return None
         known = {"enabled", *cls.__dataclass_fields__}
         unknown = sorted(set(value) - known)

@@ -76,6 +76,7 @@ def test_the_rule_from_config():
     ({"tolerance_pct": 0}, "benchmark.until_stable.tolerance_pct = 0: must be a percentage > 0"),
     ({"window_s": -1.0}, "benchmark.until_stable.window_s = -1.0: must be seconds > 0 or null"),
     ({"tolerence_pct": 1}, "benchmark.until_stable.tolerence_pct: not a setting"),
+    ({"enabled": "no"}, "benchmark.until_stable = {'enabled': 'no'}: expected a mapping with enabled: true|false"),
 ])
 def test_a_bad_setting_is_named(value, message):
     with pytest.raises(ParamError, match=message.replace(".", r"\.").replace("(", r"\(")):
