@@ -36,7 +36,8 @@ def altered_copy(sweep: Path, dest: Path, table: str, metrics: tuple[str, ...], 
             hit = pc.and_(hit, pc.invert(pc.is_in(t["stat"], pa.array(["cov", "median_noise"]))))
         values = pc.if_else(hit, change(t["value"]), t["value"])
         pq.write_table(t.set_column(t.column_names.index("value"), "value", values), path)
-        (path.parent / results.MANIFEST).unlink(missing_ok=True)  # rewritten by hand: else load() skips the job as tampered with
+        # rewritten by hand: else load() skips the job as tampered with
+        (path.parent / results.MANIFEST).unlink(missing_ok=True)
     return dest
 
 

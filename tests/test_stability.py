@@ -81,3 +81,16 @@ def test_the_rule_from_config():
 def test_a_bad_setting_is_named(value, message):
     with pytest.raises(ParamError, match=message.replace(".", r"\.").replace("(", r"\(")):
         stability.Rule.from_param({"enabled": True, **value})
+
+
+def test_the_outcome_lands_in_the_row_and_decides_the_verdict():
+    jittery = [1.0, 1.0, 50.0] * 40  # CoV far above 2.5 %: unstable by trtexec's rule
+    m = cpu_timing.Measurement([jittery], 3, [0.1], stability=[stability.Outcome(True, 0.1, 0.5)], cpu_load=1.5)
+    tables, info = cpu_timing.tables(m, batch_size=1)
+    assert info["verdict"] == "stable" and info["stable"] is True and info["stable_after_s"] == 0.1
+    assert info["cpu_load"] == 1.5 and info["cpu_count"] >= 1
+    stats = {r["stat"]: r["value"] for r in tables["summary"] if r["metric"] == "latency"}
+    assert stats["median_low"] <= stats["median"] <= stats["median_high"] and stats["median_noise"] >= 0
+    unsettled = cpu_timing.Measurement([jittery], 3, [0.1], stability=[stability.Outcome(False, None, 9.0)])
+    assert cpu_timing.tables(unsettled, 1)[1]["verdict"] == "unstable"
+    assert cpu_timing.tables(cpu_timing.Measurement([jittery], 3, [0.1]), 1)[1]["verdict"] == "unstable"  # CoV rule
