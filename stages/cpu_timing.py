@@ -13,8 +13,10 @@ job waited for it (`<node>_lock_wait_s`) and when its measurement ran (`<node>_m
 
 With `until_stable` (stages/stability.py) each timed loop goes on past the minimum until the medians of its last
 windows agree, up to a time limit; the row says whether they did (`stable`, which then decides the unstable verdict)
-and after how long (`stable_after_s`). The 1-minute load average when the measurement began (`cpu_load`, beside
-the host's `cpu_count`) says how busy the host was: compare weighs it (pipeline/analysis/comparable.py).
+and after how long (`stable_after_s`). How busy the host was says whether two measurements are comparable
+(pipeline/analysis/comparable.py): `cpu_others_pct`, the share of the host's CPU time that other processes took
+while this one measured (Linux: /proc/stat's busy time less this process's own), and the 1-minute load average when
+the measurement began (`cpu_load`, beside `cpu_count`), which lags by design.
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ class Measurement:
     span: tuple[str, str] = field(default=("", ""))  # UTC: from the warm-up (lock held) to the last timed call
     stability: list[stability.Outcome] | None = None  # per timed loop, with until_stable
     cpu_load: float | None = None  # 1-minute load average as the measurement began
+    cpu_others_pct: float | None = None  # % of the host's CPU time other processes took during the measurement
 
     @property
     def times_ms(self) -> list[float]:
@@ -65,16 +68,17 @@ def measure(call: Callable[[], Any], *, warmup_ms: float, duration_s: float, min
     trials = trials or 1
     rule = stability.Rule.from_param(until_stable)
     with exclusive() as waited:
-        began, load = _now(), _load()
+        began, load, before = _now(), _load(), _cpu_use()
         warm_end = clock() + int(warmup_ms * 1e6)
         warmup = 0
         while warmup == 0 or clock() < warm_end:  # at least one call: the first one pays lazy initialisation
             call()
             warmup += 1
         loops = [timed_loop(call, duration_s, min_iterations, k, trials, rule) for k in range(trials)]
-        ended = _now()
+        ended, after = _now(), _cpu_use()
     return Measurement([loop.times for loop in loops], warmup, [loop.span_s for loop in loops], waited[0],
-                       (began, ended), [loop.stability for loop in loops] if rule else None, load)
+                       (began, ended), [loop.stability for loop in loops] if rule else None, load,
+                       others_pct(before, after))
 
 
 def _load() -> float | None:
@@ -82,6 +86,26 @@ def _load() -> float | None:
         return os.getloadavg()[0]
     except (AttributeError, OSError):  # not on this platform
         return None
+
+
+def _cpu_use() -> tuple[float, float, float] | None:
+    """(every CPU's busy seconds since boot, this process's CPU seconds, the monotonic clock); None off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        ticks = [int(f) for f in fields]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait; steal counts as taken by others
+    own = os.times()
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK"), own.user + own.system, time.monotonic()
+
+
+def others_pct(before, after) -> float | None:
+    """The % of the host's CPU time (all cores) that other processes used between two `_cpu_use()` snapshots."""
+    if before is None or after is None or after[2] <= before[2]:
+        return None
+    others = (after[0] - before[0]) - (after[1] - before[1])
+    return min(max(others / ((after[2] - before[2]) * (os.cpu_count() or 1)) * 100, 0.0), 100.0)
 
 
 def lock_path() -> Path:
@@ -151,7 +175,7 @@ def tables(m: Measurement, batch_size: int) -> tuple[dict, dict]:
     settled = stability.info(m.stability) if m.stability else {}
     out, info = timing_tables.tables([{"latency": t} for t in m.trials], m.bench_times_s, batch_size,
                                      stable=settled.get("stable"))
-    info.update(settled, cpu_load=m.cpu_load, cpu_count=os.cpu_count(),
+    info.update(settled, cpu_load=m.cpu_load, cpu_count=os.cpu_count(), cpu_others_pct=m.cpu_others_pct,
                 warmup_iterations=m.warmup_iterations, seconds_timed=m.bench_time_s, timing=METHOD,
                 lock_wait_s=m.lock_wait_s, measured_from=m.span[0], measured_to=m.span[1])
     return out, info

@@ -51,6 +51,25 @@ def test_cpu_load_apart_is_not_comparable():
     assert comparable.differences(CPU_ROW, {**CPU_ROW, "benchmark_cpu_load": None}) == []  # not recorded: unknown
 
 
+def test_other_processes_share_of_the_cpu_decides_where_both_recorded_it():
+    quiet, busy = {**CPU_ROW, "benchmark_cpu_others_pct": 5.0}, {**CPU_ROW, "benchmark_cpu_others_pct": 60.0}
+    assert comparable.differences(quiet, busy) == ["other processes took 5% vs 60% of the CPU while measuring"]
+    assert comparable.differences(quiet, {**quiet, "benchmark_cpu_others_pct": 25.0}) == []
+    # the share, measured during the run, outranks the lagging load average
+    assert comparable.differences(quiet, {**quiet, "benchmark_cpu_load": 3.1}) == []
+
+
+def test_others_share_from_two_snapshots(monkeypatch):
+    from stages import cpu_timing
+
+    monkeypatch.setattr(cpu_timing.os, "cpu_count", lambda: 2)
+    # 2 s of wall on 2 cores = 4 CPU-seconds; the host was busy 3 s of them, 1 s of which was this process
+    assert cpu_timing.others_pct((100.0, 5.0, 10.0), (103.0, 6.0, 12.0)) == pytest.approx(50.0)
+    assert cpu_timing.others_pct(None, (1.0, 1.0, 1.0)) is None
+    assert cpu_timing.others_pct((100.0, 5.0, 10.0), (100.0, 6.0, 12.0)) == 0.0  # clipped: never below 0
+    assert cpu_timing._cpu_use() is None or len(cpu_timing._cpu_use()) == 3
+
+
 def test_a_gpu_run_against_a_cpu_run_differs():
     assert "GPU NVIDIA H100 80GB HBM3 vs none" in comparable.differences(GPU_ROW, CPU_ROW)
 

@@ -2,8 +2,9 @@
 
 From what each run recorded in its `runs` row: the environment (`env_*`: GPU model, driver, CUDA, the frameworks'
 versions, CPU model) and the conditions of its measurement (`<node>_*` from the benchmark stage: the GPU's median SM
-clock, its power cap and throttle reasons over the timed span; on the host, the 1-minute load average as the
-measurement began and the CPU count). compare and reproduce print "not comparable: <why>" for a pair that differs.
+clock, its power cap and throttle reasons over the timed span; on the host, the share of the CPU that other processes
+took while it measured, else the 1-minute load average as the measurement began, per core). compare and reproduce
+print "not comparable: <why>" for a pair that differs.
 """
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ import pandas as pd
 VERSIONS = ("driver", "cuda", "torch", "onnxruntime", "tensorrt")
 CLOCK_APART_PCT = 3.0   # median SM clocks further apart than this
 CAP_APART_PCT = 1.0     # power caps
-LOAD_APART = 0.5        # 1-minute load averages per core further apart than this (a core's worth on 2 cores)
+OTHERS_APART_PCT = 25.0  # other processes' share of the host's CPU during the measurements, further apart than this
+LOAD_APART = 0.5        # where that share is not recorded: 1-minute load averages per core further apart than this
 # runs columns of the benchmark stage's info, whatever the node's name (the `benchmark_` prefix)
 _CONDITIONS = {"sm_clock_median_mhz": "sm_clock_mhz", "power_cap_w": "power_cap_w",
                "timed_throttle_reasons": "throttle", "throttle_reasons": "throttle_any",
-               "cpu_load": "cpu_load", "cpu_count": "cpu_count"}
+               "cpu_others_pct": "cpu_others_pct", "cpu_load": "cpu_load", "cpu_count": "cpu_count"}
 
 
 def conditions(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -60,6 +62,11 @@ def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
 
 
 def _load(ca: dict, cb: dict) -> list[str]:
+    others = _floats(ca.get("cpu_others_pct"), cb.get("cpu_others_pct"))
+    if others:
+        if abs(others[0] - others[1]) > OTHERS_APART_PCT:
+            return [f"other processes took {others[0]:.0f}% vs {others[1]:.0f}% of the CPU while measuring"]
+        return []
     per_core = [_per_core(c) for c in (ca, cb)]
     if None in per_core:
         return []
