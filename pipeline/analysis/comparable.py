@@ -19,6 +19,9 @@ VERSIONS = ("driver", "cuda", "torch", "onnxruntime", "tensorrt")
 CLOCK_APART_PCT = 3.0   # median SM clocks further apart than this
 CAP_APART_PCT = 1.0     # power caps
 OTHERS_APART_PCT = 25.0  # other processes' share of the host's CPU during the measurements, further apart than this
+# ...or above this on either side: the host was saturated, the timed calls waited for a core, and their times say
+# more about the scheduler than about the build (seen on a shared 2-core host: one fp32 build at 0.066 and 0.126 ms)
+BUSY_OTHERS_PCT = 50.0
 LOAD_APART = 0.5        # where that share is not recorded: 1-minute load averages per core further apart than this
 # runs columns of the benchmark stage's info, whatever the node's name (the `benchmark_` prefix)
 _CONDITIONS = {"sm_clock_median_mhz": "sm_clock_mhz", "power_cap_w": "power_cap_w",
@@ -64,6 +67,10 @@ def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
 def _load(ca: dict, cb: dict) -> list[str]:
     others = _floats(ca.get("cpu_others_pct"), cb.get("cpu_others_pct"))
     if others:
+        busy = [f"{v:.0f}% ({side})" for side, v in zip("AB", others) if v > BUSY_OTHERS_PCT]
+        if busy:
+            return [f"the host was busy: other processes took {' and '.join(busy)} of the CPU while measuring "
+                    f"(more than {BUSY_OTHERS_PCT:g}%)"]
         if abs(others[0] - others[1]) > OTHERS_APART_PCT:
             return [f"other processes took {others[0]:.0f}% vs {others[1]:.0f}% of the CPU while measuring"]
         return []
