@@ -39,11 +39,16 @@ def tables(trials: list[dict[str, list[float]]], bench_times_s: list[float], bat
                     for i, v in enumerate(medians)]
         summary.append({"metric": headline, "stat": "trial_spread", "value": spread, "unit": "%"})
         info["trial_spread_pct"] = spread
-    samples = {"trial": [], "iteration": [], "metric": [], "value_ms": []}
+    return {"summary": summary, "samples": samples(trials)}, info
+
+
+def samples(trials: list[dict[str, list[float]]]) -> dict[str, list]:
+    """The `samples` table (columnar): every iteration of every trial and metric."""
+    out: dict[str, list] = {"trial": [], "iteration": [], "metric": [], "value_ms": []}
     for trial, per_metric in enumerate(trials):
         for metric, values in per_metric.items():
-            samples["trial"] += [trial] * len(values)
-            samples["iteration"] += list(range(len(values)))
-            samples["metric"] += [metric] * len(values)
-            samples["value_ms"] += list(values)
-    return {"summary": summary, "samples": samples}, info
+            out["trial"] += [trial] * len(values)
+            out["iteration"] += list(range(len(values)))
+            out["metric"] += [metric] * len(values)
+            out["value_ms"] += list(values)
+    return out
