@@ -15,7 +15,7 @@ OUTPUTS = ()
 CACHED = False  # a measurement is an observation: it runs every time
 RUNTIME = True  # the runner hands it the backend's plugin and options (pipeline/run/runner.py)
 PARAMS = {"plugin": Param(str, keyed=False), "options": Param(dict, keyed=False), "feeds": Param(dict),
-          "seed": Param(int), **harness.PARAMS}
+          "seed": Param(int), **harness.PARAMS, "until_stable": cpu_timing.PARAMS["until_stable"]}
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
@@ -32,7 +32,8 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
 
 def _on_host(rt: runtime.Runtime, feeds: dict, params: dict) -> StageResult:
     m = cpu_timing.measure(rt.call(feeds), warmup_ms=params["warmup_ms"], duration_s=params["duration_s"],
-                           min_iterations=params["min_iterations"], trials=params.get("trials"))
+                           min_iterations=params["min_iterations"], trials=params.get("trials"),
+                           until_stable=params.get("until_stable"))
     tables, info = cpu_timing.tables(m, params["feeds"]["batch_size"])
     median = next(r["value"] for r in tables["summary"] if (r["metric"], r["stat"]) == ("latency", "median"))
     tables["summary"] += rt.cpu_rows(median)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -116,7 +117,7 @@ def _reference_metric(stats: Mapping[str, Mapping[str, float]]) -> Mapping[str, 
     return stats.get("latency")
 
 
-def verdicts(stats: Mapping[str, Mapping[str, float]], streams: int = 1) -> list[str]:
+def verdicts(stats: Mapping[str, Mapping[str, float]], streams: int = 1, stable: bool | None = None) -> list[str]:
     """trtexec's performance warnings as short verdict strings; empty list means stable.
 
     ``stats`` maps metric name ("gpu_compute" or "latency", "enqueue", "h2d",
@@ -124,12 +125,16 @@ def verdicts(stats: Mapping[str, Mapping[str, float]], streams: int = 1) -> list
     the bound checks is "gpu_compute", else "latency". Thresholds are strict
     where trtexec's are: CoV > 2.5 and enqueue > 0.8 * compute; transfers use
     >=. Verdicts come back in a fixed order: unstable, enqueue-bound,
-    transfer-bound, latency-unreliable.
+    transfer-bound, latency-unreliable. `stable`, where the measurement ran until its window medians agreed
+    (benchmark.until_stable), replaces the CoV rule: the CoV of single iterations says how jittery one call is,
+    not whether the median has settled (on a host CPU it is often far above 2.5 % while the median repeats).
     """
     out: list[str] = []
     ref = _reference_metric(stats)
+    if stable is False:
+        out.append(UNSTABLE)
     if ref is not None:
-        if ref["cov"] > UNSTABLE_COV_PCT:
+        if stable is None and ref["cov"] > UNSTABLE_COV_PCT:
             out.append(UNSTABLE)
         compute = ref["median"]
         enq = stats.get("enqueue")
@@ -186,3 +191,138 @@ def throughput(n_queries: int, batch_size: int, bench_time_s: float) -> dict[str
         "qps": n_queries / bench_time_s,
         "samples_per_s": batch_size * n_queries / bench_time_s,
     }
+
+
+# --------------------------------------------------------------------------- noise of the median, measured
+# How far the median of a run could move by chance, from the run's own timings. Iterations are not independent
+# (clocks, power caps and neighbours on a shared host drift), so the classic 1.96 x 1.2533 x sd / sqrt(N) is too
+# narrow wherever the timings drift. With several trials, the trials are the independent units: a bootstrap over
+# their medians. With one, a moving-block bootstrap (Kuensch 1989) over the iterations in time order: blocks long
+# enough to hold the drift, their length chosen from the data (Politis & White 2004, with Patton, Politis & White's
+# 2009 correction), so that i.i.d. timings get blocks of about one iteration and the classic width back. The length
+# is chosen on the series that drives the median's error, whether each iteration lies below the median (its
+# influence function): on the raw timings a few 1000x outliers (a host's preemptions) hide the drift of the bulk.
+
+CONFIDENCE = 0.95
+RESAMPLES = 1000
+_RESAMPLED_VALUES = 20_000_000  # a long run gets fewer resamples (at least MIN_RESAMPLES): about a second's work
+MIN_RESAMPLES = 200
+_CHUNK_VALUES = 4_000_000  # resampled values held at once (32 MB of float64)
+
+
+@dataclass(frozen=True)
+class MedianInterval:
+    median: float
+    low: float
+    high: float
+    method: str  # how the interval was measured, for the reader
+
+    @property
+    def half_width_pct(self) -> float:
+        """The larger side of the interval, in percent of the median: the noise two medians are compared with."""
+        if self.median == 0:
+            return math.inf
+        return max(self.high - self.median, self.median - self.low) / abs(self.median) * 100
+
+
+def _interval(estimates: np.ndarray, confidence: float) -> tuple[float, float]:
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(estimates, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+
+
+def trial_median_interval(trial_medians, confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
+                          seed: int = 0) -> MedianInterval:
+    """Percentile-bootstrap interval of the median of `trial_medians` (at least 2), resampling whole trials."""
+    _check_confidence(confidence)
+    m = np.asarray(trial_medians, dtype=np.float64)
+    if m.ndim != 1 or m.size < 2:
+        raise ValueError(f"need the medians of at least 2 trials, got {m.size}")
+    rng = np.random.default_rng(seed)
+    estimates = np.median(m[rng.integers(0, m.size, size=(resamples, m.size))], axis=1)
+    low, high = _interval(estimates, confidence)
+    return MedianInterval(float(np.median(m)), low, high, f"bootstrap over {m.size} trial medians")
+
+
+def block_length(values) -> int:
+    """Politis & White's automatic block length for a (circular/moving) block bootstrap of `values` in time order.
+
+    The first lag m after which K_N autocorrelations in a row are insignificant (|rho| < 2 sqrt(log10 N / N)) sets a
+    flat-top lag window of width 2m; the spectral sums under it give b = (2 G^2 / D)^(1/3) N^(1/3), D = 4/3 g^2,
+    kept within [1, min(3 sqrt(N), N/3)]. Uncorrelated timings give 1; drifting ones, long blocks.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    n = x.size
+    if n < 8:
+        return 1
+    x = x - x.mean()
+    kn = max(5, int(math.sqrt(math.log10(n))))
+    m_max = min(int(math.ceil(math.sqrt(n))) + kn, n - 1)
+    b_max = int(math.ceil(min(3 * math.sqrt(n), n / 3)))
+    size = 1 << int(2 * n - 1).bit_length()  # autocovariances by FFT, zero-padded: no wrap-around
+    spectrum = np.fft.rfft(x, size)
+    acov = np.fft.irfft(spectrum * np.conj(spectrum), size)[: m_max + 1] / n
+    if acov[0] <= 0:
+        return 1  # constant timings: nothing to hold together
+    insignificant = np.abs(acov[1:] / acov[0]) < 2 * math.sqrt(math.log10(n) / n)
+    m_hat = m_max
+    for m in range(m_max - kn + 1):
+        if insignificant[m: m + kn].all():
+            m_hat = m
+            break
+    window = min(2 * max(m_hat, 1), m_max)
+    lags = np.arange(1, window + 1)
+    t = lags / window
+    flat_top = np.where(t <= 0.5, 1.0, 2 * (1 - t))
+    g = acov[0] + 2 * np.sum(flat_top * acov[lags])
+    big_g = 2 * np.sum(flat_top * lags * acov[lags])
+    if g <= 0:
+        return 1
+    b = (2 * big_g**2 / (4 / 3 * g**2)) ** (1 / 3) * n ** (1 / 3)
+    return int(min(max(round(b), 1), b_max))
+
+
+def block_bootstrap_interval(values, block: int | None = None, confidence: float = CONFIDENCE,
+                             resamples: int | None = None, seed: int = 0) -> MedianInterval:
+    """Moving-block-bootstrap interval of the median of `values` (one trial's timings in the order they ran).
+
+    Each resample glues ceil(N / block) blocks of `block` consecutive iterations, each starting anywhere, and cuts
+    it to N; the interval is the percentiles of the resamples' medians. `block` defaults to :func:`block_length`;
+    block=1 is the ordinary (i.i.d.) bootstrap. `resamples` defaults to RESAMPLES, fewer for a long run.
+    """
+    _check_confidence(confidence)
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or x.size < 2:
+        raise ValueError(f"need at least 2 timings in time order, got {x.size}")
+    n = x.size
+    b = block_length(x <= np.median(x)) if block is None else int(block)
+    if not 1 <= b <= n:
+        raise ValueError(f"block must be in [1, {n}], got {block!r}")
+    if resamples is None:
+        resamples = min(RESAMPLES, max(MIN_RESAMPLES, _RESAMPLED_VALUES // n))
+    rng = np.random.default_rng(seed)
+    blocks = -(-n // b)
+    offsets = np.arange(b)
+    estimates = np.empty(resamples)
+    step = max(1, _CHUNK_VALUES // n)
+    for lo in range(0, resamples, step):
+        k = min(step, resamples - lo)
+        starts = rng.integers(0, n - b + 1, size=(k, blocks))
+        idx = (starts[:, :, None] + offsets).reshape(k, -1)[:, :n]
+        estimates[lo: lo + k] = np.median(x[idx], axis=1)
+    low, high = _interval(estimates, confidence)
+    return MedianInterval(float(np.median(x)), low, high,
+                          f"moving-block bootstrap over {n} iterations, blocks of {b}")
+
+
+def median_interval(trials: Sequence[Sequence[float]], confidence: float = CONFIDENCE,
+                    seed: int = 0) -> MedianInterval:
+    """The noise of a run's median: over the trial medians with several trials, else a block bootstrap of the one."""
+    if len(trials) > 1:
+        return trial_median_interval([np.median(t) for t in trials], confidence, seed=seed)
+    return block_bootstrap_interval(trials[0], confidence=confidence, seed=seed)

@@ -7,9 +7,14 @@ from stages import timing_stats
 
 
 def tables(trials: list[dict[str, list[float]]], bench_times_s: list[float], batch_size: int,
-           streams: int = 1) -> tuple[dict, dict]:
+           streams: int = 1, stable: bool | None = None) -> tuple[dict, dict]:
     """`trials`: per trial, metric -> per-iteration ms. Statistics pool every counted iteration of every trial;
-    throughput is all queries over all timed spans; the spread between trial medians shows repeatability."""
+    throughput is all queries over all timed spans; the spread between trial medians shows repeatability.
+
+    The headline median's 95 % interval (timing_stats.median_interval: over the trial medians, or a block bootstrap
+    of the one trial) lands in `summary` as `median_low` / `median_high` (ms) and its half-width as `median_noise`
+    (%), the noise select and compare weigh a difference against. `stable` (benchmark.until_stable's outcome, where
+    it ran) decides the unstable verdict in place of the CoV of single iterations."""
     metrics = list(trials[0])
     pooled = {m: [v for t in trials for v in t[m]] for m in metrics}
     stats = {m: timing_stats.describe(v) for m, v in pooled.items()}
@@ -20,8 +25,13 @@ def tables(trials: list[dict[str, list[float]]], bench_times_s: list[float], bat
         {"metric": "throughput", "stat": "samples_per_s", "value": rate["samples_per_s"], "unit": "samples/s"},
     ]
     headline = "gpu_compute" if "gpu_compute" in stats else "latency"
-    info = {"iterations": n, "trials": len(trials),
-            "verdict": timing_stats.verdict_label(timing_stats.verdicts(stats, streams=streams))}
+    info: dict = {"iterations": n, "trials": len(trials),
+            "verdict": timing_stats.verdict_label(timing_stats.verdicts(stats, streams=streams, stable=stable))}
+    noise = timing_stats.median_interval([t[headline] for t in trials])
+    summary += [{"metric": headline, "stat": "median_low", "value": noise.low, "unit": "ms"},
+                {"metric": headline, "stat": "median_high", "value": noise.high, "unit": "ms"},
+                {"metric": headline, "stat": "median_noise", "value": noise.half_width_pct, "unit": "%"}]
+    info.update(noise_pct=noise.half_width_pct, noise_method=noise.method)
     if len(trials) > 1:
         medians = [statistics.median(t[headline]) for t in trials]
         spread = (max(medians) - min(medians)) / statistics.median(medians) * 100
@@ -29,11 +39,16 @@ def tables(trials: list[dict[str, list[float]]], bench_times_s: list[float], bat
                     for i, v in enumerate(medians)]
         summary.append({"metric": headline, "stat": "trial_spread", "value": spread, "unit": "%"})
         info["trial_spread_pct"] = spread
-    samples = {"trial": [], "iteration": [], "metric": [], "value_ms": []}
+    return {"summary": summary, "samples": samples(trials)}, info
+
+
+def samples(trials: list[dict[str, list[float]]]) -> dict[str, list]:
+    """The `samples` table (columnar): every iteration of every trial and metric."""
+    out: dict[str, list] = {"trial": [], "iteration": [], "metric": [], "value_ms": []}
     for trial, per_metric in enumerate(trials):
         for metric, values in per_metric.items():
-            samples["trial"] += [trial] * len(values)
-            samples["iteration"] += list(range(len(values)))
-            samples["metric"] += [metric] * len(values)
-            samples["value_ms"] += list(values)
-    return {"summary": summary, "samples": samples}, info
+            out["trial"] += [trial] * len(values)
+            out["iteration"] += list(range(len(values)))
+            out["metric"] += [metric] * len(values)
+            out["value_ms"] += list(values)
+    return out

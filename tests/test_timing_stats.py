@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import struct
 
 import numpy as np
@@ -358,3 +359,74 @@ def test_describe_matches_reference_on_random_data():
         # order statistics are picked, not computed: must match exactly
         for key in ("min", "max", *(f"p{p}" for p in PERCENTILES)):
             assert got[key] == want[key], (n, key)
+
+
+# --------------------------------------------------------------------------- the median's noise, measured
+
+def _classic_half_width(x: np.ndarray) -> float:
+    """The independent-iterations model this replaces: 1.96 x 1.2533 x sd / sqrt(N) (normal data)."""
+    return 1.96 * 1.2533 * x.std() / math.sqrt(x.size)
+
+
+def test_iid_timings_get_short_blocks_and_the_classic_interval():
+    rng = np.random.default_rng(7)
+    x = 1.0 + 0.05 * rng.standard_normal(4000)
+    assert ts.block_length(x) <= 3
+    iv = ts.block_bootstrap_interval(x)
+    half = (iv.high - iv.low) / 2
+    assert half == pytest.approx(_classic_half_width(x), rel=0.25)
+    assert iv.low < iv.median < iv.high and iv.median == pytest.approx(np.median(x))
+    assert iv.half_width_pct == pytest.approx(max(iv.high - iv.median, iv.median - iv.low) / iv.median * 100)
+
+
+@pytest.mark.parametrize("drift", ["sine", "random walk", "step", "sine under outliers"])
+def test_drifting_timings_get_a_wider_interval_than_the_iid_bootstrap(drift):
+    rng = np.random.default_rng(3)
+    n = 4000
+    t = np.arange(n)
+    noise = 0.05 * rng.standard_normal(n)
+    level = {"sine": 0.03 * np.sin(2 * np.pi * t / 1500),
+             "random walk": np.cumsum(rng.standard_normal(n)) * 0.002,
+             "step": np.where(t < n // 2, 0.0, 0.04),
+             "sine under outliers": 0.03 * np.sin(2 * np.pi * t / 1500)}[drift]
+    x = 1.0 + level + noise
+    if drift == "sine under outliers":  # a busy host's preemptions: 1 % of calls 1000x slower
+        x[rng.random(n) < 0.01] *= 1000
+    blocked, iid = ts.block_bootstrap_interval(x), ts.block_bootstrap_interval(x, block=1)
+    assert int(blocked.method.rsplit(" ", 1)[1]) > 20  # blocks of more than 20 iterations
+    assert blocked.half_width_pct > 2 * iid.half_width_pct
+    if drift != "sine under outliers":  # there the outliers' sd makes the classic figure meaninglessly wide
+        assert (blocked.high - blocked.low) / 2 > 2 * _classic_half_width(x)
+
+
+def test_trial_medians_bound_the_interval():
+    iv = ts.trial_median_interval([1.0, 1.1, 0.9, 1.3, 1.05])
+    assert iv.median == 1.05 and 0.9 <= iv.low < 1.05 < iv.high <= 1.3
+    assert "5 trial medians" in iv.method
+    two = ts.trial_median_interval([1.0, 1.2])
+    assert (two.low, two.high) == (1.0, 1.2)  # two trials: the interval is their range
+
+
+def test_median_interval_uses_trials_when_there_are_several():
+    rng = np.random.default_rng(0)
+    one = [list(1 + 0.01 * rng.standard_normal(500))]
+    assert "block bootstrap" in ts.median_interval(one).method
+    assert "3 trial medians" in ts.median_interval([one[0], one[0], [2.0] * 10]).method
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: ts.trial_median_interval([1.0]), "at least 2 trials"),
+    (lambda: ts.block_bootstrap_interval([1.0]), "at least 2 timings"),
+    (lambda: ts.block_bootstrap_interval([1.0, 2.0], block=3), "block must be in [1, 2]"),
+    (lambda: ts.block_bootstrap_interval([1.0, 2.0], confidence=1.0), "confidence must be in (0, 1)"),
+])
+def test_bad_input_is_one_clear_error(call, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call()
+
+
+def test_stable_from_the_window_loop_replaces_the_cov_rule():
+    jittery = {"latency": _stats(1.0, cov=200.0)}
+    assert verdicts(jittery) == [ts.UNSTABLE]
+    assert verdicts(jittery, stable=True) == []
+    assert verdicts({"latency": _stats(1.0, cov=0.1)}, stable=False) == [ts.UNSTABLE]

@@ -112,6 +112,9 @@ class BenchmarkConfig:
     duration_s: float = 3.0
     min_iterations: int = 10
     trials: int = 1               # repeated timed loops; the spread between their medians is reported
+    # host-timed (CPU) runs: time on until the window medians agree (stages/stability.py; keys checked by check()).
+    # conf/config.yaml turns it on; a run recorded before it existed gets {}: off, measured as it was.
+    until_stable: Dict[str, Any] = field(default_factory=dict)
     # GPU harness only:
     cuda_graph: bool = True       # capture one inference in a CUDA graph; falls back to plain enqueue if capture fails
     sync: SyncMode = SyncMode.spin
@@ -288,6 +291,7 @@ def check(cfg: dict) -> None:
         if value < lo or (hi is not None and value > hi):
             valid = f"{lo}..{hi}" if hi is not None else f">= {lo}"
             raise ConfigError(f"{key} = {value} is out of range; valid: {valid}")
+    _check_until_stable(lookup(cfg, "benchmark.until_stable"))
     model = cfg["model"]
     if model["source"] == "onnx" and not model.get("path"):
         raise ConfigError("model.path is not set; model=onnx needs model.path=/path/to/model.onnx")
@@ -307,6 +311,16 @@ def check(cfg: dict) -> None:
     for axis, sizes in (cfg.get("shapes") or {}).items():
         if len(sizes) != 3 or not 1 <= sizes[0] <= sizes[1] <= sizes[2]:
             raise ConfigError(f"shapes.{axis} = {sizes}: expected [min, opt, max] with 1 <= min <= opt <= max")
+
+
+def _check_until_stable(value: Any) -> None:
+    from stages import stability
+    from stages.api import ParamError
+
+    try:
+        stability.Rule.from_param(value)
+    except ParamError as err:
+        raise ConfigError(str(err)) from None
 
 
 def check_types(cfg: Any, schema: type = Config, path: str = "") -> None:

@@ -3,7 +3,9 @@
 RUN_DIR is one job (outputs/runs/<time>, or one job of a sweep) or a whole sweep directory. Each job is run
 again from `config.resolved.yaml` exactly as recorded (the backend included), into a new directory, and
 compared with the original: environment differences, config hash, artifact cache outcomes, median latency
-ratio and accuracy deltas.
+ratio and accuracy deltas, and whether the two ran under comparable conditions (pipeline/analysis/comparable.py:
+GPU, driver, versions, clocks, power cap, throttling, CPU model and load): a ratio measured under different ones
+is printed as "not comparable: <why>", and does not change the exit status.
 
 Before anything runs, every recorded config is checked: trust (pipeline/config/trust.py: no code from outside this
 project unless allowed), then the schema, the backend's options and the DAG (one line naming the key). The new run
@@ -22,6 +24,7 @@ import pandas as pd
 import yaml
 
 from pipeline import results
+from pipeline.analysis import comparable
 from pipeline.config import renames, schema, trust
 from pipeline.run import job as jobmod
 from pipeline.run import plugins, runner
@@ -136,7 +139,8 @@ def compare(old_row: dict, old: results.Results, outcome: jobmod.JobOutcome, out
     return {"source": old_row.get("run_id"), "new": outcome.run_id, "out": str(out),
             "status": {"original": old_row.get("status"), "new": outcome.status}, "error": outcome.error,
             "config_hash_same": old_row.get("config_hash") == new_row.get("config_hash"),
-            "environment_diff": env_diff, "metrics": metrics, "cache": caches}
+            "environment_diff": env_diff, "metrics": metrics, "cache": caches,
+            "not_comparable": comparable.differences(old_row, new_row)}
 
 
 def _none(value):
@@ -168,6 +172,7 @@ def render(report: dict) -> str:
         lines += [f"    {k}: {a} -> {b}" for k, (a, b) in report["environment_diff"].items()]
     else:
         lines.append("  environment: same")
+    lines.append(f"  conditions: {comparable.text(report.get('not_comparable') or [])}")
     for label, m in report["metrics"].items():
         extra = (f"ratio {m['ratio']:.3f}" if m.get("ratio") is not None else
                  f"delta {m['delta']:+.3g}" if m.get("delta") is not None else "")
