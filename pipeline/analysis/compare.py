@@ -24,6 +24,7 @@ unless --metric / --max-accuracy-drop say otherwise.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,9 +242,10 @@ def compare(path_a: Path, path_b: Path, tolerance: float = DEFAULT_TOLERANCE, me
     side_a, loaded_a = load_side("A", path_a)
     side_b, loaded_b = load_side("B", path_b)
     rule = select.rule_of(loaded_a.runs)
-    rule = select.Rule(metric if metric is not None else rule.metric,
-                       max_accuracy_drop if max_accuracy_drop is not None else rule.max_accuracy_drop,
-                       rule.max_relative_error)
+    # the sweep's own rule (confidence, agreement, task bound...), with what the command line overrides
+    rule = dataclasses.replace(rule, metric=metric if metric is not None else rule.metric,
+                               max_accuracy_drop=max_accuracy_drop if max_accuracy_drop is not None
+                               else rule.max_accuracy_drop)
     name, stat = rule.key
     measured = pd.concat([loaded_a.summary, loaded_b.summary])
     if not ((measured["metric"] == name) & (measured["stat"] == stat)).any():

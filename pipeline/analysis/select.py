@@ -45,7 +45,9 @@ import pandas as pd
 import yaml
 
 from pipeline import results
+from pipeline.analysis import noise as noise_model
 from pipeline.analysis import paired
+from pipeline.analysis.noise import Noise
 from pipeline.config import schema
 
 PENALTY = 1e9  # the objective of an infeasible point: above any real latency, and above any negated throughput
@@ -118,28 +120,27 @@ class Rule:
         return rule
 
 
-@dataclass
-class Noise:
-    pct: float               # how far apart two values of the metric may lie by chance, in percent
-    text: str                # how it was measured, for the reader
-    cov: float | None = None  # the CoV of single iterations (percent), shown beside it
-
-    @staticmethod
-    def of(stats: dict, metric: str, iterations) -> Noise | None:
-        headline = "gpu_compute" if ("gpu_compute", "median") in stats else "latency"
-        spread = stats.get((headline, "trial_spread"))
-        cov = stats.get((metric, "cov"), stats.get((headline, "cov")))
-        cov_text = f"CoV {pct(cov[0])}" if cov else "no CoV"
-        cov_value = float(cov[0]) if cov else None
-        if spread is not None:
-            return Noise(float(spread[0]), f"trial spread {pct(spread[0])}, {cov_text}", cov_value)
-        if cov_value is None:
-            return None
-        n = _number(iterations)
-        if not n or n < 2:  # no iteration count: CoV itself, the most conservative reading
-            return Noise(cov_value, cov_text, cov_value)
-        half = _Z95 * _MEDIAN_SE * cov_value / math.sqrt(n)
-        return Noise(half, f"median ±{pct(half)} at 95%, {cov_text} over {int(n)} iterations", cov_value)
+def noise_of(stats: dict, metric: str, iterations) -> Noise | None:
+    """How far the point's value may lie from another's by chance: the median's recorded 95 % interval (a bootstrap
+    over trial medians, or a block bootstrap over the iterations), else, for runs recorded before it, the trial
+    spread or CoV / sqrt(N) over assumed-independent iterations."""
+    measured = noise_model.from_stats(stats)
+    if measured is not None:
+        return measured
+    headline = "gpu_compute" if ("gpu_compute", "median") in stats else "latency"
+    spread = stats.get((headline, "trial_spread"))
+    cov = stats.get((metric, "cov"), stats.get((headline, "cov")))
+    cov_text = f"CoV {pct(cov[0])}" if cov else "no CoV"
+    cov_value = float(cov[0]) if cov else None
+    if spread is not None:
+        return Noise(float(spread[0]), f"trial spread {pct(spread[0])}, {cov_text}", cov_value)
+    if cov_value is None:
+        return None
+    n = _number(iterations)
+    if not n or n < 2:  # no iteration count: CoV itself, the most conservative reading
+        return Noise(cov_value, cov_text, cov_value)
+    half = _Z95 * _MEDIAN_SE * cov_value / math.sqrt(n)
+    return Noise(half, f"median ±{pct(half)} at 95%, {cov_text} over {int(n)} iterations", cov_value)
 
 
 @dataclass
@@ -185,7 +186,7 @@ def judge(run_id: str, status: str, stats: dict, accuracy: list[dict], iteration
     point.latency = _number(stats.get(("latency", "median"), (None,))[0])
     point.throughput = _number(stats.get(("throughput", "samples_per_s"), (None,))[0])
     measured = accuracy_of(point, accuracy, rule)
-    point.noise = Noise.of(stats, name, iterations)
+    point.noise = noise_of(stats, name, iterations)
     if point.status != "ok":
         point.why = point.status
     elif point.value is None or not math.isfinite(point.value):
@@ -586,9 +587,9 @@ def worse_pct(rule: Rule, a: float, b: float) -> float:
     return (a - b) / a * 100 if rule.higher_is_better else (b - a) / a * 100
 
 
-def combined_noise(*points: Point) -> Noise | None:
-    known = [p.noise for p in points if p.noise is not None]
-    return max(known, key=lambda n: n.pct) if known else None
+def combined_noise(a: Point, b: Point) -> Noise | None:
+    """The noise of the difference of two points' values: both sides' intervals (root sum of squares)."""
+    return noise_model.between(a.noise, b.noise)
 
 
 def _accuracy_words(p: Point) -> str:
