@@ -125,5 +125,6 @@ def test_a_tracker_that_cannot_be_reached_costs_a_warning_never_a_result(tmp_pat
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")  # the team's server, from the environment
     proc = run_cli(["hydra/callbacks=mlflow", *FAST], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "mlflow: job " in proc.stderr and "not logged" in proc.stderr, proc.stderr[-3000:]
+    said = proc.stdout + proc.stderr  # Hydra logs to stdout
+    assert "mlflow: job " in said and "not logged" in said, said[-3000:]
     assert list(results.load(tmp_path / "outputs").runs.status) == ["ok"]
