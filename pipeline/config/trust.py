@@ -41,7 +41,7 @@ TRUSTED_PACKAGES = ("pipeline", "stages")
 # are Hydra callbacks (the sweep's summary, MLflow tracking). None takes a name of code (tests/test_reproduce_trust.py
 # checks their parameters).
 TARGETS = frozenset({"stages.datasets.digits", "stages.models.build_builtin", "pipeline.run.app.SweepSummary",
-                     "pipeline.run.mlflow_tracking.MlflowTracking"})
+                     "pipeline.run.mlflow_tracking.MlflowTracking", "stages.hf_datasets.load"})
 # Keys whose (string) value names a callable or a module, wherever they appear in a config.
 CODE_KEYS = frozenset({"_target_", "target", "module_name", "module", "stage", "plugin", "package", "factory",
                        "function", "callable"})
