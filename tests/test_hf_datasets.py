@@ -125,3 +125,20 @@ def test_validation_on_an_image_folder_gives_the_same_top1_as_the_digits(tmp_pat
         acc = results.load(tmp_path / name).accuracy.set_index("metric")
         top1[name] = (acc.loc["top1_accuracy", "value"], acc.loc["top1_accuracy", "samples"])
     assert top1["hf"] == top1["builtin"], top1
+
+
+def test_calibration_takes_the_loader_and_a_bad_key_is_one_line_naming_it(tmp_path):
+    from stages.api import StageInputError
+    from stages.inputs import InputSpec
+
+    digit_folder(tmp_path / "digits", split="train")
+    specs = [InputSpec("input", ("batch", 1, 8, 8), np.dtype(np.float32))]
+    source = {"_target_": LOADER, "dataset": str(tmp_path / "digits"), **IMAGE_ARGS}
+    feeds = {"batch_size": 1, "axes": {}, "data": {"calibration": source}}
+    data_sets.check_all(feeds, specs)
+    calibrated = list(data_sets.calibration(specs, feeds, {"samples": 50, "data": source}, seed=0, batch=16))
+    assert [len(b["input"]) for b in calibrated] == [16, 16, 16, 2] and "labels" not in calibrated[0]
+    with pytest.raises(StageInputError) as err:
+        data_sets.check_all({**feeds, "data": {"calibration": {**source, "labels": "digit"}}}, specs)
+    assert str(err.value).startswith("convert.calibration.data._target_ = 'stages.hf_datasets.load' failed: "
+                                     "ValueError: column(s) ['digit'] not in the data set"), err.value
