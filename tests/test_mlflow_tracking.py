@@ -32,8 +32,8 @@ def a_job(job_dir, run_id="r-1", status="ok", error=None):
     results.write_tables(job_dir, {
         "runs": [{"run_id": run_id, "sweep": "precision", "job": 0, "status": status, "error": error,
                   "backend": "onnxruntime", "model": "digits", "precision": "int8", "batch_size": 8,
-                  "overrides": "precision=int8 batch_size=8", "config_hash": "abc", "started": "2026-12-05T06:00:00",
-                  "axes_sequence": 32}],
+                  "overrides": "precision=int8 batch_size=8 cache.dir=/c hydra.run.dir=x", "config_hash": "abc",
+                  "started": "2026-12-05T06:00:00", "axes_sequence": 32}],
         "summary": [{"run_id": run_id, "metric": "latency", "stat": "median", "value": 0.25, "unit": "ms"},
                     {"run_id": run_id, "metric": "throughput", "stat": "samples_per_s", "value": 3.2e4,
                      "unit": "samples/s"}],
@@ -54,6 +54,8 @@ def test_a_job_is_logged_with_what_its_tables_say(tmp_path):
     one = runs["r-1"]
     assert one.data.params["precision"] == "int8" and one.data.params["batch_size"] == "8"
     assert one.data.params["axes_sequence"] == "32" and one.data.params["config_hash"] == "abc"
+    assert "cache.dir" not in one.data.params and "hydra.run.dir" not in one.data.params  # they change no result
+    assert one.info.run_name == "precision=int8 batch_size=8"
     summary = loaded.summary.set_index(["run_id", "metric", "stat"]).value
     assert one.data.metrics["latency/median"] == summary["r-1", "latency", "median"]
     assert one.data.metrics["throughput/samples_per_s"] == summary["r-1", "throughput", "samples_per_s"]

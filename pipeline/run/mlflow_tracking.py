@@ -148,12 +148,18 @@ class MlflowTracking(Callback):
 
 def job_params(row: pd.Series) -> dict[str, str]:
     """The job's overrides (its swept values, as typed) and its key config, by name."""
-    found = {k: v for k, _, v in (item.lstrip("+~").partition("=") for item in str(row.get("overrides") or "")
-                                  .split()) if k and not k.startswith("hydra.")}
+    found: dict[str, object] = dict(_overrides(row))
     for column in (*KEY_COLUMNS, *sorted(c for c in row.index if c.startswith("axes_"))):
         if column in row.index and _present(row[column]):
             found.setdefault(column, row[column])
     return {k: str(v) for k, v in found.items()}
+
+
+def _overrides(row: pd.Series) -> list[tuple[str, str]]:
+    """(key, value) of the job's overrides that can change a result (not hydra.*, cache.dir, resume ...)."""
+    pairs = (item.lstrip("+~").partition("=") for item in str(row.get("overrides") or "").split())
+    return [(k, v) for k, _, v in pairs
+            if k and not k.startswith("hydra") and k.split(".")[0] not in results.NEVER_CHANGES_RESULT]
 
 
 def job_metrics(loaded: results.Results) -> dict[str, float]:
@@ -173,8 +179,8 @@ def _in_sweep(row: pd.Series) -> bool:
 
 def _run_name(row: pd.Series) -> str:
     """The job's own overrides (what makes it this point), else its run id."""
-    typed = [item for item in str(row.get("overrides") or "").split() if not item.lstrip("+~").startswith("hydra.")]
-    return _text(" ".join(typed), 250) if typed else str(row.run_id)
+    point = " ".join(f"{k}={v}" for k, v in _overrides(row))
+    return _text(point, 250) if point else str(row.run_id)
 
 
 def _present(value: Any) -> bool:
