@@ -1,6 +1,7 @@
 """MLflow tracking (`hydra/callbacks=mlflow`): jobs logged as runs of a real local MLflow store (SQLite under
 tmp_path), read back through MLflow's own client and held against `results.load`; a tracker that is down or refuses
 a write costs a warning, never a result."""
+import json
 import logging
 import socket
 
@@ -69,6 +70,25 @@ def test_a_job_is_logged_with_what_its_tables_say(tmp_path):
     # a job logged already (a resumed sweep's kept job) is not logged twice
     tracking.on_job_end(a_job(tmp_path / "job", error=None))
     assert len(logged(tmp_path, "precision")) == 2
+
+
+def test_a_sweep_run_parents_its_jobs_and_tags_the_choice_once_even_when_resumed(tmp_path):
+    sweep = tmp_path / "sweep"
+    tracking = MlflowTracking(**store(tmp_path))
+    for job, run_id in enumerate(("r-0", "r-1")):
+        tracking.on_job_end(a_job(sweep / str(job), run_id=run_id))
+    (sweep / results.SELECTION_FILE).write_text(json.dumps({"selected": "r-1", "points": {}}))
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    for _ in range(2):  # the second: a resumed sweep ending again in the same directory
+        tracking.on_multirun_end(config)
+    runs = logged(tmp_path, "precision")
+    sweeps = [r for r in runs.values() if r.data.tags.get("pipeline.kind") == "sweep"]
+    assert len(sweeps) == 1 and len(runs) == 3, runs
+    parent = sweeps[0].info.run_id
+    assert {runs[r].data.tags["mlflow.parentRunId"] for r in ("r-0", "r-1")} == {parent}
+    assert (runs["r-0"].data.tags["selected"], runs["r-1"].data.tags["selected"]) == ("false", "true")
+    assert sweeps[0].data.tags["selected_run"] == runs["r-1"].info.run_id
+    assert list(results.load(sweep).runs.selected) == [False, True]  # what the tags were held against
 
 
 def test_a_store_that_refuses_a_write_costs_a_warning_and_is_not_tried_again(tmp_path, monkeypatch, caplog):

@@ -29,6 +29,8 @@ KEY_COLUMNS = ("backend", "model", "model_id", "precision", "batch_size", "seed"
 RUN_ID_TAG = "pipeline.run_id"
 SWEEP_TAG = "pipeline.sweep_dir"
 SELECTED_TAG = "selected"
+KIND_TAG = "pipeline.kind"  # "sweep" on a sweep's own run
+SEARCH_MAX = 50000  # MLflow's largest page: every job of a sweep in one search
 _PARAM_MAX, _TAG_MAX = 6000, 8000  # MLflow's value limits (mlflow.utils.validation)
 
 
@@ -125,10 +127,12 @@ class MlflowTracking(Callback):
         runs = loaded.runs
         client = self._client()
         experiment_id = self._experiment_id(client, self.experiment or _experiment_name(runs.iloc[0]))
-        children = {r.data.tags.get(RUN_ID_TAG): r.info.run_id
-                    for r in client.search_runs([experiment_id], f"tags.`{SWEEP_TAG}` = '{sweep_dir}'")}
-        parent = client.create_run(experiment_id, run_name=f"sweep {sweep_dir.name}",
-                                   tags={SWEEP_TAG: str(sweep_dir), "pipeline.kind": "sweep"}).info.run_id
+        found = client.search_runs([experiment_id], f"tags.`{SWEEP_TAG}` = '{sweep_dir}'", max_results=SEARCH_MAX)
+        children = {r.data.tags[RUN_ID_TAG]: r.info.run_id for r in found if RUN_ID_TAG in r.data.tags}
+        earlier = [r.info.run_id for r in found if r.data.tags.get(KIND_TAG) == "sweep"]  # a resumed sweep's
+        parent = earlier[0] if earlier else client.create_run(
+            experiment_id, run_name=f"sweep {sweep_dir.name}", tags={SWEEP_TAG: str(sweep_dir), KIND_TAG: "sweep"}
+        ).info.run_id
         chosen = runs.loc[runs["selected"].fillna(False).astype(bool), "run_id"] if "selected" in runs else []
         for ours, theirs in children.items():
             client.set_tag(theirs, "mlflow.parentRunId", parent)
