@@ -16,6 +16,12 @@ from tests.conftest import FAST, run_cli
 mlflow = pytest.importorskip("mlflow")
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    """One artifact cache for this file's CLI runs: the digits model is trained and exported once."""
+    return f"cache.dir={tmp_path_factory.mktemp('cache')}"
+
+
 def store(tmp_path) -> dict:
     return {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifact_location": str(tmp_path / "artifacts")}
 
@@ -112,12 +118,12 @@ def test_the_callback_is_a_trusted_target():
 
 
 @pytest.mark.slow
-def test_a_sweep_logs_every_job_its_report_and_its_choice(tmp_path):
+def test_a_sweep_logs_every_job_its_report_and_its_choice(tmp_path, cache):
     where = store(tmp_path)
     proc = run_cli(["-m", "hydra/callbacks=mlflow", f"hydra.callbacks.mlflow.tracking_uri={where['tracking_uri']}",
                     f"hydra.callbacks.mlflow.artifact_location={where['artifact_location']}",
-                    "hydra.callbacks.mlflow.experiment=team", "precision=fp32,fp16", "report.enabled=true", *FAST],
-                   tmp_path)
+                    "hydra.callbacks.mlflow.experiment=team", "precision=fp32,fp16", "report.enabled=true", cache,
+                    *FAST], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     loaded = results.load(tmp_path / "outputs")
     runs = logged(tmp_path, "team")
@@ -138,14 +144,14 @@ def test_a_sweep_logs_every_job_its_report_and_its_choice(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_tracker_that_cannot_be_reached_costs_a_warning_never_a_result(tmp_path, monkeypatch):
+def test_a_tracker_that_cannot_be_reached_costs_a_warning_never_a_result(tmp_path, monkeypatch, cache):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")  # the team's server, from the environment
-    proc = run_cli(["hydra/callbacks=mlflow", *FAST], tmp_path)
+    proc = run_cli(["hydra/callbacks=mlflow", cache, *FAST], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     said = proc.stdout + proc.stderr  # Hydra logs to stdout
     assert "mlflow: job " in said and "not logged" in said, said[-3000:]
