@@ -104,6 +104,8 @@ def _open(dataset: str, split: str | None):
     else:
         files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
         builders = {BUILDERS[p.suffix.lower()] for p in files if p.suffix.lower() in BUILDERS}
+        if "imagefolder" in builders:  # images, with an optional metadata.csv of further columns
+            builders = {"imagefolder"}
         if len(builders) != 1:
             raise ValueError(f"dataset = '{dataset}': not a saved data set (save_to_disk) nor a folder of one kind of "
                              f"{', '.join(sorted(BUILDERS))} files (found {sorted(builders) or 'none'})")

@@ -142,3 +142,15 @@ def test_calibration_takes_the_loader_and_a_bad_key_is_one_line_naming_it(tmp_pa
         data_sets.check_all({**feeds, "data": {"calibration": {**source, "labels": "digit"}}}, specs)
     assert str(err.value).startswith("convert.calibration.data._target_ = 'stages.hf_datasets.load' failed: "
                                      "ValueError: column(s) ['digit'] not in the data set"), err.value
+
+
+def test_an_image_folder_with_a_metadata_csv_takes_its_columns(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "pics").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((4, 4), 60 * i, np.uint8), mode="L").save(tmp_path / f"pics/{i}.png")
+    (tmp_path / "pics/metadata.csv").write_text("file_name,digit\n0.png,7\n1.png,8\n2.png,9\n")
+    batch = next(hf_datasets.load(str(tmp_path / "pics"), **{**IMAGE_ARGS, "labels": "digit", "image_size": 4}))
+    by_label = dict(zip(batch["labels"].tolist(), batch["input"][:, 0, 0, 0].tolist()))
+    assert by_label == pytest.approx({7: 0.0, 8: 60 / 255, 9: 120 / 255})
