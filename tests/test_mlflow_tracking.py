@@ -156,3 +156,16 @@ def test_a_tracker_that_cannot_be_reached_costs_a_warning_never_a_result(tmp_pat
     said = proc.stdout + proc.stderr  # Hydra logs to stdout
     assert "mlflow: job " in said and "not logged" in said, said[-3000:]
     assert list(results.load(tmp_path / "outputs").runs.status) == ["ok"]
+
+
+def test_without_mlflow_installed_the_callback_says_how_to_get_it(tmp_path, monkeypatch, caplog):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    with caplog.at_level(logging.WARNING, logger="pipeline.run.mlflow_tracking"):
+        tracking = MlflowTracking(**store(tmp_path))
+        tracking.on_job_end(a_job(tmp_path / "job"))
+    lines = [r.getMessage() for r in caplog.records]
+    assert all("mlflow is not installed: pip install -e '.[mlflow]'" in line for line in lines) and len(lines) == 2
+    assert not (tmp_path / "mlflow.db").exists()  # nothing was tried

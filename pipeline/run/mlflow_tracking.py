@@ -11,6 +11,7 @@ the callback stops trying in that process, so a sweep does not wait out MLflow's
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from pathlib import Path
@@ -45,6 +46,9 @@ class MlflowTracking(Callback):
         self.experiment = experiment or None
         self.artifact_location = artifact_location or None
         self._down: str | None = None  # why the tracker is not tried again in this process
+        if importlib.util.find_spec("mlflow") is None:
+            self._down = "mlflow is not installed: pip install -e '.[mlflow]'"
+            log.warning("mlflow: hydra/callbacks=mlflow logs nothing: %s", self._down)
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
         # absolute: the sweep's run finds its jobs' runs by their directory
@@ -57,14 +61,15 @@ class MlflowTracking(Callback):
 
     def _guarded(self, what: str, fn, path: Path) -> None:
         if self._down:
-            log.warning("mlflow: %s not logged: the tracker failed earlier in this process (%s)", what, self._down)
+            log.warning("mlflow: %s not logged: %s", what, self._down)
             return
         try:
             fn(path)
         except Exception as err:  # noqa: BLE001 - the tracker must never cost a result
-            self._down = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+            why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+            self._down = f"the tracker failed earlier in this process ({why})"
             log.warning("mlflow: %s not logged (%s); its tables are complete, the tracker is not tried again in this "
-                        "process", what, self._down)
+                        "process", what, why)
 
     # ------------------------------------------------------------------ the work
 
