@@ -112,13 +112,14 @@ def test_the_loader_is_trusted_and_its_data_set_is_keyed_by_content(tmp_path):
 
 
 @pytest.mark.slow
-def test_validation_on_an_image_folder_gives_the_same_top1_as_the_digits(tmp_path):
+def test_validation_on_an_image_folder_gives_the_same_top1_as_the_digits(tmp_path, tmp_path_factory):
     """The digits model validated on its held-out digits as PNGs through the loader, and as built in."""
     digit_folder(tmp_path / "digits")
+    cache = f"cache.dir={tmp_path_factory.getbasetemp() / 'digits-cache'}"  # shared with tests/test_mlflow_tracking.py
     args = {**IMAGE_ARGS, "dataset": str(tmp_path / "digits"), "split": "train"}  # imagefolder's only split
     hf = "validate.data={_target_:" + LOADER + "," + json.dumps(args)[1:].replace('"', "").replace(" ", "")
     for name, extra in (("builtin", []), ("hf", ["validate.data=null", hf])):  # replaced, not merged into digits'
-        proc = run_cli([*FAST, f"hydra.run.dir={name}", *extra], tmp_path)
+        proc = run_cli([*FAST, f"hydra.run.dir={name}", cache, *extra], tmp_path)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     top1 = {}
     for name in ("builtin", "hf"):

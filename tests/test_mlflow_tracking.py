@@ -16,10 +16,11 @@ from tests.conftest import FAST, run_cli
 mlflow = pytest.importorskip("mlflow")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cache(tmp_path_factory) -> str:
-    """One artifact cache for this file's CLI runs: the digits model is trained and exported once."""
-    return f"cache.dir={tmp_path_factory.mktemp('cache')}"
+    """One artifact cache for the CLI runs of this file and tests/test_hf_datasets.py: the digits model is trained
+    and exported once a session (a pytest-xdist worker's)."""
+    return f"cache.dir={tmp_path_factory.getbasetemp() / 'digits-cache'}"
 
 
 def store(tmp_path) -> dict:
