@@ -4,7 +4,8 @@ A data set is either
 - a `.npz` file: one array per model input, batch (sample) axis first, and optionally `labels` (one integer class
   index per sample, or float regression targets, samples first), or
 - `{_target_: pkg.module.function, <kwargs>...}`: a callable that returns an iterable of batches, each a dict of
-  arrays by input name, optionally with `labels`.
+  arrays by input name, optionally with `labels`. The built-in `stages.hf_datasets.load` (HF_LOADER) reads Hugging
+  Face data sets this way.
 It is checked against the model's inputs before any work is done (`check`): a missing array, a shape or a dtype the
 input does not take fails naming the key, the file, the array and what the model needs. `batches` cuts it into the
 run's batch size, up to `max_samples`; the last batch is padded with copies of its last sample, so a fixed-shape
@@ -30,6 +31,7 @@ DIGITS_TEST_SHARE = 0.2
 
 
 KEYS = {"validate": "validate.data", "calibration": "convert.calibration.data"}
+HF_LOADER = "stages.hf_datasets.load"  # its data set is keyed by content (digest)
 
 
 def check_all(feeds: dict, specs: list[model_inputs.InputSpec]) -> None:
@@ -100,13 +102,18 @@ def batches(source, specs: list[model_inputs.InputSpec], key: str, axis_sizes: d
 
 def digest(source) -> str:
     """What a cache key holds of a data set: a file's bytes, or the callable's name and arguments (its code is
-    keyed by the caller, as a factory's is)."""
+    keyed by the caller, as a factory's is), and for the Hugging Face loader its data set's files."""
     if isinstance(source, str):
         path = Path(source)
         if not path.is_file():
             raise StageInputError(f"data = '{source}': file not found")
         return hashlib.sha256(path.read_bytes()).hexdigest()
-    return hashlib.sha256(repr(sorted(dict(source).items())).encode()).hexdigest()
+    named = repr(sorted(dict(source).items()))
+    if dict(source).get("_target_") == HF_LOADER and isinstance(dict(source).get("dataset"), str):
+        from stages import hf_datasets
+
+        named += hf_datasets.content_digest(dict(source)["dataset"])
+    return hashlib.sha256(named.encode()).hexdigest()
 
 
 def digits(split: str = "test", seed: int = 0) -> list[dict[str, np.ndarray]]:

@@ -69,3 +69,64 @@ def test_installed_package_runs_from_any_directory(tmp_path, how):
                elsewhere)
     assert mine.returncode == 0, mine.stdout[-2000:] + mine.stderr[-2000:]
     assert results.load(elsewhere / "mine-run").runs.iloc[0].export_input_shape == "3x16x16"
+
+
+def core_closure() -> list:
+    """The installed distributions the core package needs: pyproject's `dependencies` and theirs, recursively, with
+    the extras each requirement names, for this interpreter (markers evaluated), and none of the project's extras."""
+    import importlib.metadata as metadata
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: dict[str, object] = {}
+    todo = [Requirement(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
+    seen: set[tuple[str, frozenset]] = set()
+    while todo:
+        req = todo.pop()
+        key = (canonicalize_name(req.name), frozenset(req.extras))
+        if key in seen:
+            continue
+        seen.add(key)
+        dist = found.setdefault(key[0], metadata.distribution(req.name))
+        for text in dist.requires or ():
+            sub = Requirement(text)
+            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in ("", *req.extras)):
+                todo.append(sub)
+    return list(found.values())
+
+
+def core_only_venv(where: Path) -> Path:
+    """A fresh virtual environment that sees exactly the core closure: every file its distributions installed,
+    linked into the new site-packages (no download, and none of the extras: Ray, Optuna, MLflow, datasets...)."""
+    venv.create(where, with_pip=False)
+    ask = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(subprocess.check_output([str(where / "bin/python"), "-c", ask], text=True).strip())
+    for dist in core_closure():
+        base = Path(dist.locate_file(""))
+        for file in dist.files or ():
+            source = base / file
+            target = site / file
+            if ".." in file.parts or "__pycache__" in file.parts or not source.is_file() or target.exists():
+                continue  # scripts installed outside site-packages, byte code, namespace files shared by two
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(source)
+    return site
+
+
+def test_the_core_package_alone_runs_the_default_job(tmp_path):
+    """README's first command installs the core only (`pip install torch==2.13.0 -e .`): the default job runs with
+    nothing from the extras."""
+    site = core_only_venv(tmp_path / "venv")
+    (site / "checkout.pth").write_text(f"{ROOT}\n")  # the project itself: installing it is the test above's
+    python, elsewhere = tmp_path / "venv/bin/python", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    absent = run(python, ["-c", "import importlib.util as u; print([m for m in ('ray', 'optuna', 'mlflow', 'datasets', "
+                                "'transformers', 'pytest', 'hydra_plugins.hydra_joblib_launcher') if u.find_spec(m)])"],
+                 elsewhere)
+    assert absent.stdout.strip() == "[]", absent.stdout + absent.stderr  # the extras are really not there
+    proc = run(python, ["-m", "pipeline", *FAST], elsewhere)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    runs = results.load(elsewhere / "outputs").runs
+    assert list(runs.status) == ["ok"] and runs.model.item() == "digits"

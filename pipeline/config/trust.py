@@ -38,9 +38,11 @@ from typing import Any
 
 TRUSTED_PACKAGES = ("pipeline", "stages")
 # The project's callables that a config may name as code: they build a model or a data set from plain values, or
-# are the sweep's Hydra callback. None takes a name of code (tests/test_trust.py checks their parameters).
+# are Hydra callbacks (the sweep's summary, the precision planner, MLflow tracking). None takes a name of code
+# (tests/test_reproduce_trust.py checks their parameters).
 TARGETS = frozenset({"stages.datasets.digits", "stages.models.build_builtin", "stages.outlier_model.outlier_mlp",
-                     "pipeline.run.app.SweepSummary", "pipeline.run.planner.PlanCallback"})
+                     "stages.hf_datasets.load", "pipeline.run.app.SweepSummary", "pipeline.run.planner.PlanCallback",
+                     "pipeline.run.mlflow_tracking.MlflowTracking"})
 # Keys whose (string) value names a callable or a module, wherever they appear in a config.
 CODE_KEYS = frozenset({"_target_", "target", "module_name", "module", "stage", "plugin", "package", "factory",
                        "function", "callable"})
