@@ -112,14 +112,18 @@ def test_a_margin_within_the_noise_is_said(tmp_path):
     write_job(tmp_path, 1, "fp16", 0.500, cov=30.0, iterations=100)  # ±7.4% at 95%
     write_job(tmp_path, 2, "int8", 0.502, cov=30.0, iterations=100)
     line = select.choose(results.load(tmp_path)).line()
-    assert "(margin 0.4% over precision=int8 is within the noise: median ±7.4% at 95%, CoV 30% over 100" in line
+    # two medians each ±7.4% at 95%: their difference ±7.4 x sqrt(2) = ±10%
+    assert ("(margin 0.4% over precision=int8 is within the noise: ±10%, both medians' intervals combined (median "
+            "±7.4% at 95%, CoV 30% over 100") in line
 
 
 def test_trial_spread_is_the_noise_when_there_are_trials(tmp_path):
     write_job(tmp_path, 0, "fp32", 1.0, error=1e-7, spread=0.5)
     write_job(tmp_path, 1, "fp16", 0.9, spread=0.5)
     line = select.choose(results.load(tmp_path)).line()
-    assert "(margin 11% over precision=fp32, beyond the noise: trial spread 0.5%, CoV 1%)" in line
+    # each side's trial spread 0.5 %: combined 0.5 x sqrt(2) = 0.71 %
+    assert "(margin 11% over precision=fp32, beyond the noise: ±0.71%, both medians' intervals combined (trial " \
+           "spread 0.5%, CoV 1%))" in line
 
 
 def test_nothing_within_the_drop_names_the_closest_miss(tmp_path):
@@ -318,10 +322,10 @@ def test_when_fp32_is_fastest_it_says_nothing_beat_fp32(tmp_path):
 
 
 def test_a_speedup_within_the_noise_is_no_speedup(tmp_path):
-    write_job(tmp_path, 0, "fp32", 0.0183, error=1e-7, cov=1100.0, iterations=49518)  # +-12 % at 95 %
+    write_job(tmp_path, 0, "fp32", 0.0183, error=1e-7, cov=1100.0, iterations=49518)  # +-12 % at 95 %: +-17 % both
     write_job(tmp_path, 1, "fp16", 0.0180, error=5e-4, cov=1080.0, iterations=49518)
     line = select.choose(results.load(tmp_path)).line()
-    assert ", no faster than fp32 (precision=fp32) beyond the noise (1.0x, noise ±12%)" in line, line
+    assert ", no faster than fp32 (precision=fp32) beyond the noise (1.0x, noise ±17%)" in line, line
     assert "faster than fp32 (precision=fp32)," not in line
 
 

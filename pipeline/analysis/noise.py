@@ -57,7 +57,9 @@ def between(a: Noise | None, b: Noise | None, spreads: list[tuple[float, int]] =
     out = None
     if known:
         rss = math.sqrt(sum(n.pct**2 for n in known))
-        out = Noise(rss, f"±{pct(rss)}: both sides' medians at 95%" if len(known) == 2 else known[0].text)
+        sides = "; ".join(dict.fromkeys(n.text for n in known))  # each side's own reading, once if the same
+        out = Noise(rss, f"±{pct(rss)}, both medians' intervals combined ({sides})" if len(known) == 2
+                    else known[0].text)
     for spread, runs in spreads:
         if out is None or spread > out.pct:
             out = Noise(spread, f"±{pct(spread)}: the spread of {runs} runs of this point")

@@ -47,7 +47,7 @@ import yaml
 from pipeline import results
 from pipeline.analysis import noise as noise_model
 from pipeline.analysis import paired
-from pipeline.analysis.noise import Noise
+from pipeline.analysis.noise import Noise, pct
 from pipeline.config import schema
 
 PENALTY = 1e9  # the objective of an infeasible point: above any real latency, and above any negated throughput
@@ -634,13 +634,6 @@ def times(ratio: float) -> str:
 def rate(value: float) -> str:
     """'21,310', '950', '3.4': a rate for reading."""
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
-
-
-def pct(value: float) -> str:
-    """'0.83%', '12%', '290%': two significant digits, never in e-notation."""
-    if not math.isfinite(value):
-        return f"{value}%"
-    return f"{value:.0f}%" if abs(value) >= 10 else f"{value:.2g}%"
 
 
 # --------------------------------------------------------------------------- the sweep's record
