@@ -55,9 +55,9 @@ class Runtime:
     def timing(self):
         return contextlib.nullcontext()
 
-    def cuda_graph(self, requested: bool, lanes: list) -> tuple[bool, str | None]:
-        """Whether the harness may capture these lanes in a CUDA graph, decided before any capture, and why not."""
-        return requested, None if requested else "benchmark.cuda_graph=false"
+    def cuda_graph(self, requested: bool, lanes: list) -> tuple[bool, str]:
+        """Whether the harness may capture these lanes in a CUDA graph, decided before any capture, and why (not)."""
+        return requested, "benchmark.cuda_graph=true" if requested else "benchmark.cuda_graph=false"
 
     def hooks(self) -> tuple:
         return ()

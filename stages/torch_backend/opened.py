@@ -77,9 +77,9 @@ class TorchRuntime(runtime.Runtime):
         return [TorchWorkload(self.c.fn, tensors.seeded(self.c.specs, sizes, seed + lane, "cuda", dtype,
                                                         self.c.channels_last)) for lane in range(streams)]
 
-    def cuda_graph(self, requested: bool, lanes: list) -> tuple[bool, str | None]:
+    def cuda_graph(self, requested: bool, lanes: list) -> tuple[bool, str]:
         return graph_decision(requested, self.c.build_path, self.c.quantization,
-                              lambda: lanes[0].refuse_host_syncs() if lanes else None)
+                              lambda: lanes[0].host_sync() if lanes else None)
 
     def hooks(self) -> tuple:
         return (self.memory,)
@@ -97,19 +97,25 @@ class TorchRuntime(runtime.Runtime):
         self.runner.close()
 
 
-def graph_decision(requested: bool, build_path: str, quantization: str, probe) -> tuple[bool, str | None]:
-    """Whether the benchmark captures a CUDA graph, decided before any capture (an invalidated capture can leave the
-    CUDA context unusable for the points after it), and why not: benchmark.cuda_graph=false; an eager torchao recipe
-    (its eager path synchronises with the host); or `probe()` raising (one call under torch's sync debug mode)."""
+# Recipes whose eager path is known to break a capture: torchao's eager int8 matmul (`safe_int_mm`) formats a CUDA
+# tensor into a string, which synchronises with the host and invalidates the capture; the CUDA context was unusable
+# afterwards (pytorch/ao#4872). Compiled, the same recipes capture (the probe checks).
+EAGER_UNSAFE = "torchao:"
+CAPTURED = "captured: benchmark.cuda_graph=true and one call under torch's sync debug mode did not synchronise"
+
+
+def graph_decision(requested: bool, build_path: str, quantization: str, probe) -> tuple[bool, str]:
+    """Whether the benchmark captures a CUDA graph, and why (or why not), decided before any capture: an invalidated
+    capture can leave the CUDA context unusable for the points after it. In order: benchmark.cuda_graph=false; an
+    eager torchao recipe (EAGER_UNSAFE: known to synchronise); else `probe()`, one call under torch's sync debug
+    mode, which returns why the callable cannot be captured (it synchronises with the host) or None."""
     if not requested:
         return False, "benchmark.cuda_graph=false"
-    if build_path == "eager" and quantization != "none":
-        return False, f"eager {quantization}: torchao's eager path synchronises with the host, which a capture forbids"
-    try:
-        probe()
-    except RuntimeError as err:
-        return False, str(err)
-    return True, None
+    if build_path == "eager" and quantization.startswith(EAGER_UNSAFE):
+        return False, (f"not captured: eager {quantization}: torchao's eager path may synchronise with the host "
+                       f"inside the call (its int8 matmul does, pytorch/ao#4872), which a CUDA graph capture forbids")
+    why_not = probe()
+    return (False, why_not) if why_not else (True, CAPTURED)
 
 
 class PeakMemory:

@@ -1,0 +1,74 @@
+"""Whether the torch benchmark captures a CUDA graph, decided before any capture (stages/torch_backend/opened.py
+graph_decision), as a table of cases with a fake probe; and the columns every benchmark row carries."""
+from __future__ import annotations
+
+import pytest
+
+from stages.torch_backend import opened
+
+SYNCS = "not captured: the callable synchronises with the host (torch's sync debug mode: called a synchronizing op)"
+
+
+class Probe:
+    """The probe call (TorchWorkload.host_sync): what it answers, and whether it was asked."""
+
+    def __init__(self, answer: str | None):
+        self.answer, self.calls = answer, 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.answer
+
+
+# requested, build path, quantization, probe's answer -> captured, reason (a fragment), probe asked
+CASES = [
+    (False, "compile", "none", None, False, "benchmark.cuda_graph=false", False),
+    (False, "eager", "torchao:int8_dynamic", SYNCS, False, "benchmark.cuda_graph=false", False),
+    (True, "eager", "torchao:int8_dynamic", None, False, "pytorch/ao#4872", False),  # known unsafe: never probed
+    (True, "eager", "torchao:fp8_dynamic_rowwise", None, False, "eager torchao:fp8_dynamic_rowwise", False),
+    (True, "eager", "none", None, True, "did not synchronise", True),
+    (True, "eager", "none", SYNCS, False, "synchronises with the host", True),
+    (True, "compile", "torchao:int8_dynamic", None, True, "captured", True),  # compiled: the probe decides
+    (True, "compile", "torchao:int8_dynamic", SYNCS, False, "sync debug mode", True),
+    (True, "aoti", "none", None, True, "captured", True),
+    (True, "aoti", "torchao:fp8_dynamic_rowwise", SYNCS, False, "synchronises", True),
+]
+
+
+@pytest.mark.parametrize("requested, path, quantization, answer, captured, reason, probed", CASES)
+def test_graph_decision_table(requested, path, quantization, answer, captured, reason, probed):
+    probe = Probe(answer)
+    got, why = opened.graph_decision(requested, path, quantization, probe)
+    assert got is captured and reason in why
+    assert probe.calls == int(probed)
+
+
+def test_a_probe_that_fails_otherwise_is_not_taken_for_a_sync():
+    def broken():
+        raise ValueError("shape mismatch")
+
+    with pytest.raises(ValueError, match="shape mismatch"):
+        opened.graph_decision(True, "compile", "none", broken)
+
+
+def test_the_default_runtime_says_why_too():
+    from stages import runtime
+
+    assert runtime.Runtime().cuda_graph(True, []) == (True, "benchmark.cuda_graph=true")
+    assert runtime.Runtime().cuda_graph(False, []) == (False, "benchmark.cuda_graph=false")
+
+
+def test_a_cpu_benchmark_row_says_no_graph_and_why(tmp_path):
+    """The shared benchmark stage on the host: benchmark_cuda_graph false, its reason `host-timed`."""
+    from stages import benchmark, runtime
+
+    class Host(runtime.Runtime):
+        def specs(self, feeds):
+            return []
+
+        def call(self, feeds):
+            return lambda: None
+
+    result = benchmark._on_host(Host(), {}, {"warmup_ms": 0.0, "duration_s": 0.0, "min_iterations": 3,
+                                            "trials": 1, "feeds": {"batch_size": 1}})
+    assert result.info["cuda_graph"] is False and result.info["cuda_graph_reason"].startswith("host-timed")
