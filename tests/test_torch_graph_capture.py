@@ -72,3 +72,43 @@ def test_a_cpu_benchmark_row_says_no_graph_and_why(tmp_path):
     result = benchmark._on_host(Host(), {}, {"warmup_ms": 0.0, "duration_s": 0.0, "min_iterations": 3,
                                             "trials": 1, "feeds": {"batch_size": 1}})
     assert result.info["cuda_graph"] is False and result.info["cuda_graph_reason"].startswith("host-timed")
+
+
+# ------------------------------------------------------------------------------------------------ scoped settings
+
+
+def test_timing_fails_on_a_recompile_and_restores_dynamo_after():
+    """The timed loop runs under error_on_recompile: a callable whose guards fail (another shape than the one built)
+    raises instead of silently timing a second graph; outside the block dynamo recompiles as before."""
+    torch = pytest.importorskip("torch")
+    torch._dynamo.reset()
+    fn = torch.compile(lambda x: x * 2 + 1, backend="eager", dynamic=False)
+    with torch.inference_mode():
+        fn(torch.ones(2))
+    with opened.no_recompile():
+        assert torch.is_inference_mode_enabled()
+        fn(torch.ones(2))  # the same guards: no recompile, no error
+        with pytest.raises(torch._dynamo.exc.RecompileError):
+            fn(torch.ones(3))
+    assert torch._dynamo.config.error_on_recompile is False
+    with torch.inference_mode():
+        fn(torch.ones(4))  # outside: an ordinary recompile
+    torch._dynamo.reset()
+
+
+def test_scoped_math_mode_and_inductor_settings_are_restored():
+    torch = pytest.importorskip("torch")
+    from stages.torch_backend import precision
+
+    torch.set_float32_matmul_precision("high")
+    before = torch._inductor.config.get_config_copy()
+    try:
+        with precision.scoped("fp32", {"max_autotune": True, "coordinate_descent_tuning": True}):
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+            assert torch._inductor.config.max_autotune and torch._inductor.config.coordinate_descent_tuning
+        assert torch.get_float32_matmul_precision() == "high" and torch._inductor.config.get_config_copy() == before
+        with pytest.raises(KeyError), precision.scoped("tf32", {}):
+            raise KeyError("the build failed")
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision("highest")

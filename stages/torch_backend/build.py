@@ -117,6 +117,14 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
         return _publish(out_dir, {"path": "compile", "reason": "backend.build=compile"})
     if device == "cuda":  # the package path has passed on CPU only: on the H200 its build crashed the process
         return _publish(out_dir, {"path": "compile", "reason": CUDA_NOT_YET})
+    settings = inductor_settings(params, recipe)
+    # torchao's quantize_ runs with set_inductor_config=False (quantize.py): the settings are these, set explicitly
+    # and for this build only, as are the precision's math mode and the compile mode's Inductor settings
+    with precision.scoped(params["precision"], settings):
+        return _build(inputs, params, out_dir, device, recipe, settings)
+
+
+def _build(inputs: dict, params: dict, out_dir: Path, device: str, recipe: str | None, settings: dict) -> StageResult:
     import torch
 
     dtype = precision.torch_dtype(params["precision"])
@@ -127,7 +135,6 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     module = module.eval().to(device=device, dtype=dtype)
     if params["channels_last"]:
         module = module.to(memory_format=torch.channels_last)
-    precision.apply_math_mode(params["precision"])
     sizes = model_inputs.sizes(params["feeds"])
     example = tensors.seeded(built.specs, sizes, params["seed"], device, dtype, params["channels_last"])
     batch = params["feeds"]["batch_size"]
@@ -140,10 +147,9 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
         info.update(quantize.apply(module, recipe, params.get("keep_high_precision", quantize.DEFAULT_KEEP),
                                    calibrate))
         info["quantize_s"] = time.perf_counter() - started
-    settings = inductor_settings(params, recipe)
     meta = {"device": device, "dtype": params["precision"], "specs": model_inputs.dumps(built.specs),
             "output_names": spec["outputs"], "channels_last": params["channels_last"], "flops": flops,
-            "batch_size": batch, "quantization": quantize.label(recipe), "mode": mode, "inductor": settings,
+            "batch_size": batch, "quantization": quantize.label(recipe), "mode": params["mode"], "inductor": settings,
             "weights_bytes": quantize.module_bytes(module)}
     rows = [costs.artifact_row("weights_file", costs.file_bytes(inputs["weights"]))]
     try:

@@ -2,12 +2,15 @@
 GPU harness on CUDA (each inference stream with its own seeded inputs), compared with the fp32 eager model (TF32
 off), profiled by torch.profiler.
 
-On a GPU it also reports what the timed loop cost: the peak memory torch's allocator held while timing
-(`gpu_memory/peak_timed`, reset when the timed span starts: the model, its CUDA graph's pool and the loop's
-activations; the fp32 reference stays on the CPU until validation), and the energy NVML counted (stages/gpu/costs.py).
+On a GPU it also reports what the timed loop cost: the memory torch's allocator held while timing (reset when the
+timed span starts: the model, its CUDA graph's pool and the loop's activations; the fp32 reference stays on the CPU
+until validation), cross-checked with NVML, and the energy NVML counted (stages/gpu/costs.py).
+Timing runs under dynamo's error_on_recompile: a compiled callable that would recompile (its guards failing on
+what the timed loop feeds it) fails the benchmark instead of silently timing another graph.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from stages import flops, runtime, sources
@@ -64,10 +67,8 @@ class TorchRuntime(runtime.Runtime):
         return lambda: self.c.fn(*x)
 
     def timing(self):
-        import torch
-
         precision.apply_math_mode(self.c.dtype)
-        return torch.inference_mode()
+        return no_recompile()
 
     def cpu_rows(self, median_ms: float) -> list[dict]:
         return flops.efficiency_rows(self.c.flops, median_ms, None, peaks.SOURCE) if self.c.flops else []
@@ -88,7 +89,7 @@ class TorchRuntime(runtime.Runtime):
         import torch
 
         return {"flops": self.c.flops, "gpu": torch.cuda.get_device_name(), "dtype": self.c.dtype,
-                "info": self.memory.info(), "rows": self.memory.rows()}
+                "memory": self.memory.figures}
 
     def profile(self, feeds: dict, iterations: int, settings: dict, out_dir: Path):
         return profile.layers(self.c, model_inputs.sizes(feeds), settings["seed"], iterations, out_dir)
@@ -118,11 +119,23 @@ def graph_decision(requested: bool, build_path: str, quantization: str, probe) -
     return (False, why_not) if why_not else (True, CAPTURED)
 
 
+@contextlib.contextmanager
+def no_recompile():
+    """Inference mode, with dynamo's error_on_recompile for the block (restored after it): a recompile inside the
+    timed loop would time another graph than the one built, under whatever Inductor settings are current then."""
+    import torch
+
+    with torch._dynamo.config.patch(error_on_recompile=True), torch.inference_mode():
+        yield
+
+
 class PeakMemory:
-    """A harness hook: torch's peak allocated (and reserved) GPU memory over the timed span."""
+    """A harness hook: torch's allocator over the timed span (reset when it starts, after the capture): its peak
+    allocated and reserved memory, and what CUDA graphs' private pools hold (inside reserved: a replay allocates
+    nothing, so the allocated peak alone misses a graph's intermediates)."""
 
     def __init__(self):
-        self.peak = self.reserved = None
+        self.figures: dict | None = None
 
     def timed_start(self) -> None:
         import torch
@@ -134,12 +147,5 @@ class PeakMemory:
         import torch
 
         torch.cuda.synchronize()
-        self.peak, self.reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
-
-    def rows(self) -> list[dict]:
-        if self.peak is None:
-            return []
-        return [costs.memory_row("peak_timed", self.peak), costs.memory_row("peak_reserved_timed", self.reserved)]
-
-    def info(self) -> dict:
-        return {} if self.peak is None else {"peak_memory_mib": self.peak / costs.MIB}
+        self.figures = {"allocated": torch.cuda.max_memory_allocated(), "reserved": torch.cuda.max_memory_reserved(),
+                        "graph_pools": costs.graph_pool_bytes(torch.cuda.memory_snapshot())}
