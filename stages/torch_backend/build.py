@@ -35,8 +35,8 @@ OUTPUTS = ("build",)
 CACHED = True
 FILE, PACKAGE = package.FILE, package.PACKAGE
 PATHS = ("aoti", "compile")  # backend.build
-PARAMS = {**compile_stage.PARAMS, "model": Param(dict, doc="the model's spec (in the key beside its weights)"),
-          "build": Param(str, choices=PATHS, doc="backend.build: aoti (an AOTInductor package) or compile")}
+PARAMS = {**compile_stage.PARAMS, "model": Param(dict, doc="the model's spec (in the key beside its weights)")}
+BACKEND_OPTIONS = (*compile_stage.BACKEND_OPTIONS, "build")  # backend.build: aoti (a package) or compile
 # backend.compile -> the Inductor settings AOTInductor compiles with (torch.compile's modes, as settings)
 INDUCTOR = {"default": {}, "max-autotune": {"max_autotune": True}}
 # the package's outputs against the eager model's, relative L2 error, by the dtype it computes in

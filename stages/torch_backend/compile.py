@@ -36,12 +36,12 @@ FILE = "compiled.json"
 # benchmark.cuda_graph on it would only fall back to plain enqueue.
 MODES = {"default": None, "max-autotune": "max-autotune-no-cudagraphs"}
 CALIBRATION = {"method": "max", "samples": 64, "data": None}  # convert.calibration's defaults
-PARAMS = {"precision": Param(str), "mode": Param(str, choices=tuple(MODES) + ("eager",)),
-          "channels_last": Param(bool), "device": Param(str, choices=("auto", "cuda", "cpu")),
+# `mode` is backend.compile under the name recorded configs hash it by; the backend's other options are handed over
+# by the runner (typed once, in stages/torch_backend/__init__.py OPTIONS)
+PARAMS = {"precision": Param(str), "mode": Param(str, choices=tuple(MODES) + ("eager",), doc="backend.compile"),
           "feeds": Param(dict), "seed": Param(int),
-          "quantization": Param(str, optional=True, choices=quantize.CHOICES, doc="backend.quantization"),
-          "keep_high_precision": Param(list, optional=True, doc="backend.keep_high_precision"),
           "calibration": Param(dict, optional=True, doc="convert.calibration: static recipes' activation scales")}
+BACKEND_OPTIONS = ("channels_last", "device", "quantization", "keep_high_precision")
 
 
 def resolve_device(requested: str) -> str:
