@@ -14,6 +14,7 @@ VERSION = "1"
 OUTPUTS = ()
 CACHED = False  # a measurement is an observation: it runs every time
 RUNTIME = True  # the runner hands it the backend's plugin and options (pipeline/run/runner.py)
+crash_prone = runtime.crash_prone  # in a child process where the backend says so
 PARAMS = {"plugin": Param(str, keyed=False), "options": Param(dict, keyed=False), "feeds": Param(dict),
           "seed": Param(int), **harness.PARAMS}
 
@@ -31,8 +32,9 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
 
 
 def _on_host(rt: runtime.Runtime, feeds: dict, params: dict) -> StageResult:
+    call = rt.call(feeds)  # inputs made outside the timing context, as the lanes' are (torch: no inference tensors)
     with rt.timing():
-        m = cpu_timing.measure(rt.call(feeds), warmup_ms=params["warmup_ms"], duration_s=params["duration_s"],
+        m = cpu_timing.measure(call, warmup_ms=params["warmup_ms"], duration_s=params["duration_s"],
                                min_iterations=params["min_iterations"], trials=params.get("trials"))
     tables, info = cpu_timing.tables(m, params["feeds"]["batch_size"])
     median = next(r["value"] for r in tables["summary"] if (r["metric"], r["stat"]) == ("latency", "median"))

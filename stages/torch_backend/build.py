@@ -36,7 +36,8 @@ CACHED = True
 FILE, PACKAGE = package.FILE, package.PACKAGE
 PATHS = ("aoti", "compile")  # backend.build
 PARAMS = {**compile_stage.PARAMS, "model": Param(dict, doc="the model's spec (in the key beside its weights)")}
-BACKEND_OPTIONS = (*compile_stage.BACKEND_OPTIONS, "build")  # backend.build: aoti (a package) or compile
+# backend.build (aoti: a package, or compile) and the options that change what is built
+BACKEND_OPTIONS = ("channels_last", "device", "quantization", "keep_high_precision", "build")
 # backend.compile -> the Inductor settings AOTInductor compiles with (torch.compile's modes, as settings)
 INDUCTOR = {"default": {}, "max-autotune": {"max_autotune": True}}
 # the package's outputs against the eager model's, relative L2 error, by the dtype it computes in

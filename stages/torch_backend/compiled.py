@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,6 +30,7 @@ class Compiled:
     weights_bytes: int | None = None  # what the timed model's parameters and buffers take in memory
     build_path: str = "eager"    # aoti (a loaded AOTInductor package) | compile (torch.compile in-process) | eager
     reference_device: str | None = None  # where the reference runs (None: `device`); a package's: the CPU
+    built_here: dict = field(default_factory=dict)  # built by a measuring stage (a deferred build): what it took
 
 
 def on_device(module, device: str):
@@ -76,6 +77,16 @@ def register(compiled: Compiled, out: Path) -> None:
     out.write_text(json.dumps({"token": token, "device": compiled.device, "dtype": compiled.dtype,
                                "flops": compiled.flops, "batch_size": compiled.batch_size,
                                "quantization": compiled.quantization}))
+
+
+def built_here(handle: Path, build: Callable[[], Compiled]) -> Compiled:
+    """The callable of a deferred handle (the compile stage left the build to the measuring stages), built by
+    `build()` on the first call in this process and kept for the job's other measuring stages here."""
+    key = str(Path(handle).resolve())
+    if key not in _LIVE:
+        release()
+        _LIVE[key] = build()
+    return _LIVE[key]
 
 
 def lookup(handle: Path) -> Compiled:
