@@ -42,8 +42,8 @@ def open_runtime(inputs: dict, options: dict, work_dir):
 
 def measure_isolated(options: dict) -> bool:
     """backend.isolate_measurements: whether the measuring stages run each in a child process (auto: on CUDA, where a
-    point can crash the process or leave its CUDA context unusable for the next; the model is then built in each
-    child from the files: the package, or the weights on the in-process path). The compile stage asks it too."""
+    point can crash the process or leave its CUDA context unusable for the next; each child opens the model from the
+    files: the package, or on the in-process path the weights, built again there). The compile stage asks it too."""
     from stages.torch_backend import compile as compile_stage
 
     return compile_stage.measured_in_child(options)

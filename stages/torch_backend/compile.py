@@ -95,28 +95,27 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     compiled.release()  # the previous job's model, compiled graphs and cached GPU blocks
     built_as = package.read(inputs["build"]) if "build" in inputs else {"path": "eager" if params["mode"] == "eager"
                                                                       else "compile"}
-    where = {"build": str(Path(inputs["build"]).resolve()) if "build" in inputs else None,
-             "weights": str(Path(inputs["weights"]).resolve())}
+    weights = Path(inputs["weights"]).resolve()
     if built_as["path"] == "aoti":  # the package is the build: the measuring stages open it, no model here
-        (out_dir / FILE).write_text(json.dumps({"path": "aoti", **where}))
+        (out_dir / FILE).write_text(json.dumps({"path": "aoti", "build": str(Path(inputs["build"]).resolve()),
+                                                "weights": str(weights)}))
         return StageResult(outputs={"compiled": FILE}, info={"path": "aoti", "device": device, "mode": params["mode"]})
-    if measured_in_child(params):
-        # each measuring stage runs in a child process, which builds the callable from these files and params
-        # (opened.open_compiled): none is built here, where nothing would use it
-        (out_dir / FILE).write_text(json.dumps({"path": built_as["path"], "deferred": True, **where,
-                                                "params": params}))
-        return StageResult(outputs={"compiled": FILE},
-                           info={"path": built_as["path"], "device": device, "mode": params["mode"],
-                                 "built_in": "each measuring child process (backend.isolate_measurements)"})
-    c, info, rows = make(Path(inputs["weights"]), built_as["path"], params)
-    compiled.register(c, out_dir / FILE)
+    made, info, rows = make(weights, built_as["path"], params)
+    compiled.register(made, out_dir / FILE, {"weights": str(weights), "path": built_as["path"], "params": params})
     return StageResult(outputs={"compiled": FILE}, info={k: v for k, v in info.items() if v is not None},
                        tables={"summary": rows})
 
 
+def crash_prone(params: dict) -> bool:
+    """Where the measurements run in child processes (backend.isolate_measurements) so does this stage: the parent
+    never holds the model nor touches the GPU; each measuring child builds the callable again (Inductor's cache, which
+    this stage filled, serves its compile)."""
+    return measured_in_child(params)
+
+
 def make(weights: Path, build_path: str, params: dict) -> tuple[compiled.Compiled, dict, list[dict]]:
     """The timed callable of the in-process path (eager, or torch.compile'd, after its first call), its info and
-    cost rows: in the compile stage, or in a measuring child process (a deferred handle)."""
+    cost rows: in the compile stage, or in a measuring stage of another process (opened.open_compiled)."""
     import torch
 
     name = params["precision"]

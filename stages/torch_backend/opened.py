@@ -107,17 +107,17 @@ BUILT_HERE = ("first_call_s", "quantize_s", "inductor_cache", "peak_build_mib")
 
 
 def open_compiled(handle: Path) -> compiled.Compiled:
-    """The compile stage's output, opened: the package, the callable it registered in this process, or, where it
-    left the build to the measuring stages (backend.isolate_measurements: each runs in a child process), the callable
-    built here from the weights and the compile stage's params, once per process."""
-    recorded = json.loads(Path(handle).read_text())
-    if not recorded.get("deferred"):
+    """The compile stage's output, opened: the package, or the callable it registered in this process, or, where it
+    ran in another (each in a child: backend.isolate_measurements), the callable built here from the weights and the
+    compile stage's params, once per process."""
+    if compiled.here(handle):
         return compiled.lookup(handle)
+    rebuild = json.loads(Path(handle).read_text())["rebuild"]
 
     def build() -> compiled.Compiled:
         from stages.torch_backend import compile as compile_stage
 
-        made, info, _ = compile_stage.make(Path(recorded["weights"]), recorded["path"], recorded["params"])
+        made, info, _ = compile_stage.make(Path(rebuild["weights"]), rebuild["path"], rebuild["params"])
         made.built_here = {k: info[k] for k in BUILT_HERE if info.get(k) is not None}
         return made
 
