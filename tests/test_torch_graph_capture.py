@@ -112,3 +112,49 @@ def test_scoped_math_mode_and_inductor_settings_are_restored():
         assert torch.get_float32_matmul_precision() == "high"
     finally:
         torch.set_float32_matmul_precision("highest")
+
+
+@pytest.mark.parametrize("decided, note, graph, reason", [
+    ((True, "captured: probe clean"), None, True, "captured: probe clean"),
+    ((True, "captured: probe clean"), "CUDA graph capture failed, plain enqueue used: X", False,
+     "CUDA graph capture failed, plain enqueue used: X"),          # decided yes, the capture itself failed
+    ((False, "not captured: eager torchao:int8_dynamic"), None, False, "not captured: eager torchao:int8_dynamic"),
+])
+def test_a_gpu_benchmark_row_says_why_the_graph_was_or_was_not_used(monkeypatch, decided, note, graph, reason):
+    """The shared benchmark on a GPU, with the harness and the GPU session faked: the runtime's up-front decision is
+    what the harness is asked for, and the row's reason is that decision or the harness's failed capture."""
+    import contextlib
+
+    from stages import benchmark, runtime
+    from stages.gpu import harness, session
+
+    asked = {}
+
+    def run(lanes, settings, hooks=()):
+        asked["cuda_graph"] = settings.cuda_graph
+        times = {"gpu_compute": [1.0] * 4, "enqueue": [0.1] * 4, "latency": [1.0] * 4}
+        return harness.Measurement([harness.Trial(times, 4.0)], 1, settings.cuda_graph and note is None, note, 1,
+                                   "spin", False)
+
+    class Monitor:
+        rows: list = []
+
+        def summary(self):
+            return {}
+
+    class Gpu(runtime.Runtime):
+        device = "cuda"
+
+        def lanes(self, specs, sizes, seed, streams):
+            return [object()]
+
+        def cuda_graph(self, requested, lanes):
+            return decided
+
+    monkeypatch.setattr(harness, "run", run)
+    monkeypatch.setattr(session, "exclusive", lambda watch=False: contextlib.nullcontext(Monitor()))
+    params = {"warmup_ms": 0.0, "duration_s": 0.0, "min_iterations": 1, "trials": 1, "cuda_graph": True,
+              "sync": "spin", "data_transfers": False, "streams": 1, "feeds": {"batch_size": 1}}
+    result = benchmark._on_gpu(Gpu(), [], {}, 0, params)
+    assert asked["cuda_graph"] is decided[0]
+    assert result.info["cuda_graph"] is graph and result.info["cuda_graph_reason"] == reason
