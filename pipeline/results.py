@@ -73,6 +73,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     ]),
     "summary": pa.schema([
         ("run_id", _S), ("metric", _S), ("stat", _S), ("value", _F), ("unit", _S),
+        ("counts", _S),  # what a figure counts, where the metric alone does not say (peak memory: stages/gpu/costs)
     ]),
     "samples": pa.schema([
         ("run_id", _S), ("trial", _I), ("iteration", _I), ("metric", _S), ("value_ms", _F),

@@ -18,6 +18,8 @@ and optionally:
     key_extra(params) -> dict     what a param declared keyed=False decides after all in this case (cache key):
                                   the convert stage's calibration data depends on the axes' sizes, its links do not
     CRASH_PRONE: bool             run in a child process under isolation.mode=auto (pipeline/run/isolation.py)
+    crash_prone(params) -> bool   a measuring (not cached) stage: whether it runs in a child process (unless
+                                  isolation.mode=none); the shared measuring stages ask the backend (stages/runtime.py)
     check_served(outputs, params) on a cache hit: refuse a param the key leaves out (keyed=False) that does not
                                   fit the artifact served; run() checks it on a miss (the export: the data)
 A cached stage's `tables` are stored with its artifact and given to every job that uses it, on a miss and on a

@@ -14,6 +14,7 @@ VERSION = "1"
 OUTPUTS = ()
 CACHED = False  # a measurement is an observation: it runs every time
 RUNTIME = True  # the runner hands it the backend's plugin and options (pipeline/run/runner.py)
+crash_prone = runtime.crash_prone  # in a child process where the backend says so
 PARAMS = {"plugin": Param(str, keyed=False), "options": Param(dict, keyed=False), "feeds": Param(dict),
           "seed": Param(int), **harness.PARAMS, "until_stable": cpu_timing.PARAMS["until_stable"]}
 
@@ -31,13 +32,15 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
 
 
 def _on_host(rt: runtime.Runtime, feeds: dict, params: dict) -> StageResult:
-    m = cpu_timing.measure(rt.call(feeds), warmup_ms=params["warmup_ms"], duration_s=params["duration_s"],
-                           min_iterations=params["min_iterations"], trials=params.get("trials"),
-                           until_stable=params.get("until_stable"))
+    call = rt.call(feeds)  # inputs made outside the timing context, as the lanes' are (torch: no inference tensors)
+    with rt.timing():
+        m = cpu_timing.measure(call, warmup_ms=params["warmup_ms"], duration_s=params["duration_s"],
+                               min_iterations=params["min_iterations"], trials=params.get("trials"),
+                               until_stable=params.get("until_stable"))
     tables, info = cpu_timing.tables(m, params["feeds"]["batch_size"])
     median = next(r["value"] for r in tables["summary"] if (r["metric"], r["stat"]) == ("latency", "median"))
     tables["summary"] += rt.cpu_rows(median)
-    info.update(cuda_graph=False, cuda_graph_reason="host-timed on the CPU: no CUDA graph")
+    info.update(cuda_graph=False, cuda_graph_reason="host-timed: no CUDA graph on the CPU")
     return StageResult(info=info, tables=tables)
 
 
@@ -49,10 +52,9 @@ def _on_gpu(rt: runtime.Runtime, specs: list, sizes: dict, seed: int, params: di
     lanes = rt.lanes(specs, sizes, seed, params["streams"])
     settings = harness.Settings.from_params(params)
     with session.exclusive(watch=True) as mon, rt.timing():
-        graph, why_not = rt.cuda_graph(settings.cuda_graph, lanes)  # before any capture: a bad one can poison
+        graph, why = rt.cuda_graph(settings.cuda_graph, lanes)  # before any capture: a bad one can poison
         m = harness.run(lanes, dataclasses.replace(settings, cuda_graph=graph), hooks=(mon, *rt.hooks()))
     result = measured.stage_result(m, mon, params["feeds"]["batch_size"], **rt.measured(lanes))
-    why_not = why_not or (None if m.cuda_graph else m.graph_note)
-    if why_not:
-        result.info["cuda_graph_reason"] = why_not
+    # every row says whether a graph was replayed and why: the up-front decision, or the harness's failed capture
+    result.info["cuda_graph_reason"] = why if m.cuda_graph or not graph else m.graph_note or why
     return result

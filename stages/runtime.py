@@ -19,6 +19,8 @@ A Runtime is the build, opened (Polygraphy's runner idea: one object serves timi
   `measured(lanes)` the keyword arguments of stages.gpu.measured.stage_result: its cost rows and info);
 - `profile(feeds, iterations, settings, out_dir) -> (layers rows, info)`: optional per-layer profiling;
 - `close()`.
+A plugin may also provide `measure_isolated(options) -> bool`: the measuring stages then run each in a child process
+(crash_prone below), so that a crash, a poisoned GPU context or an out-of-memory kill is that point's failed row.
 The base class below gives the defaults; a backend overrides what it can do, and what it cannot is `Unsupported`
 with the reason.
 """
@@ -55,9 +57,9 @@ class Runtime:
     def timing(self):
         return contextlib.nullcontext()
 
-    def cuda_graph(self, requested: bool, lanes: list) -> tuple[bool, str | None]:
-        """Whether the harness may capture these lanes in a CUDA graph, decided before any capture, and why not."""
-        return requested, None if requested else "benchmark.cuda_graph=false"
+    def cuda_graph(self, requested: bool, lanes: list) -> tuple[bool, str]:
+        """Whether the harness may capture these lanes in a CUDA graph, decided before any capture, and why (not)."""
+        return requested, "benchmark.cuda_graph=true" if requested else "benchmark.cuda_graph=false"
 
     def hooks(self) -> tuple:
         return ()
@@ -77,6 +79,13 @@ class Runtime:
 
     def close(self) -> None:
         pass
+
+
+def crash_prone(params: dict) -> bool:
+    """Whether a measuring stage (its params: `plugin`, `options`) runs in a child process (pipeline/run/isolation.py,
+    unless isolation.mode=none): where the backend's plugin says so, `measure_isolated(options) -> bool`."""
+    decide = getattr(importlib.import_module(params["plugin"]), "measure_isolated", None)
+    return bool(decide and decide(params["options"]))
 
 
 def open_build(plugin: str, inputs: dict[str, Path], options: dict, work_dir: Path) -> Runtime:

@@ -111,3 +111,37 @@ def test_a_recorded_option_edited_by_hand_is_kept_and_refused_by_name():
                                                              "optimization_level": 1}
     with pytest.raises(dag.DagError, match=r"^backend\.dag\.build\.params\.optimization_level: a backend option"):
         runner.plan(upgraded["backend"]["dag"], upgraded["backend"])
+
+
+TORCH_OVERRIDES = [(), ("backend.compile=default", "precision=int8"), ("backend.channels_last=true",
+                                                                        "backend.keep_high_precision=[]")]
+
+
+def test_the_torch_yaml_wires_no_option_its_stages_take():
+    """torch's build and compile take build, channels_last, device, quantization and keep_high_precision from the
+    runner; the one `${backend.` left is backend.compile, which they take as `mode` (the name configs hash)."""
+    text = (Path(paths.CONF_DIR) / "backend" / "torch.yaml").read_text()
+    wired = {line.split("${backend.")[1].split("}")[0] for line in text.splitlines() if "${backend." in line}
+    assert wired == {"compile"}
+    cfg = config("backend=torch", "backend.device=cpu", "backend.channels_last=true")["backend"]
+    nodes = {n.name: n for n in runner.plan(cfg["dag"], cfg)}
+    for name in ("build", "compile"):
+        module = runner.stages.load(nodes[name].stage)
+        assert not set(module.BACKEND_OPTIONS) & set(module.PARAMS), f"{name} declares an option's type again"
+        assert all(nodes[name].params[k] == cfg[k] for k in module.BACKEND_OPTIONS), name
+        assert nodes[name].params["mode"] == cfg["compile"] and nodes[name].params["channels_last"] is True
+    assert nodes["build"].params["build"] == cfg["build"] == "aoti"
+
+
+@pytest.mark.parametrize("overrides", TORCH_OVERRIDES)
+def test_a_torch_config_recorded_with_its_options_wired_keeps_its_hash(overrides):
+    cfg = config("backend=torch", *overrides)
+    recorded = copy.deepcopy(cfg)
+    for node in recorded["backend"]["dag"].values():  # as the YAML wired them (isolate_measurements came after)
+        takes = renames.NOW_BACKEND_OPTIONS.get(node["stage"], ())
+        node["params"] = {**node["params"], **{k: cfg["backend"][k] for k in takes}}
+    assert recorded["backend"]["dag"]["compile"]["params"]["quantization"] == cfg["backend"]["quantization"]
+    assert job.config_hash(recorded) == job.config_hash(cfg)
+    assert renames.upgrade(recorded)["backend"]["dag"] == cfg["backend"]["dag"]
+    assert job.config_hash(config("backend=torch", *overrides, "backend.channels_last=false",
+                                  "backend.device=cuda")) != job.config_hash(cfg)

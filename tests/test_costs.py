@@ -211,15 +211,99 @@ def test_harness_hooks_bracket_the_timed_trials_only(monkeypatch):
     assert events == ["prepare", "warm-up", "a start", "b start", "trial", "trial", "b end", "a end", "close"]
 
 
-def test_torch_peak_memory_hook_rows():
+def test_torch_peak_memory_hook_reads_the_allocator_and_its_graph_pools(monkeypatch):
+    torch = pytest.importorskip("torch")
     from stages.torch_backend.opened import PeakMemory
 
+    segments = [{"total_size": 6 << 20, "segment_pool_id": (0, 0)}, {"total_size": 2 << 20, "segment_pool_id": (1, 3)}]
+    for name, value in {"synchronize": None, "reset_peak_memory_stats": None, "max_memory_allocated": 3 << 20,
+                        "max_memory_reserved": 8 << 20, "memory_snapshot": segments}.items():
+        monkeypatch.setattr(torch.cuda, name, lambda value=value: value)
     hook = PeakMemory()
-    assert hook.rows() == [] and hook.info() == {}
-    hook.peak, hook.reserved = 3 * 2**20, 4 * 2**20
-    assert by_key(hook.rows()) == {("gpu_memory", "peak_timed"): (3.0, "MiB"),
-                                   ("gpu_memory", "peak_reserved_timed"): (4.0, "MiB")}
-    assert hook.info() == {"peak_memory_mib": 3.0}
+    assert hook.figures is None
+    hook.timed_start()
+    hook.timed_end()
+    assert hook.figures == {"allocated": 3 << 20, "reserved": 8 << 20, "graph_pools": 2 << 20}
+
+
+# ------------------------------------------------------------------------------------------------ holding up
+
+
+def test_energy_per_inference_agrees_with_power_times_latency_when_the_iterations_fill_the_span():
+    # 1000 iterations of 2 ms back to back: a 2 s span; 700 J -> 350 W, 0.7 J per inference = 350 W x 2 ms
+    ok = costs.energy_check(energy_j=700.0, span_s=2.0, inferences=1000, mean_latency_ms=2.0)
+    assert ok["energy_jws_ratio"] == pytest.approx(1.0) and ok["energy_jws_ok"] and "energy_jws" not in ok
+    assert costs.energy_check(700.0, 2.0, 1000, 2.0 * 1.04)["energy_jws_ok"]  # within 5 %
+    # the case: 8.64 J per inference beside an 11.74 ms latency: the span holds idle gaps
+    gaps = costs.energy_check(energy_j=8.64 * 100, span_s=1.5, inferences=100, mean_latency_ms=11.74)
+    assert not gaps["energy_jws_ok"] and gaps["energy_jws_ratio"] == pytest.approx(1.5 / (100 * 0.01174))
+    assert "idle gaps" in gaps["energy_jws"] and "+27.8 %" in gaps["energy_jws"]
+    # two streams: two inferences in flight, each 4 ms long, 1000 of them in 2 s
+    assert costs.energy_check(700.0, 2.0, 1000, 4.0, streams=2)["energy_jws_ok"]
+    assert "overlapping" in costs.energy_check(700.0, 2.0, 1000, 4.0, streams=1)["energy_jws"]
+    assert costs.energy_check(0.0, 2.0, 1000, 2.0) == {} and costs.energy_check(700.0, 2.0, 1000, 0.0) == {}
+
+
+def test_energy_rows_carry_the_mean_latency_of_the_span():
+    rows = by_key(costs.energy_rows(700.0, 2.0, 1000, 4, mean_latency_ms=2.0))
+    assert rows[("latency", "mean_timed")] == (2.0, "ms") and rows[("power", "mean_timed")] == (350.0, "W")
+    assert rows[("energy", "per_inference")][0] == pytest.approx(rows[("power", "mean_timed")][0] * 2.0)  # mJ
+    assert ("latency", "mean_timed") not in by_key(costs.energy_rows(700.0, 2.0, 1000, 4))
+
+
+def test_graph_pool_bytes_counts_private_pools_only():
+    segments = [{"total_size": 100, "segment_pool_id": (0, 0)}, {"total_size": 30, "segment_pool_id": (1, 0)},
+                {"total_size": 7, "segment_pool_id": [2, 5]}, {"total_size": 50}]
+    assert costs.graph_pool_bytes(segments) == 37 and costs.graph_pool_bytes([]) == 0
+
+
+def test_nvml_used_prefers_this_process_then_the_device():
+    procs = [SimpleNamespace(pid=11, usedGpuMemory=500), SimpleNamespace(pid=12, usedGpuMemory=900)]
+    assert costs.nvml_used(procs, 12, 4000) == (900, "process")
+    assert costs.nvml_used(procs, 13, 4000) == (4000, "device")  # not listed: another PID namespace
+    assert costs.nvml_used([SimpleNamespace(pid=13, usedGpuMemory=None)], 13, 4000) == (4000, "device")
+    assert costs.nvml_used([], 13, None) == (None, None)
+
+
+def test_peak_memory_counts_graph_pools_and_is_cross_checked_with_nvml():
+    mib = 1 << 20
+    # the case: allocated 684 MiB, but the graph's pool holds the activations: reserved 1500 MiB
+    rows, info = costs.peak_memory(684 * mib, 1500 * mib, 800 * mib, 2000 * mib, "process")
+    got = {r["stat"]: (r["value"], r["counts"]) for r in rows}
+    assert got["peak_timed"][0] == 1500 and "CUDA graph pools" in got["peak_timed"][1]
+    assert got["peak_allocated_timed"][0] == 684 and got["graph_pools"][0] == 800
+    assert got["nvml_used_timed"] == (2000, costs.COUNTS["process"])
+    assert info == {"peak_memory_mib": 1500, "memory_outside_torch_mib": 500, "memory_check": "ok"}
+    _, bad = costs.peak_memory(684 * mib, 1500 * mib, 0, 1000 * mib, "device")
+    assert bad["memory_check"].startswith("NVML (device) sees 1000 MiB, less than torch's reserved 1500 MiB")
+    only_nvml, none = costs.peak_memory(None, None, None, 2000 * mib, "device")
+    assert [r["stat"] for r in only_nvml] == ["nvml_used_timed"] and none == {}  # TensorRT: nothing to check against
+
+
+def test_measurement_checks_joules_and_memory(monkeypatch):
+    times = {"gpu_compute": [2.0] * 10, "enqueue": [0.1] * 10, "latency": [2.0] * 10}
+    m = harness.Measurement([harness.Trial(times, 20.0), harness.Trial(times, 20.0)], 3, True, None, 1, "spin", False)
+    mon = FakeMonitor()  # 12 J over 0.04 s: 300 W; 20 inferences of 2 ms -> 0.6 J each = 300 W x 2 ms
+    mon.memory_used = (3 << 30, "process")
+    r = measured.stage_result(m, mon, 4, memory={"allocated": 1 << 30, "reserved": 2 << 30, "graph_pools": 1 << 29})
+    s = by_key(r.tables["summary"])
+    assert s[("latency", "mean_timed")] == (2.0, "ms") and r.info["energy_jws_ok"] is True
+    assert s[("gpu_memory", "peak_timed")] == (2048.0, "MiB") and s[("gpu_memory", "nvml_used_timed")][0] == 3072
+    assert r.info["memory_check"] == "ok" and r.info["memory_outside_torch_mib"] == 1024
+
+
+def test_memory_rows_with_what_they_count_are_written_and_read_back(tmp_path):
+    import pandas as pd
+
+    from pipeline import results
+
+    rows, _ = costs.peak_memory(1 << 20, 2 << 20, 0, 3 << 20, "process")
+    results.write_tables(tmp_path / "0", {"runs": [{"run_id": "r", "status": "ok"}],
+                                          "summary": [{"run_id": "r", **r} for r in rows]
+                                          + [{"run_id": "r", **costs.row("latency", "median", 1.0, "ms")}]})
+    summary = results.load(tmp_path).summary.set_index("stat")
+    assert summary.loc["nvml_used_timed", "counts"] == costs.COUNTS["process"]
+    assert pd.isna(summary.loc["median", "counts"])  # a figure whose metric says it all: none
 
 
 # ------------------------------------------------------------------------------------------------ the report

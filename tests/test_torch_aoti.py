@@ -1,6 +1,6 @@
 """The torch backend's build as an artifact on CPU: an AOTInductor package (stages/torch_backend/build.py) compiled
 by the system compiler, served from the cache on a re-run, checked against eager, loaded by benchmark and validate;
-the fallback to the in-process path with its reason; the CUDA graph decision.
+the fallback to the in-process path with its reason (the process's math mode and Inductor settings untouched).
 
 One package is compiled for the whole module (tiny_cnn, about 20 s on two cores); the second run is a cache hit.
 """
@@ -12,7 +12,7 @@ import pytest
 
 from pipeline import results
 from stages.torch_backend import build as build_stage
-from stages.torch_backend import compiled, opened, package
+from stages.torch_backend import compiled, package
 from tests.conftest import FAST, run_cli
 from tests.test_torch_lowp import compose
 
@@ -43,7 +43,7 @@ def test_the_build_is_a_package_and_the_rerun_serves_it(twice):
     assert (runs["build_package_rel_l2_err"] < 1e-4).all()        # checked against eager before publishing
     assert (runs["validate_rel_l2_err"] < 1e-4).all()             # the package, loaded, against fp32 eager on CPU
     assert list(runs["benchmark_cuda_graph"]) == [False, False]
-    assert set(runs["benchmark_cuda_graph_reason"]) == {"host-timed on the CPU: no CUDA graph"}
+    assert set(runs["benchmark_cuda_graph_reason"]) == {"host-timed: no CUDA graph on the CPU"}
 
 
 @pytest.mark.slow
@@ -93,7 +93,16 @@ def test_a_model_export_cannot_take_falls_back_to_compile_with_the_reason(tmp_pa
     (tmp_path / "m").mkdir()
     (tmp_path / "b").mkdir()
     model.run({}, nodes["model"].params, tmp_path / "m")
-    result = build_stage.run({"weights": tmp_path / "m" / model.WEIGHTS}, nodes["build"].params, tmp_path / "b")
+    before = torch.get_float32_matmul_precision(), torch._inductor.config.get_config_copy()
+    torch.set_float32_matmul_precision("high")  # a process in TF32 mode: the fp32 build must not change it
+    try:
+        result = build_stage.run({"weights": tmp_path / "m" / model.WEIGHTS},
+                                 {**nodes["build"].params, "mode": "max-autotune"}, tmp_path / "b")
+        # the build ran in fp32 with max-autotune's settings, and left the process's settings as they were
+        assert torch.get_float32_matmul_precision() == "high"
+        assert torch._inductor.config.get_config_copy() == before[1] and not torch._inductor.config.max_autotune
+    finally:
+        torch.set_float32_matmul_precision(before[0])
     assert result.info["path"] == "compile"
     assert result.info["reason"].startswith("torch.export failed: ")
     assert not (tmp_path / "b" / package.PACKAGE).exists()
@@ -120,18 +129,3 @@ def test_the_key_holds_what_changes_the_package():
     autotune = build_stage.key_extra({**params, "mode": "max-autotune"})
     assert autotune["inductor"] == {"max_autotune": True}
     assert json.dumps(params["model"]) and params["build"] == "aoti"
-
-
-def test_the_cuda_graph_is_decided_before_any_capture():
-    def clean():
-        return None
-
-    def syncs():
-        raise RuntimeError("not captured: the callable synchronises with the host")
-
-    assert opened.graph_decision(True, "aoti", "none", clean) == (True, None)
-    assert opened.graph_decision(False, "aoti", "none", clean) == (False, "benchmark.cuda_graph=false")
-    graph, why = opened.graph_decision(True, "eager", "torchao:int8_dynamic", clean)
-    assert not graph and "eager torchao:int8_dynamic" in why
-    assert opened.graph_decision(True, "compile", "none", syncs) == (
-        False, "not captured: the callable synchronises with the host")

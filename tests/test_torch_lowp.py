@@ -268,7 +268,7 @@ def test_each_compile_mode_composes_and_maps(mode, torch_mode):
     plugins.check(config["backend"])
     compile_node = next(n for n in runner.plan(config["backend"]["dag"], config["backend"]) if n.name == "compile")
     assert compile_node.params["mode"] == mode
-    api.check_params(compile_stage.PARAMS, compile_node.params, "compile")
+    api.check_params(compile_node.declared, compile_node.params, "compile")  # PARAMS and the options it takes
     assert (compile_stage.MODES.get(mode, "eager")) == torch_mode
 
 

@@ -27,7 +27,10 @@ NOW_OPTIONS = {"stages.trtexec.validate": ("path", "extra_args")}
 # node with the options its stage takes). One that differs (edited by hand) stays: the runner refuses it by name.
 _ORT_BUILD = ("optimization_level", "intra_op_threads", "inter_op_threads", "execution_mode")
 _TRT_BUILD = ("optimization_level", "max_aux_streams", "workspace_mb", "timing_cache")
+_TORCH = ("channels_last", "device", "quantization", "keep_high_precision")
 NOW_BACKEND_OPTIONS = {"stages.onnxruntime.build": _ORT_BUILD,
+                       "stages.torch_backend.compile": _TORCH,
+                       "stages.torch_backend.build": (*_TORCH, "build"),
                        "stages.tensorrt.build": _TRT_BUILD,
                        "stages.trtexec.build": (*_TRT_BUILD, "path", "extra_args"),
                        "stages.trtexec.benchmark": ("path", "extra_args")}

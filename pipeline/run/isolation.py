@@ -2,8 +2,10 @@
 
 An engine build that crashes inside a builder library takes its process with it; under a joblib launcher it would
 take the whole batch of jobs too. In a child, the crash is just a non-zero exit: the parent raises
-StageCrashed with the signal's name, the job records a `failed` row, and the sweep goes on. Only artifact
-stages can be isolated: they hand their results over as files (plus a small picklable StageResult).
+StageCrashed with the signal's name, the job records a `failed` row, and the sweep goes on. A stage can be isolated
+when it hands its results over as files plus a small picklable StageResult, and reads only files: artifact stages,
+and measuring stages that open the build from its files (a GPU measurement whose CUDA context a bad point poisoned,
+or that ran out of memory, takes only its child with it; the parent never touched the GPU for it).
 """
 from __future__ import annotations
 

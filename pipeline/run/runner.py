@@ -22,12 +22,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Isolation:
-    """Which artifact stages run in a child process: `auto` those that declare CRASH_PRONE, `all`, or `none`."""
+    """Which stages run in a child process. Artifact stages: `auto` those that declare CRASH_PRONE, `all`, or `none`.
+    A measuring stage (not cached) unless `none`, where its `crash_prone(params)` says so (the backend's choice)."""
     mode: str = "auto"
     timeout_s: float | None = None
 
-    def applies(self, module) -> bool:
-        return module.CACHED and (self.mode == "all" or (self.mode == "auto" and getattr(module, "CRASH_PRONE", False)))
+    def applies(self, module, params: dict | None = None) -> bool:
+        if not module.CACHED:
+            ask = getattr(module, "crash_prone", None)
+            return self.mode != "none" and ask is not None and bool(ask(params or {}))
+        return self.mode == "all" or (self.mode == "auto" and getattr(module, "CRASH_PRONE", False))
 
 
 class StageFailed(Exception):
@@ -175,7 +179,11 @@ def _run_node(node: dagmod.Node, done: dict[str, NodeOutcome], cache: Cache, wor
     if not module.CACHED:
         out_dir = work_dir / "stages" / node.name
         out_dir.mkdir(parents=True, exist_ok=True)
-        result = module.run(inputs, node.params, out_dir)
+        if isolate.applies(module, node.params):  # a crash or a poisoned GPU context ends with the child
+            result = isolation.run_isolated(module.__name__, inputs, node.params, out_dir, isolate.timeout_s,
+                                            cache.shared_root)
+        else:
+            result = module.run(inputs, node.params, out_dir)
         outputs = {name: out_dir / f for name, f in result.outputs.items()}
         return NodeOutcome(node.name, node.stage, 0.0, "off", outputs,
                            {name: file_sha256(p) for name, p in outputs.items()}, result.info, result.tables)
@@ -191,7 +199,7 @@ def _run_node(node: dagmod.Node, done: dict[str, NodeOutcome], cache: Cache, wor
     }
 
     def build(out_dir: Path) -> dict:
-        if isolate.applies(module):
+        if isolate.applies(module, node.params):
             result = isolation.run_isolated(module.__name__, inputs, node.params, out_dir, isolate.timeout_s,
                                             cache.shared_root)
         else:

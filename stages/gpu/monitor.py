@@ -7,6 +7,7 @@ or, on a GPU without that counter, the sampled power integrated over the span; b
 """
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -36,6 +37,7 @@ class Monitor:
         self.error: str | None = None
         self.power_cap_w: float | None = None
         self.span: dict = {}  # t0/t1 (s since start), e0/e1 (the energy counter, mJ, None where unsupported)
+        self.memory_used: tuple[int | None, str | None] = (None, None)  # at timed_end: (bytes, process | device)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -69,7 +71,20 @@ class Monitor:
     def timed_end(self) -> None:
         """The harness's hook: the timed loops are over (every iteration collected)."""
         self.span.update(t1=time.perf_counter() - self._t0, e1=self._energy_mj())
+        self.memory_used = self._memory_used()
         self._sample()
+
+    def _memory_used(self) -> tuple[int | None, str | None]:
+        nv, h = self._nvml, self._handle
+        try:
+            processes = nv.nvmlDeviceGetComputeRunningProcesses(h)
+        except Exception:  # noqa: BLE001 - not every driver lists them
+            processes = []
+        try:
+            device = nv.nvmlDeviceGetMemoryInfo(h).used
+        except Exception:  # noqa: BLE001
+            device = None
+        return costs.nvml_used(processes, os.getpid(), device)
 
     def _energy_mj(self) -> float | None:
         try:

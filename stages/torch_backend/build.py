@@ -35,8 +35,9 @@ OUTPUTS = ("build",)
 CACHED = True
 FILE, PACKAGE = package.FILE, package.PACKAGE
 PATHS = ("aoti", "compile")  # backend.build
-PARAMS = {**compile_stage.PARAMS, "model": Param(dict, doc="the model's spec (in the key beside its weights)"),
-          "build": Param(str, choices=PATHS, doc="backend.build: aoti (an AOTInductor package) or compile")}
+PARAMS = {**compile_stage.PARAMS, "model": Param(dict, doc="the model's spec (in the key beside its weights)")}
+# backend.build (aoti: a package, or compile) and the options that change what is built
+BACKEND_OPTIONS = ("channels_last", "device", "quantization", "keep_high_precision", "build")
 # backend.compile -> the Inductor settings AOTInductor compiles with (torch.compile's modes, as settings)
 INDUCTOR = {"default": {}, "max-autotune": {"max_autotune": True}}
 # the package's outputs against the eager model's, relative L2 error, by the dtype it computes in
@@ -117,6 +118,14 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
         return _publish(out_dir, {"path": "compile", "reason": "backend.build=compile"})
     if device == "cuda":  # the package path has passed on CPU only: on the H200 its build crashed the process
         return _publish(out_dir, {"path": "compile", "reason": CUDA_NOT_YET})
+    settings = inductor_settings(params, recipe)
+    # torchao's quantize_ runs with set_inductor_config=False (quantize.py): the settings are these, set explicitly
+    # and for this build only, as are the precision's math mode and the compile mode's Inductor settings
+    with precision.scoped(params["precision"], settings):
+        return _build(inputs, params, out_dir, device, recipe, settings)
+
+
+def _build(inputs: dict, params: dict, out_dir: Path, device: str, recipe: str | None, settings: dict) -> StageResult:
     import torch
 
     dtype = precision.torch_dtype(params["precision"])
@@ -127,7 +136,6 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     module = module.eval().to(device=device, dtype=dtype)
     if params["channels_last"]:
         module = module.to(memory_format=torch.channels_last)
-    precision.apply_math_mode(params["precision"])
     sizes = model_inputs.sizes(params["feeds"])
     example = tensors.seeded(built.specs, sizes, params["seed"], device, dtype, params["channels_last"])
     batch = params["feeds"]["batch_size"]
@@ -140,10 +148,9 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
         info.update(quantize.apply(module, recipe, params.get("keep_high_precision", quantize.DEFAULT_KEEP),
                                    calibrate))
         info["quantize_s"] = time.perf_counter() - started
-    settings = inductor_settings(params, recipe)
     meta = {"device": device, "dtype": params["precision"], "specs": model_inputs.dumps(built.specs),
             "output_names": spec["outputs"], "channels_last": params["channels_last"], "flops": flops,
-            "batch_size": batch, "quantization": quantize.label(recipe), "mode": mode, "inductor": settings,
+            "batch_size": batch, "quantization": quantize.label(recipe), "mode": params["mode"], "inductor": settings,
             "weights_bytes": quantize.module_bytes(module)}
     rows = [costs.artifact_row("weights_file", costs.file_bytes(inputs["weights"]))]
     try:

@@ -36,12 +36,12 @@ FILE = "compiled.json"
 # benchmark.cuda_graph on it would only fall back to plain enqueue.
 MODES = {"default": None, "max-autotune": "max-autotune-no-cudagraphs"}
 CALIBRATION = {"method": "max", "samples": 64, "data": None}  # convert.calibration's defaults
-PARAMS = {"precision": Param(str), "mode": Param(str, choices=tuple(MODES) + ("eager",)),
-          "channels_last": Param(bool), "device": Param(str, choices=("auto", "cuda", "cpu")),
+# `mode` is backend.compile under the name recorded configs hash it by; the backend's other options are handed over
+# by the runner (typed once, in stages/torch_backend/__init__.py OPTIONS)
+PARAMS = {"precision": Param(str), "mode": Param(str, choices=tuple(MODES) + ("eager",), doc="backend.compile"),
           "feeds": Param(dict), "seed": Param(int),
-          "quantization": Param(str, optional=True, choices=quantize.CHOICES, doc="backend.quantization"),
-          "keep_high_precision": Param(list, optional=True, doc="backend.keep_high_precision"),
           "calibration": Param(dict, optional=True, doc="convert.calibration: static recipes' activation scales")}
+BACKEND_OPTIONS = ("channels_last", "device", "quantization", "keep_high_precision", "isolate_measurements")
 
 
 def resolve_device(requested: str) -> str:
@@ -77,23 +77,54 @@ def plan(params: dict) -> tuple[str, str | None]:
     return device, recipe
 
 
-def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
+def measured_in_child(options: dict) -> bool:
+    """backend.isolate_measurements (see stages/torch_backend/__init__.py measure_isolated)."""
+    choice = options.get("isolate_measurements", "auto")
+    if choice != "auto":
+        return choice == "always"
+    device = options.get("device", "auto")
+    if device != "auto":
+        return device == "cuda"
     import torch
 
-    name = params["precision"]
+    return torch.cuda.is_available()
+
+
+def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     device, recipe = plan(params)
     compiled.release()  # the previous job's model, compiled graphs and cached GPU blocks
     built_as = package.read(inputs["build"]) if "build" in inputs else {"path": "eager" if params["mode"] == "eager"
                                                                       else "compile"}
+    weights = Path(inputs["weights"]).resolve()
     if built_as["path"] == "aoti":  # the package is the build: the measuring stages open it, no model here
         (out_dir / FILE).write_text(json.dumps({"path": "aoti", "build": str(Path(inputs["build"]).resolve()),
-                                                "weights": str(Path(inputs["weights"]).resolve())}))
+                                                "weights": str(weights)}))
         return StageResult(outputs={"compiled": FILE}, info={"path": "aoti", "device": device, "mode": params["mode"]})
+    made, info, rows = make(weights, built_as["path"], params)
+    compiled.register(made, out_dir / FILE, {"weights": str(weights), "path": built_as["path"], "params": params})
+    return StageResult(outputs={"compiled": FILE}, info={k: v for k, v in info.items() if v is not None},
+                       tables={"summary": rows})
+
+
+def crash_prone(params: dict) -> bool:
+    """Where the measurements run in child processes (backend.isolate_measurements) so does this stage: the parent
+    never holds the model nor touches the GPU; each measuring child builds the callable again (Inductor's cache, which
+    this stage filled, serves its compile)."""
+    return measured_in_child(params)
+
+
+def make(weights: Path, build_path: str, params: dict) -> tuple[compiled.Compiled, dict, list[dict]]:
+    """The timed callable of the in-process path (eager, or torch.compile'd, after its first call), its info and
+    cost rows: in the compile stage, or in a measuring stage of another process (opened.open_compiled)."""
+    import torch
+
+    name = params["precision"]
+    device, recipe = plan(params)
     dtype = precision.torch_dtype(name)
-    spec = json.loads((Path(inputs["weights"]).parent / model.SPEC).read_text())
+    spec = json.loads((weights.parent / model.SPEC).read_text())
     built = model.instantiate(spec)
     module = built.module
-    module.load_state_dict(torch.load(inputs["weights"], map_location="cpu", weights_only=True))
+    module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     module.eval()
     reference = compiled.on_device(copy.deepcopy(module), device)  # fp32, moved to the GPU when validation calls it
     gpu = device == "cuda"
@@ -135,23 +166,21 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     if before is not None:
         info.update(inductor.delta(before, inductor.snapshot()))
     weights_bytes = quantize.module_bytes(module)
-    rows = [costs.artifact_row("weights_file", costs.file_bytes(inputs["weights"])),
-            costs.memory_row("weights", weights_bytes)]
+    rows = [costs.artifact_row("weights_file", costs.file_bytes(weights)), costs.memory_row("weights", weights_bytes)]
     if gpu:
         rows.append(costs.memory_row("peak_build", torch.cuda.max_memory_allocated()))
         info["peak_build_mib"] = torch.cuda.max_memory_allocated() / costs.MIB
-    compiled.register(compiled.Compiled(fn, reference, device, name, built.specs, spec["outputs"],
-                                        params["channels_last"], flops, batch, quantize.label(recipe), weights_bytes,
-                                        built_as["path"]),
-                      out_dir / FILE)
-    info.update({"path": built_as["path"], "device": device, "mode": mode,
+    made = compiled.Compiled(fn, reference, device, name, built.specs, spec["outputs"], params["channels_last"],
+                             flops, batch, quantize.label(recipe), weights_bytes, build_path)
+    info.update({"path": build_path, "device": device, "mode": mode,
                  "torch_mode": (MODES.get(mode) or mode) if mode != "eager" else None,
                  "dtype": str(dtype).removeprefix("torch."), "first_call_s": compile_s, "flops": flops,
                  "weights_mib": weights_bytes / costs.MIB})
     if gpu:
         info["gpu"] = torch.cuda.get_device_name()
-    return StageResult(outputs={"compiled": FILE}, info={k: v for k, v in info.items() if v is not None},
-                       tables={"summary": rows})
+    return made, info, rows
+
+
 
 
 def _calibrator(specs: list, params: dict, device: str, dtype):

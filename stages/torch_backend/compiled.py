@@ -1,14 +1,15 @@
 """The compiled model lives in this process between the compile stage and the stages that use it.
 
 A torch.compile'd callable cannot be written to disk, so the compile stage keeps it here under a token and
-writes the token (with what was compiled) to a small JSON file: its output. Benchmark and validate read the
-file and look the callable up. The runner runs a job's nodes in one process, so the lookup always hits.
+writes the token (with what was compiled, and how to build it again) to a small JSON file: its output. Benchmark and
+validate read the file and look the callable up; where they run in another process than the compile stage (each in a
+child: backend.isolate_measurements), they build it again from the weights (opened.open_compiled).
 """
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,6 +31,7 @@ class Compiled:
     weights_bytes: int | None = None  # what the timed model's parameters and buffers take in memory
     build_path: str = "eager"    # aoti (a loaded AOTInductor package) | compile (torch.compile in-process) | eager
     reference_device: str | None = None  # where the reference runs (None: `device`); a package's: the CPU
+    built_here: dict = field(default_factory=dict)  # built again by a measuring stage (another process): what it took
 
 
 def on_device(module, device: str):
@@ -69,13 +71,31 @@ def release() -> None:
         torch.cuda.empty_cache()
 
 
-def register(compiled: Compiled, out: Path) -> None:
+def register(compiled: Compiled, out: Path, rebuild: dict) -> None:
+    """Keep `compiled` in this process under a new token and write the handle; `rebuild` (the weights, the build
+    path and the compile stage's params) lets another process build the same callable (opened.open_compiled)."""
     token = uuid.uuid4().hex
     _LIVE.clear()  # one job at a time per process: free the previous job's model and GPU memory
     _LIVE[token] = compiled
     out.write_text(json.dumps({"token": token, "device": compiled.device, "dtype": compiled.dtype,
                                "flops": compiled.flops, "batch_size": compiled.batch_size,
-                               "quantization": compiled.quantization}))
+                               "quantization": compiled.quantization, "rebuild": rebuild}))
+
+
+def here(handle: Path) -> bool:
+    """Whether the handle's callable lives in this process (registered here, or a package: loaded from its file)."""
+    recorded = json.loads(Path(handle).read_text())
+    return recorded.get("path") == "aoti" or recorded.get("token") in _LIVE
+
+
+def built_here(handle: Path, build: Callable[[], Compiled]) -> Compiled:
+    """The callable of a handle registered in another process (the compile stage ran in a child), built by `build()`
+    on the first call in this process and kept for the job's other measuring stages here."""
+    key = str(Path(handle).resolve())
+    if key not in _LIVE:
+        release()
+        _LIVE[key] = build()
+    return _LIVE[key]
 
 
 def lookup(handle: Path) -> Compiled:

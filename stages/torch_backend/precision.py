@@ -5,6 +5,8 @@ kernels, and everything else, the inputs included, is bf16 (what torchao's kerne
 """
 from __future__ import annotations
 
+import contextlib
+
 from stages.api import Unsupported
 
 DTYPES = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16",
@@ -28,3 +30,25 @@ def apply_math_mode(precision: str) -> None:
     tf32 = precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
+
+
+@contextlib.contextmanager
+def scoped(precision: str, inductor: dict | None = None):
+    """apply_math_mode and the Inductor settings `inductor` for the block only: the process's float32 matmul
+    precision, cuDNN's TF32 flag and Inductor's config are as they were after it (a build must not leave a later
+    fp32 point, or an fp32 reference computed in the same process, running TF32 or under its compile settings)."""
+    import torch
+
+    legacy = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32  # what apply_math_mode sets
+    try:
+        matmul = torch.get_float32_matmul_precision()
+    except RuntimeError:  # torch refuses to answer once its legacy and new TF32 APIs were mixed: the flags say it
+        matmul = None
+    try:
+        with torch._inductor.config.patch(inductor or {}):
+            apply_math_mode(precision)
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = legacy
+        if matmul is not None:
+            torch.set_float32_matmul_precision(matmul)

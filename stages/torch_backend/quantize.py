@@ -76,7 +76,10 @@ HOW_TO_GET = ("install torchao built for this torch: pip install -e '.[gpu]' (to
               "tests/gpu/wheels.sh fetches its wheel)")
 # The inductor settings torchao recommends for its quantized graphs (torchao.quantization.utils.
 # recommended_inductor_config_setter), applied only around the compile of a quantized point: torchao would set them
-# for the whole process, and the next point of a sweep would then be compiled differently from what it says.
+# for the whole process, and the next point of a sweep would then be compiled differently from what it says. Hence
+# every config below is made with set_inductor_config=False. Of the setter's other settings, fx_graph_cache is
+# inductor.py's (scoped to the pipeline's cache), triton.unique_kernel_names only names kernels, and
+# set_float32_matmul_precision("high") (TF32 for the whole process) is left out: a quantized point computes in bf16.
 INDUCTOR = {"coordinate_descent_tuning": True, "coordinate_descent_check_all_directions": True,
             "force_fuse_int_mm_with_mul": True}
 

@@ -43,10 +43,11 @@ class TorchWorkload:
 
         return launch
 
-    def refuse_host_syncs(self) -> None:
-        """One call on the current stream with torch's sync debug mode at `error`: a callable that waits on the host
-        (an `.item()`, a tensor formatted into a string: torchao's eager int8 path does) would invalidate a capture.
-        RuntimeError naming it, before any capture is tried (opened.graph_decision)."""
+    def host_sync(self) -> str | None:
+        """One call on the current stream with torch's sync debug mode at `error`: why it cannot be captured, where
+        the callable waits on the host (an `.item()`, a tensor formatted into a string: torchao's eager int8 path
+        does), which would invalidate a capture; None where it does not. Asked before any capture is tried
+        (opened.graph_decision); any other error is the call's own and is raised."""
         import warnings
 
         import torch
@@ -60,10 +61,11 @@ class TorchWorkload:
         except RuntimeError as err:
             if "synchroniz" not in str(err):
                 raise
-            raise RuntimeError(f"not captured: the callable synchronises with the host (torch's sync debug mode: "
-                               f"{str(err).splitlines()[0]}), which a CUDA graph capture forbids") from None
+            return (f"not captured: the callable synchronises with the host (torch's sync debug mode: "
+                    f"{str(err).splitlines()[0]}), which a CUDA graph capture forbids")
         finally:
             torch.cuda.set_sync_debug_mode(previous)
+        return None
 
     def buffers(self) -> tuple[list[Buffer], list[Buffer]]:
         outs = self.out if isinstance(self.out, (tuple, list)) else [self.out]

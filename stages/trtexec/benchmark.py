@@ -48,5 +48,6 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     tables, info, _ = backend.ingest(parse.read(out_dir / LOG_FILE), written.get("times"), written.get("profile"),
                                      written.get("layers"), batch_size=params["feeds"]["batch_size"])
     info.update(mon.summary())
+    info["cuda_graph_reason"] = "trtexec's own: the CUDA Graph setting its log reports"  # as every benchmark row
     tables["gpu"] = mon.rows
     return StageResult(info=info, tables=tables)

@@ -2,7 +2,8 @@
 
 Short settings on small models (tests/gpu/models.py, tiny_cnn, vit_tiny, resnet50 at batch 8): they check that
 every recipe and mode runs its real kernels, records what ran, agrees with the fp32 model, and reports memory and
-energy; the figures themselves come from benchmarks/torch_lowp.py.
+energy (checked: J = W x s, memory against NVML); the figures themselves come from benchmarks/torch_lowp.py. The
+measuring stages run in child processes there (backend.isolate_measurements=auto on CUDA).
 """
 import pytest
 
@@ -46,6 +47,8 @@ def test_every_recipe_runs_its_kernel_on_a_small_model(workdir):
         assert row.compile_quantization == f"torchao:{recipe}"
         assert row.compile_quantized_layers == 2 and row.compile_kept_layers == 2
         assert row.benchmark_cuda_graph == True  # noqa: E712 (pandas boolean): the harness captured it
+        assert row.benchmark_cuda_graph_reason.startswith("captured")
+        assert row.validate_built_here_first_call_s > 0  # measured in a child, which built the callable again
         # whether torch.compile's cache takes torchao's tensor subclasses is for the benchmark to report
         assert row.compile_inductor_cache in ("miss", "hit", "partial", "none")
         assert accuracy_of(r, row.run_id, "cosine") > 0.98, recipe
@@ -55,6 +58,9 @@ def test_every_recipe_runs_its_kernel_on_a_small_model(workdir):
         assert s[("gpu_memory", "weights")] < s[("artifact", "weights_file")]  # quantized: smaller than fp32
         assert s[("energy", "per_inference")] > 0 and s[("energy", "inferences_per_joule")] > 0
         assert 10 < s[("power", "mean_timed")] <= s[("power", "cap")] * 1.2
+        assert row.benchmark_energy_jws_ratio > 0 and row.benchmark_memory_check == "ok", row.benchmark_memory_check
+        assert s[("gpu_memory", "graph_pools")] > 0  # the graph's pool, counted
+        assert s[("gpu_memory", "peak_timed")] >= s[("gpu_memory", "peak_allocated_timed")]
         if quantize.RECIPES[recipe].static:
             assert row.compile_calibration_samples == 64
 
@@ -121,3 +127,18 @@ def test_peak_memory_counts_the_timed_model_not_the_reference(workdir):
     fp32_mib = s[("artifact", "weights_file")]
     assert s[("gpu_memory", "weights")] == pytest.approx(fp32_mib / 2, rel=0.05)
     assert s[("gpu_memory", "weights")] <= s[("gpu_memory", "peak_timed")] < fp32_mib
+
+
+def test_an_eager_int8_point_is_not_captured_and_cannot_poison_the_next(workdir):
+    """pytorch/ao#4872: torchao's eager int8 path synchronises inside the call. The graph is decided off up front, and
+    the point is measured in its own child processes; the bf16 point after it in the same sweep runs with a graph."""
+    if capability() < quantize.RECIPES["int8_dynamic"].min_cc:
+        pytest.skip("int8_dynamic needs a newer GPU")
+    proc = run_cli(["+sweep=gpu_precision", "backend=torch", *MLP, "batch_size=64", "backend.compile=eager",
+                    "backend.point=int8_dynamic,bf16", *SHORT], workdir, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = results.load(workdir / "outputs").runs.set_index("point")
+    int8, bf16 = runs.loc["int8_dynamic"], runs.loc["bf16"]
+    assert int8.status == "ok" and bf16.status == "ok", (int8.error, bf16.error)
+    assert int8.benchmark_cuda_graph == False and "pytorch/ao#4872" in int8.benchmark_cuda_graph_reason  # noqa: E712
+    assert bf16.benchmark_cuda_graph == True  # noqa: E712
