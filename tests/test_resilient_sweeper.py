@@ -32,7 +32,8 @@ def loader():
 
 
 def _text(cfg) -> str:
-    return OmegaConf.to_yaml(cfg) + f"struct={OmegaConf.is_struct(cfg)} hydra_readonly={OmegaConf.is_readonly(cfg.hydra)}"
+    flags = f"struct={OmegaConf.is_struct(cfg)} hydra_readonly={OmegaConf.is_readonly(cfg.hydra)}"
+    return OmegaConf.to_yaml(cfg) + flags
 
 
 def test_points_with_the_same_group_options_compose_as_each_alone(loader, monkeypatch):
