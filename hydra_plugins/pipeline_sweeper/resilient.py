@@ -8,6 +8,8 @@ internals. Every point is composed once before launching: that is where a bad on
 `<sweep dir>/invalid-<k>/`, and left out. The others run as usual, through whichever launcher is configured. Hydra's
 in-process launcher (the default) is handed the configs composed here instead of composing each point again (a
 composition is most of what a cached job costs); a launcher whose jobs run in other processes composes them there.
+Points that choose the same config group options (a sweep over values) share the merge of their configs
+(_SharedChoices): each is composed from a deep copy of it, its own values applied by Hydra as ever.
 
 A point whose process died without a result (`kill -9`, out of memory: submitit's launchers then raise for the whole
 batch) becomes a `failed` row saying `lost: ...`, and the other points' results are kept; so does a batch the
