@@ -241,7 +241,9 @@ class _SharedChoices:
     overrides, applied after the merge, differ. Here the first such point's defaults list and merged config are
     kept, and each later one is handed the same defaults list and a deep copy of the merged config, to which Hydra
     then applies that point's own overrides: the config composing it anew gives, for most of the cost. A point with
-    other group options (a sweep over precisions, backends) is composed as before."""
+    other group options (a sweep over precisions, backends) is composed as before. Unlike the rest of this module it
+    reaches into Hydra's config loader (hydra-core 1.3, which pyproject.toml pins): tests/test_resilient_sweeper.py
+    holds every point's config to the one Hydra composes for it alone."""
 
     KEEP = 32  # distinct group choices kept at once (a merged config is about 0.6 MB)
 
