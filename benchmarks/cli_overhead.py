@@ -5,13 +5,17 @@
 1. `python -m pipeline --help`, wall time over --repeat runs (torch, onnx and modelopt must not load), each run
    paired with one of a bare `python -c "import hydra, omegaconf"`: the ratio help / bare, pair by pair, is what
    the orchestrator adds to Hydra's own import, and holds when the machine's speed drifts (goal: < 3x).
-2. The precision sweep (tiny_cnn, onnxruntime CPU; 6 jobs, and 12 with batch_size=1,2) is run once to fill
-   a fresh cache, then --repeat more times fully cached with the measurement cut to one iteration.
-   Overhead = sweep wall time - time spent in the measuring stages (benchmark, validate, profile).
+2. The precision sweep (the default digits model, onnxruntime CPU; 6 jobs, and 12 with batch_size=1,2; 3 with
+   precision=fp32,fp16,int8) is run once to fill a fresh cache, then --repeat more times fully cached with the
+   measurement cut to one iteration, the three sweeps in turn. Overhead = sweep wall time - time spent in the
+   measuring stages (benchmark, validate, profile).
    - per job: overhead / jobs for the 6-job sweep, process start-up shared by its jobs included;
-   - marginal: what each job adds, (overhead of 12 jobs - overhead of 6) / 6: config composition (once per
-     point: the sweeper hands its composition to Hydra's in-process launcher), Hydra's per-job files, cache
-     look-ups with their digest checks, the table writes (goal: < 0.1 s).
+   - marginal: what each job adds, (overhead of 12 jobs - overhead of 6) / 6 (goal: < 0.1 s). The 6 jobs more
+     are batch sizes, a value axis: each shares the group options of a precision point, so the sweeper composes
+     it from that point's defaults list and merged config (hydra_plugins/pipeline_sweeper/resilient.py), then
+     Hydra's per-job files, the cache look-ups with their digest checks, the table writes;
+   - marginal, group axis: (overhead of 6 jobs - overhead of 3) / 3, each job more a precision, a config group
+     option: composed from scratch.
 Figures are min / median / max over the repeats.
 """
 from __future__ import annotations
@@ -77,6 +81,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/cli_overhead.json")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]  # a busy machine slows every figure: recorded beside them
     work = Path(tempfile.mkdtemp(prefix="cli-overhead-"))
     cli(["--help"], work)  # warm the file cache
     bare_import(work)
@@ -88,19 +93,23 @@ def main() -> None:
     print(f"--help: median {statistics.median(help_s):.3f} s, {statistics.median(ratio):.2f}x a bare "
           f"import hydra, omegaconf ({statistics.median(bare_s):.3f} s)")
 
-    cli(["+sweep=precision", "batch_size=1,2", *MINIMAL], work)  # fills the cache for both sweeps below
-    per_job, marginal, in_job = [], [], []
+    cli(["+sweep=precision", "batch_size=1,2", *MINIMAL], work)  # fills the cache for the sweeps below
+    per_job, marginal, marginal_group, in_job = [], [], [], []
     for _ in range(args.repeat):
         small, n_small, inside = cached_sweep(work, [])
         large, n_large, _ = cached_sweep(work, ["batch_size=1,2"])
+        fewer, n_fewer, _ = cached_sweep(work, ["precision=fp32,fp16,int8"])
         per_job.append(small / n_small)
         marginal.append((large - small) / (n_large - n_small))
+        marginal_group.append((small - fewer) / (n_small - n_fewer))
         in_job.extend(inside)
         print(f"cached sweeps: {per_job[-1]:.3f} s/job over {n_small} jobs (start-up shared), "
-              f"{marginal[-1]:.3f} s for each job more; beyond measuring")
+              f"{marginal[-1]:.3f} s for each job more (a batch size), {marginal_group[-1]:.3f} s (a precision); "
+              f"beyond measuring")
     figures = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(),
+                    "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}},
         "command": f"python benchmarks/cli_overhead.py --repeat {args.repeat}",
         "help_seconds": spread(help_s),
         "bare_import_hydra_omegaconf_seconds": spread(bare_s),
@@ -108,9 +117,10 @@ def main() -> None:
         "goals": {"help_over_bare_import_ratio": "< 3", "marginal_overhead_per_extra_job_seconds": "< 0.1"},
         "cached_sweep_overhead_per_job_seconds": spread(per_job),
         "marginal_overhead_per_extra_job_seconds": spread(marginal),
+        "marginal_overhead_per_extra_group_option_job_seconds": spread(marginal_group),
         "in_job_overhead_seconds": spread(in_job),
-        "sweep": "+sweep=precision (6 jobs; and with batch_size=1,2, 12 jobs), tiny_cnn, onnxruntime CPU, "
-                 + " ".join(MINIMAL),
+        "sweep": "+sweep=precision (6 jobs; with batch_size=1,2, 12 jobs; with precision=fp32,fp16,int8, 3 jobs), "
+                 "the default digits model, onnxruntime CPU, " + " ".join(MINIMAL),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2) + "\n")

@@ -206,13 +206,23 @@ def _installed(path: str) -> bool:
 def _imports(name: str, path: str) -> set[str]:
     """Every module an import statement in ``path`` (module ``name``) names, with its parent packages, and for
     ``from pkg import x`` also ``pkg.x`` (x may be a submodule)."""
+    try:
+        with open(path, "rb") as f:
+            source = f.read()
+    except OSError:
+        return set()
+    return set(_parsed_imports(name, path, source))
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_imports(name: str, path: str, source: bytes) -> frozenset[str]:
+    """_imports of a file's bytes, parsed once a process for the same bytes (every cache look-up asks again)."""
     import ast
 
     try:
-        with open(path, "rb") as f:
-            tree = ast.parse(f.read(), filename=path)
-    except (OSError, SyntaxError, ValueError):
-        return set()
+        tree = ast.parse(source, filename=path)
+    except (SyntaxError, ValueError):
+        return frozenset()
     package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -231,7 +241,7 @@ def _imports(name: str, path: str) -> set[str]:
             parts = base.split(".")
             found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
         found.update(names)
-    return found
+    return frozenset(found)
 
 
 @functools.lru_cache(maxsize=None)

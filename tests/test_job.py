@@ -119,3 +119,16 @@ def test_a_mistyped_option_with_a_fixed_runs_column_is_a_failed_row_naming_the_k
     row = results.load(tmp_path).runs.iloc[0]
     assert out.status == row.status == "failed"
     assert f"backend.optimization_level = {value!r}: expected int" in row.error, row.error
+
+
+def test_the_config_column_and_file_are_yaml_safe_dump_text(base_config, tmp_path):
+    """The row's config and the job's config file: yaml.safe_dump's text (PyYAML's emitter: libyaml's wraps a long
+    quoted string elsewhere), dumped once for both."""
+    import yaml
+
+    cfg = copy.deepcopy(base_config)
+    cfg["model"]["kwargs"] = {"note": "ünï ☃ " + "long words " * 20, "lines": "a\n\n  b\n", "odd": ["- x", ": y", "#z",
+                              "yes", "null", "1e3", "", " lead", "trail ", "tab\there"], "nums": [1e-30, -0.0, 2**70]}
+    out = job.run_job(cfg, tmp_path / "j", job.JobMeta())
+    assert out.row["config"] == yaml.safe_dump(cfg, sort_keys=False)
+    assert (tmp_path / "j" / job.CONFIG_FILE).read_text() == out.row["config"]

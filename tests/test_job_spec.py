@@ -43,3 +43,24 @@ def test_a_job_runs_from_its_spec_and_records_the_same_row(base_config, tmp_path
     assert out.status == "ok", out.error
     assert (out.row["backend"], out.row["precision"], out.row["config_hash"]) == (
         "onnxruntime", "fp32", job.config_hash(cfg))
+
+
+def test_what_the_cli_glue_needs_comes_from_any_config(base_config):
+    from pipeline.run.spec import Control
+
+    cfg = copy.deepcopy(base_config)
+    cfg["resume"], cfg["select"] = True, {"metric": "throughput/mean"}
+    assert Control.of(cfg) == Control(True, {"metric": "throughput/mean"}, cfg["cache"]["dir"])
+    assert Control.of({"select": "broken"}) == Control(False, None, "")  # a config that failed to compose
+
+
+def test_a_rows_config_columns_come_from_any_config(base_config):
+    from pipeline.run.spec import row_values
+
+    cfg = copy.deepcopy(base_config)
+    cfg["batch_size"], cfg["axes"] = 4, {"sequence": 16}
+    row = row_values(cfg, ["batch_size=4", "benchmark.trials=3", "cache.dir=/elsewhere", "+model.kwargs.depth=2"])
+    assert row["batch_size"] == 4 and row["axes_sequence"] == 16
+    assert row["benchmark_trials"] == cfg["benchmark"]["trials"]  # an overridden scalar, under its dotted key
+    assert "cache_dir" not in row and "model_kwargs_depth" not in row  # never changes a result; a group's key
+    assert row_values({"model": {"name": "m"}, "batch_size": None}, ["batch_size=null"]) == {}  # failed to compose

@@ -8,6 +8,8 @@ internals. Every point is composed once before launching: that is where a bad on
 `<sweep dir>/invalid-<k>/`, and left out. The others run as usual, through whichever launcher is configured. Hydra's
 in-process launcher (the default) is handed the configs composed here instead of composing each point again (a
 composition is most of what a cached job costs); a launcher whose jobs run in other processes composes them there.
+Points that choose the same config group options (a sweep over values) share the merge of their configs
+(_SharedChoices): each is composed from a deep copy of it, its own values applied by Hydra as ever.
 
 A point whose process died without a result (`kill -9`, out of memory: submitit's launchers then raise for the whole
 batch) becomes a `failed` row saying `lost: ...`, and the other points' results are kept; so does a batch the
@@ -81,7 +83,8 @@ class ResilientSweeper(Sweeper):
         size = self.max_batch_size or len(points) or 1
         returns, job_idx, raised = [], 0, []
         for start in range(0, len(points), size):
-            batch = [p for p in points[start:start + size] if self._composes(p)]
+            with _shared_choices(self.hydra_context.config_loader):
+                batch = [p for p in points[start:start + size] if self._composes(p)]
             stopped = _stop_requested()
             if batch and stopped:  # a parallel launcher's workers would not know: record them here
                 for idx, overrides in enumerate(batch, start=job_idx):
@@ -230,6 +233,100 @@ class _Composed:
     def clear(self) -> None:
         self.kept.clear()
         self.count = 0
+
+
+class _SharedChoices:
+    """Points of a batch that choose the same config group options (a sweep over values: batch_size, an
+    optimization level) compose the same defaults list and merge the same configs from it; only their value
+    overrides, applied after the merge, differ. Here the first such point's defaults list and merged config are
+    kept, and each later one is handed the same defaults list and a deep copy of the merged config, to which Hydra
+    then applies that point's own overrides: the config composing it anew gives, for most of the cost. A point with
+    other group options (a sweep over precisions, backends) is composed as before. Unlike the rest of this module it
+    reaches into Hydra's config loader (hydra-core 1.3, which pyproject.toml pins): tests/test_resilient_sweeper.py
+    holds every point's config to the one Hydra composes for it alone."""
+
+    KEEP = 32  # distinct group choices kept at once (a merged config is about 0.6 MB)
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.lists: Dict[Tuple, Any] = {}  # config name, group and Hydra overrides -> Hydra's DefaultsList
+        self.merged: Dict[int, Tuple[Any, DictConfig]] = {}  # id of a kept defaults list -> (it, its merged config)
+
+    def create_defaults_list(self, repo: Any, config_name: Optional[str], overrides_list: List[Any],
+                             prepend_hydra: bool, skip_missing: bool) -> Any:
+        from hydra._internal.defaults_list import DefaultsList, Overrides
+
+        # Hydra's own split: an override of a config group chooses a config, any other is a value applied after the
+        # merge. Hydra's overrides (hydra.searchpath...) stay in the key: they may change what the group options are.
+        values = Overrides(repo=repo, overrides_list=overrides_list).config_overrides
+        by_value = {id(o) for o in values}
+        key = (config_name, prepend_hydra, skip_missing,
+               tuple(o.input_line for o in overrides_list if id(o) not in by_value or o.is_hydra_override()))
+        kept = self.lists.get(key)
+        if kept is None:
+            kept = _real_create_defaults_list(repo, config_name, overrides_list, prepend_hydra, skip_missing)
+            if len(self.lists) >= self.KEEP:
+                self.merged.pop(id(self.lists.pop(next(iter(self.lists))).defaults), None)
+            self.lists[key] = kept
+            return kept
+        return DefaultsList(defaults=kept.defaults, defaults_tree=kept.defaults_tree, config_overrides=values,
+                            overrides=kept.overrides)
+
+    def compose(self, defaults: Any, repo: Any) -> DictConfig:
+        """In place of the loader's _compose_config_from_defaults_list (the merge, before any value override)."""
+        merged = self.merged.get(id(defaults))
+        if merged is not None and merged[0] is defaults:
+            return copy.deepcopy(merged[1])
+        cfg = type(self.loader)._compose_config_from_defaults_list(self.loader, defaults, repo)
+        if any(kept.defaults is defaults for kept in self.lists.values()):
+            self.merged[id(defaults)] = (defaults, copy.deepcopy(cfg))
+        return cfg
+
+
+def _copy_on_write_repository():
+    """Hydra's CachingConfigRepository deep-copies the loader's whole repository (every config the ConfigStore holds)
+    for each composition, so that initialize_sources (a hydra.searchpath) cannot change the loader's own. This one
+    reads the loader's repository until then, and copies it only if that happens: the same reads, without the copy."""
+    from hydra._internal.config_repository import CachingConfigRepository
+
+    class CopyOnWriteRepository(CachingConfigRepository):
+        def __init__(self, delegate: Any) -> None:
+            self.delegate, self.cache, self.copied = delegate, {}, False
+
+        def initialize_sources(self, config_search_path: Any) -> None:
+            if not self.copied:
+                self.delegate, self.copied = copy.deepcopy(self.delegate), True
+            super().initialize_sources(config_search_path)
+
+    return CopyOnWriteRepository
+
+
+_real_create_defaults_list: Any = None
+
+
+@contextlib.contextmanager
+def _shared_choices(loader: Any):
+    """While a batch's points are composed, those with the same group options share their merge (_SharedChoices),
+    and no composition copies the loader's repository unless it changes its search path."""
+    global _real_create_defaults_list
+    from hydra._internal import config_loader_impl
+
+    if _real_create_defaults_list is not None:  # already inside one
+        yield
+        return
+    shared = _SharedChoices(loader)
+    _real_create_defaults_list = config_loader_impl.create_defaults_list
+    real_repository = config_loader_impl.CachingConfigRepository
+    config_loader_impl.create_defaults_list = shared.create_defaults_list
+    config_loader_impl.CachingConfigRepository = _copy_on_write_repository()
+    loader._compose_config_from_defaults_list = shared.compose
+    try:
+        yield
+    finally:
+        del loader._compose_config_from_defaults_list
+        config_loader_impl.CachingConfigRepository = real_repository
+        config_loader_impl.create_defaults_list = _real_create_defaults_list
+        _real_create_defaults_list = None
 
 
 @contextlib.contextmanager

@@ -37,7 +37,7 @@ def hydra_main(cfg: DictConfig) -> float:
     """One job. Its return value is its objective (pipeline/analysis/select.py): what a search sweeper minimises."""
     from pipeline.analysis import summary
     from pipeline.config import errors
-    from pipeline.run import job
+    from pipeline.run import job, spec
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -47,26 +47,29 @@ def hydra_main(cfg: DictConfig) -> float:
     install_sigterm()
     hydra_write_error = _HYDRA_WRITE_ERRORS[0] if _HYDRA_WRITE_ERRORS else None
     _HYDRA_WRITE_ERRORS.clear()
+    control = None  # what this glue needs of the config, read once it has resolved
     try:
         config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-        if config["backend"]["name"] == "auto":
+        control = spec.Control.of(config)
+        if spec.Identity.of(config).backend == "auto":
             raise schema.ConfigError("backend=auto is resolved by `python -m pipeline`; when composing the config "
                                      "yourself name a backend (one of conf/backend/)")
     except Exception as err:  # an interpolation that does not resolve, or the check above
         outcome = job.record_config_error(out_dir, meta, OmegaConf.to_container(cfg, resolve=False), err)
     else:
         if hydra_write_error is not None:  # a full disk: this point fails, the sweep goes on
-            outcome = job.record_failed(out_dir, meta, config, _hydra_write_failure(hydra_write_error, hc, config))
+            outcome = job.record_failed(out_dir, meta, config,
+                                        _hydra_write_failure(hydra_write_error, hc, control.cache_dir))
             print(f"error: {'job ' + str(meta.job) if multirun else 'the run'}: {outcome.row['error']}",
                   file=sys.stderr, flush=True)
         elif STOPPED:  # the sweep was stopped: Hydra still hands over its remaining points; record, do not run
             outcome = job.record_not_run(out_dir, meta, config, STOPPED[0])
         else:
             try:
-                outcome = _run(config, out_dir, meta, multirun, hc.job.num if multirun else 0,
+                outcome = _run(config, control.resume, out_dir, meta, multirun, hc.job.num if multirun else 0,
                                list(hc.overrides.task))
                 if outcome is None:  # kept by resume: its objective comes from the tables it wrote before
-                    return _objective(cfg, *_kept_tables(out_dir))
+                    return _objective(cfg, control, *_kept_tables(out_dir))
             except Exception as err:  # noqa: BLE001 - outside run_job (resume's check): this point fails alone,
                 # and the sweep and its summary go on (the sweeper would stop at a raised exception)
                 outcome = job.record_failed(out_dir, meta, config, f"{type(err).__name__}: {errors.one_line(err)}")
@@ -77,16 +80,20 @@ def hydra_main(cfg: DictConfig) -> float:
     if not multirun:
         print(summary.job_summary(outcome, out_dir))
     tables = outcome.tables
-    return _objective(cfg, outcome.status, tables.get("summary"), tables.get("accuracy"),
+    return _objective(cfg, control, outcome.status, tables.get("summary"), tables.get("accuracy"),
                       outcome.row.get("benchmark_iterations"))
 
 
-def _objective(cfg: DictConfig, status: str, summary_rows, accuracy_rows, iterations) -> float:
-    """The job's objective; PENALTY rather than an error, so that a sweeper always gets a number."""
+def _objective(cfg: DictConfig, control, status: str, summary_rows, accuracy_rows, iterations) -> float:
+    """The job's objective; PENALTY rather than an error, so that a sweeper always gets a number. Its rule is the
+    config's select.*: from `control` (spec.Control), or where the config did not resolve, cfg.select alone."""
     from pipeline.analysis import select
 
     try:
-        rule = OmegaConf.to_container(cfg.select, resolve=True) if "select" in cfg else None
+        if control is not None:
+            rule = control.select
+        else:
+            rule = OmegaConf.to_container(cfg.select, resolve=True) if "select" in cfg else None
         return select.objective(status, _rows(summary_rows), _rows(accuracy_rows), iterations, rule)
     except Exception as err:  # noqa: BLE001 - a bad select.* is reported at the end of the sweep
         log.warning("objective: %s; this job counts as infeasible (%g)", err, select.PENALTY)
@@ -108,11 +115,11 @@ def _kept_tables(out_dir: Path) -> tuple:
     return ("ok", kept.summary.to_dict("records"), kept.accuracy.to_dict("records"), iterations)
 
 
-def _run(config: dict, out_dir: Path, meta, multirun: bool, num: int, overrides: list[str]):
+def _run(config: dict, resume: bool, out_dir: Path, meta, multirun: bool, num: int, overrides: list[str]):
     """One job with its progress display; None when resume keeps an earlier ok result."""
     from pipeline.run import job, progress
 
-    kept = job.previous_ok(out_dir, config) if config["resume"] else None
+    kept = job.previous_ok(out_dir, config) if resume else None
     if kept:
         log.info("resume: job %s already ok with this config (run %s); kept", meta.job, kept.run_id)
         return None
@@ -214,13 +221,12 @@ def share_listing_repository() -> None:
 logging.raiseExceptions = False
 
 
-def _hydra_write_failure(err: OSError, hc, config: dict) -> str:
+def _hydra_write_failure(err: OSError, hc, cache_dir: str) -> str:
     """Which directory refused Hydra's files, by the key that sets it; and whether cache.dir shares its disk."""
     key = "hydra.sweep.dir" if hc.mode == RunMode.MULTIRUN else "hydra.run.dir"
     where = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else hc.run.dir
     full = "is full" if err.errno == errno.ENOSPC else "cannot be written"
     message = f"{key} = '{where}' {full}: Hydra could not write {err.filename} ({err.strerror or err})"
-    cache_dir = str((config.get("cache") or {}).get("dir") or "")
     try:
         if cache_dir and os.stat(cache_dir).st_dev == os.stat(where).st_dev:
             message += f" (cache.dir = '{cache_dir}' is on the same filesystem)"

@@ -22,7 +22,7 @@ from pipeline.config import environment, schema
 from pipeline.run import plugins, progress, runner, spec
 from pipeline.run.cache import Cache, CacheError
 from pipeline.run.spec import JobSpec
-from stages import api, sources
+from stages import api
 from stages.api import StageInputError, Unsupported
 from stages.gpu import pinning
 
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = results.JOB_CONFIG
 ERROR_FILE = "error.txt"  # beside the tables: the traceback of an unexpected error
 NEVER_CHANGES_RESULT = spec.NEVER_CHANGES_RESULT  # what config_hash leaves out (pipeline/run/spec.py)
-_GROUPS = ("model", "backend", "precision", "sweep", "hydra", "axes")
 
 
 @dataclass
@@ -148,7 +147,7 @@ def _run_job(config: dict, job_dir: Path, meta: JobMeta) -> JobOutcome:
     try:
         job_dir.mkdir(parents=True, exist_ok=True)
         results.set_aside(job_dir)  # a killed re-run must not leave the old ok tables for resume to keep
-        (job_dir / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+        (job_dir / CONFIG_FILE).write_text(row["config"])  # the row's own YAML of the config
     except OSError as err:
         return _finish(job_dir, meta, row, {}, "failed", f"cannot write the job directory: {os_reason(err)}", clock)
     status, error = "ok", None
@@ -295,24 +294,7 @@ def _base_row(config: dict, meta: JobMeta, started: dt.datetime, identity: str |
         "config": yaml.safe_dump(config, sort_keys=False),
         "started": started.isoformat(timespec="seconds"),
     }
-    for key, column in results.CONFIG_COLUMNS.items():
-        value = schema.lookup(config, key)
-        if value is not None and results.fits_column("runs", column, value):  # absent, not None: a null (or a
-            row[column] = value  # mistyped value, which the checks then refuse by name) would break the table
-    if isinstance(config.get("model"), dict) and config["model"].get("source"):
-        row["model_id"] = sources.model_id(config["model"])
-    row.update({f"axes_{axis}": size for axis, size in (config.get("axes") or {}).items()})
-    backend = config.get("backend") if isinstance(config.get("backend"), dict) else {}
-    for key, value in plugins.options(backend).items():
-        if isinstance(value, (bool, int, float, str)) and key not in row and results.fits_column("runs", key, value):
-            row[key] = value
-    for override in meta.overrides:
-        key = override.lstrip("+~").partition("=")[0]
-        if key.split(".")[0] in _GROUPS + NEVER_CHANGES_RESULT or key in results.CONFIG_COLUMNS:
-            continue
-        value = schema.lookup(config, key)
-        if isinstance(value, (bool, int, float, str)) and results.fits_column("runs", key.replace(".", "_"), value):
-            row.setdefault(key.replace(".", "_"), value)
+    row.update(spec.row_values(config, meta.overrides))
     row.update({f"env_{k}": v for k, v in environment.capture().items()})
     return row
 

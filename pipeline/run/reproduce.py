@@ -28,6 +28,7 @@ from pipeline.analysis import comparable
 from pipeline.config import renames, schema, trust
 from pipeline.run import job as jobmod
 from pipeline.run import plugins, runner
+from pipeline.run.spec import JobSpec
 from stages.api import StageInputError, Unsupported
 
 TRUST_ENV = "PIPELINE_TRUSTED_TARGETS"  # comma-separated modules (or executables) the user trusts
@@ -83,11 +84,12 @@ def check_config(config: dict, src: Path) -> None:
     try:
         schema.check_types(config)
         schema.check(config)
+        job = JobSpec.from_config(config)
         try:
-            plugins.check(config["backend"])
+            plugins.check(job.backend)
         except Unsupported:
             return  # cannot run here: the job records that as `unsupported`, as the original run would
-        runner.plan(config["backend"]["dag"], config["backend"])
+        runner.plan(job.dag, job.backend)
     except (schema.ConfigError, StageInputError) as err:
         raise BadRecord(f"{src / jobmod.CONFIG_FILE}: {err}") from None
     except (TypeError, ValueError, KeyError, AttributeError) as err:  # a shape the checks above do not foresee
