@@ -163,5 +163,6 @@ def test_a_rerun_point_keeps_its_name_and_its_fp32_twin(tmp_path):
     assert list(sweeps.swept_values(loaded.runs).columns) == ["precision"]
     selection = select.choose(loaded)
     assert selection.best.name == "precision=fp16"
-    assert selection.baseline is not None and selection.baseline.precision == "fp32" and selection.baseline_is_fp32
+    assert selection.baseline is not None and selection.baseline.precision == "fp32"
+    assert selection.choices[0].baseline_is_fp32
     assert "resume" not in summary.sweep_summary(loaded, tmp_path).splitlines()[1]

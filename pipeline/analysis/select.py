@@ -76,6 +76,7 @@ class Rule:
     confidence: float = 0.95           # of the paired interval on the top-1 drop
     accuracy: str = "auto"             # auto | top1 | agreement | task/<name>
     max_task_drop: float = 0.01        # the drop of select.accuracy=task/<name>
+    per_workload: bool = True          # one answer per workload; false: one over every point (a search's answer)
 
     def bound(self, kind: str) -> tuple[str, float]:
         """The key and the limit a point's accuracy is held to."""
@@ -110,7 +111,8 @@ class Rule:
         rule = cls(str(select.get("metric", cls.metric)), drop, float(relative),
                    float(select.get("min_top1_agreement", cls.min_top1_agreement)),
                    float(select.get("confidence", cls.confidence)), str(select.get("accuracy", cls.accuracy)),
-                   float(select.get("max_task_drop", cls.max_task_drop)))
+                   float(select.get("max_task_drop", cls.max_task_drop)),
+                   bool(select.get("per_workload", cls.per_workload)))
         if not 0 < rule.confidence < 1:
             raise SelectError(f"select.confidence = {rule.confidence:g}: must lie between 0 and 1 (e.g. 0.95)")
         if not 0 <= rule.min_top1_agreement <= 1:
@@ -350,7 +352,7 @@ def points(loaded: results.Results, rule: Rule) -> list[Point]:
     swept = swept_values(runs)
     names = point_names(runs, swept)
     workload = [k for k in swept.columns if is_workload(k)]
-    builds = point_names(runs, swept.drop(columns=workload))
+    builds = point_names(runs, swept.drop(columns=workload)) if rule.per_workload else names
     short = short_keys(swept.columns)
     others = swept.drop(columns=["precision"], errors="ignore")
     iterations = runs["benchmark_iterations"] if "benchmark_iterations" in runs else [None] * len(runs)
@@ -360,7 +362,7 @@ def points(loaded: results.Results, rule: Rule) -> list[Point]:
                   iterations[i], rule)
         p.name, p.precision, p.others = names[i], str(run.precision), tuple(others.iloc[i])
         p.build = builds[i]
-        p.workload = tuple((short[k], swept[k].iloc[i]) for k in workload)
+        p.workload = tuple((short[k], swept[k].iloc[i]) for k in workload) if rule.per_workload else ()
         out.append(p)
     return out
 

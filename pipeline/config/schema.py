@@ -179,6 +179,7 @@ class SelectConfig:
     confidence: float = 0.95          # of the paired interval on the top-1 drop (pipeline/analysis/paired.py)
     accuracy: str = "auto"            # what is bounded: auto | top1 | agreement | task/<name> (e.g. task/r2)
     max_task_drop: float = 0.01       # select.accuracy=task/<name>: its drop against fp32, in its own units
+    per_workload: bool = True         # one answer per batch size / named-axis size; false: one over every point
 
 
 @dataclass
