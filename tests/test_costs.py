@@ -206,7 +206,7 @@ def test_harness_hooks_bracket_the_timed_trials_only(monkeypatch):
 
     monkeypatch.setattr(harness, "_Lane", Lane)
     monkeypatch.setattr(harness, "_warm_up", lambda lanes, s: events.append("warm-up") or 1)
-    monkeypatch.setattr(harness, "_timed_loop", lambda lanes, s: events.append("trial") or harness.Trial({}, 1.0))
+    monkeypatch.setattr(harness, "_timed_loop", lambda lanes, s, rule: events.append("trial") or harness.Trial({}, 1.0))
     harness.run([object()], harness.Settings(trials=2), hooks=(Hook("a"), Hook("b")))
     assert events == ["prepare", "warm-up", "a start", "b start", "trial", "trial", "b end", "a end", "close"]
 
