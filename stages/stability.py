@@ -5,6 +5,8 @@ last `windows` windows of `window_s` lie within `tolerance_pct` of each other ((
 `max_s` of timing. Triton's perf_analyzer does the same with 5 s windows and 3 windows within 10 %; MLPerf sets a
 minimum duration. The row records whether the medians settled (`stable`), after how many seconds of timing
 (`stable_after_s`), and the spread of the last windows (`window_spread_pct`); `stable` decides the unstable verdict.
+The host loop (stages/cpu_timing.py: host clock, per-call wall time) and the GPU harness (stages/gpu/harness.py:
+the CUDA event timeline, per-iteration GPU compute time) both follow it.
 """
 from __future__ import annotations
 

@@ -206,7 +206,7 @@ def test_harness_hooks_bracket_the_timed_trials_only(monkeypatch):
 
     monkeypatch.setattr(harness, "_Lane", Lane)
     monkeypatch.setattr(harness, "_warm_up", lambda lanes, s: events.append("warm-up") or 1)
-    monkeypatch.setattr(harness, "_timed_loop", lambda lanes, s: events.append("trial") or harness.Trial({}, 1.0))
+    monkeypatch.setattr(harness, "_timed_loop", lambda lanes, s, rule: events.append("trial") or harness.Trial({}, 1.0))
     harness.run([object()], harness.Settings(trials=2), hooks=(Hook("a"), Hook("b")))
     assert events == ["prepare", "warm-up", "a start", "b start", "trial", "trial", "b end", "a end", "close"]
 
@@ -338,7 +338,8 @@ def test_report_costs_section(tmp_path):
                 costs.artifact_row("weights_file", 330 * 2**20),
                 *costs.energy_rows(energy * 0.1, 0.5, 100, 1), costs.row("power", "cap", 700.0, "W")]
         write_cost_job(tmp_path, job, precision, rows=rows, compile_seconds=12.5 + job, model_seconds=1.0,
-                       benchmark_seconds=4.0, benchmark_timed_throttle_reasons="sw_power_cap" if job else None,
+                       compile_import_seconds=30.0, model_import_seconds=2.0, benchmark_seconds=4.0,
+                       benchmark_timed_throttle_reasons="sw_power_cap" if job else None,
                        compile_first_call_s=11.0, compile_inductor_cache="miss")
     write_cost_job(tmp_path, 2, "int8", "unsupported", "compile: no torchao", compile_seconds=0.1)
     index = report.build_report(tmp_path)
@@ -348,7 +349,7 @@ def test_report_costs_section(tmp_path):
                    "build time (s)", "throttled while timing", "compile cache"):
         assert header in section, header
     assert "900.0" in section and "600.0" in section and "sw_power_cap" in section
-    assert "13.5" in section  # build time: model + compile seconds, not the benchmark's
+    assert "13.5" in section  # build time: model + compile seconds, not the benchmark's, nor their imports
     assert "compile: no torchao" not in section and "unsupported" in section  # listed, with its status
     assert "1 point not shown: unsupported: int8" in section
     check_png(tmp_path / "report" / "costs.png")

@@ -132,3 +132,52 @@ def test_the_config_column_and_file_are_yaml_safe_dump_text(base_config, tmp_pat
     out = job.run_job(cfg, tmp_path / "j", job.JobMeta())
     assert out.row["config"] == yaml.safe_dump(cfg, sort_keys=False)
     assert (tmp_path / "j" / job.CONFIG_FILE).read_text() == out.row["config"]
+
+
+@pytest.mark.parametrize("mode", ["none", "all"])
+def test_the_stage_seconds_count_its_work_and_its_imports_stand_beside(base_config, tmp_path, monkeypatch, mode):
+    """A stage whose module and whose first-use library each take a while to import: `<stage>_seconds` holds its
+    work alone, `<stage>_import_seconds` both imports (in a child process too, where it imports them afresh)."""
+    import sys
+
+    module_s, library_s, work_s = 0.4, 0.6, 0.3
+    for name, seconds in (("MODULE_IMPORT", module_s), ("LIBRARY_IMPORT", library_s), ("WORK", work_s)):
+        monkeypatch.setenv(f"FAKE_{name}_S", str(seconds))  # a child process (mode=all) sees them too
+    for name in ("tests.fake_slow_import_stage", "tests.fake_heavy_library"):
+        monkeypatch.delitem(sys.modules, name, raising=False)  # imported afresh by this job
+    cfg = copy.deepcopy(base_config)
+    cfg["cache"]["dir"] = str(tmp_path / "cache")
+    cfg["isolation"]["mode"] = mode
+    cfg["backend"]["dag"] = {"slow": {"stage": "tests.fake_slow_import_stage", "params": {"text": "a"}}}
+    out = job.run_job(cfg, tmp_path / "j", job.JobMeta())
+    assert out.status == "ok", out.error
+    assert work_s <= out.row["slow_seconds"] < work_s + library_s  # mode=all: a child's start (0.1-0.2 s) is in it
+    imported = module_s + library_s + (module_s if mode == "all" else 0.0)  # a child imports the module again
+    assert imported <= out.row["slow_import_seconds"] < imported + 1.0
+    loaded = results.load(tmp_path / "j").runs
+    assert loaded["slow_import_seconds"].dtype == "float64"
+    again = job.run_job(cfg, tmp_path / "j2", job.JobMeta())  # a cache hit, the modules already imported
+    assert again.row["slow_cache"] == "hit" and again.row["slow_import_seconds"] < 0.1
+
+
+def test_the_import_clock_counts_its_own_thread_once_and_leaves_no_hook(monkeypatch):
+    import builtins
+    import importlib
+    import sys
+    import threading
+
+    from pipeline.run import imports
+
+    monkeypatch.setenv("FAKE_LIBRARY_IMPORT_S", "0.3")
+    monkeypatch.setenv("FAKE_MODULE_IMPORT_S", "0.3")
+    for name in ("tests.fake_slow_import_stage", "tests.fake_heavy_library"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    hooks = builtins.__import__, importlib.import_module
+    elsewhere = threading.Thread(target=importlib.import_module, args=("tests.fake_slow_import_stage",))
+    with imports.clock() as outer:
+        elsewhere.start()  # another thread's import is not this stage's
+        with imports.clock() as inner:
+            import tests.fake_heavy_library  # noqa: F401 - its 0.3 s, once for each open clock
+        elsewhere.join()
+    assert 0.3 <= inner.seconds < 0.45 and 0.3 <= outer.seconds < 0.45
+    assert (builtins.__import__, importlib.import_module) == hooks  # put back as they were

@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -340,3 +341,27 @@ def test_the_runs_table_shows_the_interval_the_task_metric_and_the_samples(tmp_p
     page = report.build_report(regression).read_text()
     assert "<th>r2</th><th>r2 drop</th><th>samples</th>" in page and '<td class="num">0.449</td>' in page
     assert "top-1 drop" not in page  # no labels of classes: no top-1 columns
+
+
+def test_point_labels_never_overlap_even_on_nearly_coincident_points():
+    """Eight builds within 0.01 % of each other on both axes and one far away: every label is drawn, inside the
+    figure, and no two labels' boxes (as the renderer measures them) intersect, nor a label a point's marker."""
+    from itertools import combinations
+
+    from matplotlib.text import Text
+
+    names = [f"precision={p}" for p in ("fp32", "fp16", "bf16", "int8", "fp8", "tf32", "int4", "mixed")]
+    points = pd.DataFrame({"label": [*names, "far"], "median": [*(1.0 + np.arange(8) * 1e-4), 3.0],
+                           "error": [*(0.01 + np.arange(8) * 1e-6), 0.02], "selected": [True] + [False] * 8})
+    fig = plots.accuracy_latency_figure(points, "rel_l2_err", note="1 point not shown")
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    boxes = {t.get_text(): Text.get_window_extent(t, renderer) for t in ax.texts}
+    assert sorted(boxes) == sorted(points["label"])
+    overlapping = [(a, b) for a, b in combinations(boxes, 2) if boxes[a].overlaps(boxes[b])]
+    assert overlapping == []
+    whole = fig.bbox
+    assert all(whole.x0 <= b.x0 and b.x1 <= whole.x1 and whole.y0 <= b.y0 and b.y1 <= whole.y1 for b in boxes.values())
+    markers = ax.transData.transform(points[["median", "error"]].to_numpy(float))
+    assert not any(b.contains(x, y) for b in boxes.values() for x, y in markers)

@@ -94,3 +94,106 @@ def test_the_outcome_lands_in_the_row_and_decides_the_verdict():
     unsettled = cpu_timing.Measurement([jittery], 3, [0.1], stability=[stability.Outcome(False, None, 9.0)])
     assert cpu_timing.tables(unsettled, 1)[1]["verdict"] == "unstable"
     assert cpu_timing.tables(cpu_timing.Measurement([jittery], 3, [0.1]), 1)[1]["verdict"] == "unstable"  # CoV rule
+
+
+# ------------------------------------------------------------------------------------------------ the GPU harness
+
+class Lane:
+    """A simulated harness lane (stages/gpu/harness.py's _Lane, without CUDA): each enqueued inference takes
+    latency_ms(t) of GPU time back to back; its events give the span from the trial's first start."""
+
+    def __init__(self, latency_ms):
+        self.latency_ms, self.gpu_ms = latency_ms, 0.0
+        self.ends: list[tuple[float, float]] = []  # (compute ms, end on the GPU timeline) per issued inference
+        self.issued = self.collected = 0
+        self.first_ms = self.last_end = 0.0
+
+    def enqueue(self, first: bool) -> None:
+        if first:
+            self.first_ms = self.gpu_ms
+        jitter = 0.02 * ((self.issued * 7919) % 13 - 6) / 6
+        took = self.latency_ms(self.gpu_ms / 1e3) * (1 + jitter)
+        self.gpu_ms += took
+        self.ends.append((took, self.gpu_ms))
+        self.issued += 1
+
+    def in_flight(self) -> int:
+        return self.issued - self.collected
+
+    def collect(self) -> dict[str, float]:
+        took, self.last_end = self.ends[self.collected]
+        self.collected += 1
+        return {"gpu_compute": took, "enqueue": 0.01, "latency": took}
+
+    def span_ms(self) -> float:
+        return self.last_end - self.first_ms
+
+
+def gpu_settings(**kw):
+    from stages.gpu import harness
+
+    return harness.Settings(**{"duration_s": 1.0, "min_iterations": 10, **kw})
+
+
+def test_the_gpu_harness_times_a_drifting_gpu_until_it_settles():
+    from stages.gpu import harness
+
+    drifting = Lane(lambda t: 1.0 + 0.5 * max(0.0, 1 - t / 4))  # a clock ramping up over 4 s
+    trial = harness._timed_loop([drifting], gpu_settings(), RULE)
+    assert trial.stability.stable and 4.0 < trial.stability.after_s < 6.0
+    assert trial.bench_time_ms / 1e3 == pytest.approx(trial.stability.after_s, abs=0.01)
+    assert trial.stability.spread_pct <= 2.0 and len(trial.times["gpu_compute"]) == drifting.issued
+
+    never = Lane(lambda t: 1.0 + 0.1 * t)
+    trial = harness._timed_loop([never], gpu_settings(), RULE)
+    assert not trial.stability.stable and trial.bench_time_ms == pytest.approx(20_000, abs=5)
+
+    off = Lane(lambda t: 1.0 + 0.5 * max(0.0, 1 - t / 4))
+    trial = harness._timed_loop([off], gpu_settings())  # until_stable off: trtexec's minimum only
+    assert trial.stability is None and trial.bench_time_ms == pytest.approx(1000, abs=5)
+
+
+def test_the_gpu_outcome_lands_in_the_row_and_decides_the_verdict(monkeypatch):
+    """harness.run with until_stable from the benchmark params, then measured.stage_result: the same columns and
+    verdict as the host loop's."""
+    from stages.gpu import harness, measured
+
+    made = []
+
+    class Simulated(Lane):
+        def __init__(self, workload, settings):
+            super().__init__(workload)
+            made.append(self)
+
+        def prepare(self):
+            return None
+
+        def close(self):
+            pass
+
+    class Monitor:
+        rows: list = []
+
+        def summary(self):
+            return {}
+
+    monkeypatch.setattr(harness, "_Lane", Simulated)
+    monkeypatch.setattr(harness, "_warm_up", lambda lanes, s: 1)
+    params = dict(warmup_ms=0, duration_s=1.0, min_iterations=10, trials=2, cuda_graph=False, sync="spin",
+                  data_transfers=False, until_stable={"enabled": True, "windows": 3, "window_s": 0.5,
+                                                      "tolerance_pct": 2.0, "max_s": 20.0})
+    m = harness.run([lambda t: 1.0 + 0.5 * max(0.0, 1 - t / 4)], harness.Settings.from_params(params))
+    info = measured.stage_result(m, Monitor(), 1).info
+    assert info["stable"] is True and info["verdict"] == "stable"
+    assert info["stable_after_s"] == max(t.stability.after_s for t in m.trials) and info["window_spread_pct"] <= 2.0
+
+    m = harness.run([lambda t: 1.0 + 0.1 * t], harness.Settings.from_params(params))
+    info = measured.stage_result(m, Monitor(), 1).info
+    assert info["stable"] is False and info["verdict"] == "unstable" and info["stable_after_s"] is None
+
+    with pytest.raises(ParamError, match="benchmark.until_stable.windows = 1"):
+        harness.run([lambda t: 1.0], harness.Settings.from_params({**params, "until_stable": {"windows": 1}}))
+    assert len(made) == 2  # the bad rule is named before any lane (CUDA stream) is made
+    off = {k: v for k, v in params.items() if k != "until_stable"}
+    m = harness.run([lambda t: 1.0], harness.Settings.from_params(off))  # a config recorded before until_stable
+    assert "stable" not in measured.stage_result(m, Monitor(), 1).info

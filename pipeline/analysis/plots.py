@@ -1,7 +1,8 @@
 """The report's figures, drawn with matplotlib's object API onto the Agg canvas (no display, no pyplot state).
 
 Each function takes small, already prepared DataFrames (pipeline/analysis/report.py prepares them), writes one PNG
-and returns nothing. `note` is a line printed under the plot, e.g. which points are not shown and why.
+and returns nothing. `note` is a line printed under the plot, e.g. which points are not shown and why. Point labels
+never overlap each other or the points (`place_labels`).
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.transforms import Bbox
 
 DPI = 110
 _OK, _FRONT, _OTHER = "#2b6cb0", "#c53030", "#a0aec0"
@@ -29,9 +32,13 @@ def _width(n: int) -> float:
 
 
 def _save(fig: Figure, path: Path, note: str | None) -> None:
+    _note(fig, note)
+    fig.savefig(path, dpi=DPI)
+
+
+def _note(fig: Figure, note: str | None) -> None:
     if note:
         fig.supxlabel(note, fontsize=8, color="#555555", x=0.01, ha="left")
-    fig.savefig(path, dpi=DPI)
 
 
 def _categories(ax, labels: list[str]) -> None:
@@ -106,6 +113,11 @@ def accuracy_latency(points: pd.DataFrame, error_label: str, path: Path, note: s
     points: label, median (ms), error (lower is better); optional `selected` (the build to ship: a star) and
     `noise` (percent: latencies closer than that are not told apart).
     """
+    accuracy_latency_figure(points, error_label, note).savefig(path, dpi=DPI)
+
+
+def accuracy_latency_figure(points: pd.DataFrame, error_label: str, note: str | None = None) -> Figure:
+    """accuracy_latency's figure, its labels placed."""
     fig, axes = _figure(7.5, 4.8)
     ax = axes[0][0]
     front = pareto_mask(points["median"].to_numpy(), points["error"].to_numpy(),
@@ -120,11 +132,6 @@ def accuracy_latency(points: pd.DataFrame, error_label: str, path: Path, note: s
                    edgecolors="#d69e2e", linewidths=1.8, zorder=5, label="selected (select.*)")
     steps = points[front].sort_values("median")
     ax.step(steps["median"], steps["error"], where="post", color=_FRONT, alpha=0.5, zorder=2)
-    middle = (points["median"].min() + points["median"].max()) / 2
-    for _, p in points.iterrows():
-        right = p["median"] <= middle or len(points) == 1  # labels point inwards: none runs off the axes
-        ax.annotate(str(p["label"]), (p["median"], p["error"]), textcoords="offset points",
-                    xytext=(6 if right else -6, 4), ha="left" if right else "right", fontsize=8)
     _error_scale(ax, points["error"].to_numpy())
     ax.set_xlabel("median latency per batch (ms)")
     ax.set_ylabel(error_label)
@@ -132,7 +139,89 @@ def accuracy_latency(points: pd.DataFrame, error_label: str, path: Path, note: s
     ax.grid(alpha=0.3)
     fig.legend(fontsize=8, loc="outside right upper")  # outside: no corner of the axes is reliably empty
     _pad_x(ax, points["median"].to_numpy())
-    _save(fig, path, note)
+    _note(fig, note)  # before the labels: the note moves the axes
+    place_labels(ax, points["median"].to_numpy(float), points["error"].to_numpy(float),
+                 [str(label) for label in points["label"]])
+    return fig
+
+
+# Where a label may go, in points from its point: eight directions, nearest first, then further out
+_DIRECTIONS = ((1, 0.5), (-1, 0.5), (1, -1), (-1, -1), (0, 1), (0, -1.4), (1, 0), (-1, 0))
+_RADII_PT = (7, 16, 26, 38, 52, 68, 86, 106)
+_POINT_PT = 5.0  # half the side of the box a marker takes
+
+
+def place_labels(ax, x: np.ndarray, y: np.ndarray, labels: list[str], fontsize: float = 8) -> list:
+    """One annotation per point, each at the first candidate offset (_DIRECTIONS x _RADII_PT, nearest first) whose
+    box, as the renderer measures it, stays inside the axes and clear of every point and of the labels placed before
+    it; labels of points in a cluster are placed from the left. Deterministic, no extra dependency. A label set
+    further out than the nearest ring gets a thin leader line; where no candidate is clear (a crowd larger than the
+    rings), the one that overlaps least. The axes' limits and the figure's layout must be final: the figure is drawn
+    once here to measure."""
+    fig = ax.figure
+    fig.draw_without_rendering()  # the constrained layout and the scales as they will be saved
+    renderer = fig.canvas.get_renderer()
+    to_px = fig.dpi / 72
+    frame = ax.get_window_extent(renderer)
+    shown = np.isfinite(x) & np.isfinite(y)
+    at = np.full((len(x), 2), np.nan)
+    at[shown] = ax.transData.transform(np.column_stack([x[shown], y[shown]]))
+    half = _POINT_PT * to_px
+    taken = [Bbox.from_extents(px - half, py - half, px + half, py + half) for px, py in at[shown]]
+    out = []
+    for i in sorted(np.flatnonzero(shown), key=lambda i: (at[i, 0], -at[i, 1], labels[i])):
+        best, best_cost = None, np.inf
+        for radius in _RADII_PT:
+            for dx, dy in _DIRECTIONS:
+                offset = (dx * radius, dy * radius)
+                box = _label_box(ax, renderer, labels[i], (x[i], y[i]), offset, fontsize).padded(2)
+                cost = sum(_overlap(box, other) for other in taken)
+                if not (frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1):
+                    cost += 1e9  # outside the axes: only if nothing inside is free
+                if cost < best_cost:
+                    best, best_cost = (offset, box), cost
+                if cost == 0:
+                    break
+            if best_cost == 0:
+                break
+        offset, box = best
+        out.append(_annotate(ax, labels[i], (x[i], y[i]), offset, fontsize,
+                             leader=np.hypot(*offset) > _RADII_PT[0] * 1.5))
+        taken.append(box)
+    return out
+
+
+def _alignment(offset: tuple[float, float]) -> dict:
+    dx, dy = offset
+    return {"ha": "left" if dx > 0 else "right" if dx < 0 else "center",
+            "va": "bottom" if dy > 0 else "top" if dy < 0 else "center"}
+
+
+def _annotate(ax, label: str, xy, offset, fontsize: float, leader: bool = False):
+    line = {"arrowprops": {"arrowstyle": "-", "color": "#718096", "lw": 0.6, "shrinkA": 0, "shrinkB": 3}}
+    line = line if leader else {}
+    note = ax.annotate(label, xy, textcoords="offset points", xytext=offset, fontsize=fontsize, zorder=6,
+                       bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},  # over leaders
+                       **_alignment(offset), **line)
+    note.set_in_layout(False)  # the layout was measured without the labels: they must not move the axes
+    return note
+
+
+def _label_box(ax, renderer, label: str, xy, offset, fontsize: float) -> Bbox:
+    """The box a label's text would take at `offset`, in pixels (the text's own box, not its leader line)."""
+    trial = _annotate(ax, label, xy, offset, fontsize)
+    try:
+        trial.update_positions(renderer)  # where its text goes (a draw would do it)
+        return Text.get_window_extent(trial, renderer)
+    finally:
+        trial.remove()
+
+
+def _overlap(a: Bbox, b: Bbox) -> float:
+    """The area two boxes share (0 where they only touch or are apart)."""
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return w * h if w > 0 and h > 0 else 0.0
 
 
 def _error_scale(ax, error: np.ndarray) -> None:

@@ -346,8 +346,9 @@ MEASURING = ("benchmark", "validate", "profile")  # stages that measure: every o
 
 def cost_view(view: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """Per run (view's order): its label and status, each cost metric it has, its build time (the seconds of its
-    stages that are not measurements: export, convert, build, model, compile; cache hits take about none), and the
-    runs columns above. Only columns that some run has."""
+    stages that are not measurements: export, convert, build, model, compile; their work, not the imports beside it
+    in `<stage>_import_seconds`; cache hits take about none), and the runs columns above. Only columns that some run
+    has."""
     out = pd.DataFrame({"label": view["label"], "status": view["status"]})
     for header, metric, stat in COST_ROWS:
         values = _one(summary, metric, stat) if len(summary) else pd.Series(dtype=float)
@@ -355,7 +356,7 @@ def cost_view(view: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
         if column.notna().any():
             out[header] = column
     stages = [c for c in view.columns if c.endswith("_seconds") and c != "job_seconds"
-              and c.removesuffix("_seconds") not in MEASURING]
+              and not c.endswith("_import_seconds") and c.removesuffix("_seconds") not in MEASURING]
     if stages:
         out["build time (s)"] = view[stages].astype(float).sum(axis=1, min_count=1)
     for header, column in COST_COLUMNS:
@@ -376,7 +377,8 @@ def _costs(view: pd.DataFrame, loaded: results.Results, out: Path) -> Section:
     caption = ("What each build costs besides its latency: GPU memory at its peak while timing and while building, "
                "the size of its weights and artifacts, the energy of the timed loop from NVML's energy counter (the "
                "whole GPU's draw, idle power included) with the power cap and the throttle reasons seen while "
-               "timing, and the build time (every stage that is not a measurement; a cache hit costs about none). ")
+               "timing, and the build time (the work of every stage that is not a measurement, the libraries it "
+               "imports left out; a cache hit costs about none). ")
     if not plotted:
         return Section(title, caption + "No run measured energy or GPU memory (a CPU run): no plot.", table=table)
     shown = costs[plotted].notna().any(axis=1) & (costs["status"] == "ok")

@@ -112,7 +112,8 @@ class BenchmarkConfig:
     duration_s: float = 3.0
     min_iterations: int = 10
     trials: int = 1               # repeated timed loops; the spread between their medians is reported
-    # host-timed (CPU) runs: time on until the window medians agree (stages/stability.py; keys checked by check()).
+    # the host loop and the GPU harness: time on until the window medians agree (stages/stability.py; keys checked
+    # by check()).
     # conf/config.yaml turns it on; a run recorded before it existed gets {}: off, measured as it was.
     until_stable: Dict[str, Any] = field(default_factory=dict)
     # GPU harness only:

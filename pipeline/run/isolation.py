@@ -19,15 +19,18 @@ class StageCrashed(RuntimeError):
     """The child died (signal or exit) or outlived its time limit."""
 
 
-def _child(conn, module_name: str, inputs: dict, params: dict, out_dir: str, shared_root) -> None:
+def _child(conn, module_name: str, inputs: dict, params: dict, out_dir: str, shared_root, clocked: bool) -> None:
+    import contextlib
     import importlib
 
+    from pipeline.run import imports
     from stages import api
 
     api.set_shared_root(shared_root)
-    try:
-        result = importlib.import_module(module_name).run(inputs, params, Path(out_dir))
-        conn.send(("ok", result))
+    try:  # the child imports the stage and its libraries afresh
+        with imports.clock() if clocked else contextlib.nullcontext(imports.Clock()) as imported:
+            result = importlib.import_module(module_name).run(inputs, params, Path(out_dir))
+        conn.send(("ok", (result, imported.seconds)))
     except BaseException as err:  # noqa: BLE001 - everything goes back to the parent
         try:
             conn.send(("error", err))
@@ -38,11 +41,14 @@ def _child(conn, module_name: str, inputs: dict, params: dict, out_dir: str, sha
 
 
 def run_isolated(module_name: str, inputs: dict, params: dict, out_dir: Path, timeout_s: float | None,
-                 shared_root: Path | None = None):
-    """module.run(inputs, params, out_dir) in a fresh ("spawn") process; its StageResult, or its exception."""
+                 shared_root: Path | None = None, imported: list[float] | None = None):
+    """module.run(inputs, params, out_dir) in a fresh ("spawn") process; its StageResult, or its exception.
+    `imported[0]`, where given, is set to the seconds the child spent importing the stage and its libraries (not
+    given, no import is timed: pipeline/run/imports.py's hook would weigh on a measurement's timed loop)."""
     ctx = mp.get_context("spawn")  # never fork a process that may hold a CUDA context
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, module_name, inputs, params, str(out_dir), shared_root), daemon=True)
+    args = (child, module_name, inputs, params, str(out_dir), shared_root, imported is not None)
+    proc = ctx.Process(target=_child, args=args, daemon=True)
     proc.start()
     child.close()
     try:
@@ -58,7 +64,10 @@ def run_isolated(module_name: str, inputs: dict, params: dict, out_dir: Path, ti
         parent.close()
     proc.join()
     if kind == "ok":
-        return payload
+        result, seconds = payload
+        if imported is not None:
+            imported[0] = seconds
+        return result
     if kind == "error":
         raise payload
     raise StageCrashed(f"raised an exception that could not be sent back:\n{payload}")

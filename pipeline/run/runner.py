@@ -4,6 +4,7 @@ The runner knows stages only through the contract in stages/api.py; it knows no 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Any
 import stages
 from pipeline.config import renames
 from pipeline.run import dag as dagmod
-from pipeline.run import isolation
+from pipeline.run import imports, isolation
 from pipeline.run.cache import Cache, file_sha256
 from stages import api
 
@@ -46,12 +47,13 @@ class StageFailed(Exception):
 class NodeOutcome:
     name: str
     stage: str
-    seconds: float
+    seconds: float                              # its work: wall time less import_seconds
     cache: str                                  # hit | miss | off
     outputs: dict[str, Path] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, Any] = field(default_factory=dict)
+    import_seconds: float = 0.0                 # importing its module and what it imports on first use
 
 
 def plan(dag: dict[str, dict], backend: dict | None = None) -> list[dagmod.Node]:
@@ -153,18 +155,28 @@ def keyed_dag(dag: dict[str, dict], backend: dict | None = None) -> dict[str, di
 
 def run(nodes: list[dagmod.Node], *, cache: Cache, work_dir: Path, on_start=None, on_done=None,
         isolate: Isolation | None = None) -> list[NodeOutcome]:
-    """Run nodes in order. A node's exception is re-raised as StageFailed (stages.api.Unsupported too)."""
+    """Run nodes in order. A node's exception is re-raised as StageFailed (stages.api.Unsupported too).
+
+    A node's seconds are its work: the imports it makes (its module's first load in this process, before the
+    job ran it, and for an artifact stage the libraries it imports on first use, in this process or its child)
+    are its import_seconds. A measuring stage's first-use imports stay in its seconds: the clock's hook costs
+    about 0.5 us per import statement, and a timed loop may run one per call (torch's eager call does)."""
     api.set_shared_root(cache.shared_root)
     done: dict[str, NodeOutcome] = {}
     for node in nodes:
         if on_start:
             on_start(node)
-        started = time.perf_counter()
         try:
-            outcome = _run_node(node, done, cache, work_dir, isolate or Isolation())
+            module = stages.load(node.stage)  # outside the clock (the plan loaded it): a first load counts once
+            loaded = stages.take_import_seconds(node.stage)
+            started = time.perf_counter()
+            with imports.clock() if module.CACHED else contextlib.nullcontext(imports.Clock()) as imported:
+                outcome = _run_node(node, done, cache, work_dir, isolate or Isolation())
         except Exception as err:
             raise StageFailed(node.name, err) from err
-        outcome.seconds = time.perf_counter() - started
+        wall, in_child = time.perf_counter() - started, outcome.import_seconds
+        outcome.seconds = max(wall - imported.seconds - in_child, 0.0)
+        outcome.import_seconds = loaded + imported.seconds + in_child
         done[node.name] = outcome
         log.debug("%-10s %-4s %6.2fs", node.name, outcome.cache, outcome.seconds)
         if on_done:
@@ -198,10 +210,12 @@ def _run_node(node: dagmod.Node, done: dict[str, NodeOutcome], cache: Cache, wor
         "extra": module.key_extra(node.params) if hasattr(module, "key_extra") else {},
     }
 
+    in_child = [0.0]
+
     def build(out_dir: Path) -> dict:
         if isolate.applies(module, node.params):
             result = isolation.run_isolated(module.__name__, inputs, node.params, out_dir, isolate.timeout_s,
-                                            cache.shared_root)
+                                            cache.shared_root, imported=in_child)
         else:
             result = module.run(inputs, node.params, out_dir)
         # the build's tables describe the artifact: kept with it, so a hit reports them too
@@ -214,4 +228,4 @@ def _run_node(node: dagmod.Node, done: dict[str, NodeOutcome], cache: Cache, wor
         module.check_served(outputs, node.params)
     digests = {name: entry.digest_of(f) for name, f in recorded["outputs"].items()}
     return NodeOutcome(node.name, node.stage, 0.0, entry.outcome, outputs, digests, recorded["info"],
-                       recorded.get("tables") or {})
+                       recorded.get("tables") or {}, in_child[0])

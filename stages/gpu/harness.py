@@ -10,6 +10,9 @@
 - One inference captured in a CUDA graph after one plain enqueue (TensorRT needs that first enqueue);
   a failed capture falls back to plain enqueue and the reason is kept.
 - Spin-wait (poll the event) or blocking sync; several inference streams; repeated trials.
+- With `until_stable` (stages/stability.py, the rule the host loop follows), each timed loop goes on past the
+  minimum until the medians of its last windows of GPU compute time agree, up to a time limit; the windows are cut
+  on the GPU event timeline, as the duration is.
 - Hooks told when the timed span starts and ends (after warm-up, around all trials, the GPU idle at both
   points): the NVML monitor reads the energy counter there, a backend resets and reads its peak memory.
 """
@@ -19,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from stages import api
+from stages import api, stability
 from stages.api import Param
 from stages.gpu.cuda import CudaError, call, is_ready, rt
 
@@ -67,17 +70,20 @@ class Settings:
     cuda_graph: bool = True
     sync: str = "spin"            # spin | blocking
     data_transfers: bool = False
+    until_stable: dict | None = None  # benchmark.until_stable; None or enabled=false: off
 
     @classmethod
     def from_params(cls, params: dict) -> "Settings":
-        """From a benchmark stage's params (the `benchmark.*` keys)."""
-        return cls(**{k: params[k] for k in cls.__dataclass_fields__})
+        """From a benchmark stage's params (the `benchmark.*` keys; until_stable is optional: a config recorded
+        before it has none, and is timed as it was)."""
+        return cls(**{k: params[k] for k in cls.__dataclass_fields__ if k in params or k != "until_stable"})
 
 
 @dataclass
 class Trial:
     times: dict[str, list[float]]  # metric -> one value (ms) per counted iteration
     bench_time_ms: float           # GPU event time from the first counted start to the last end
+    stability: stability.Outcome | None = None  # with until_stable
 
 
 @dataclass
@@ -287,6 +293,7 @@ def _destroy_graph(graph) -> None:
 def run(workloads: list[Workload], settings: Settings, hooks: tuple | list = ()) -> Measurement:
     """Measure `workloads` (one per inference stream) and return every counted iteration's timings. `hooks`
     (SpanHook) are told when the timed span starts and ends: it covers every trial and nothing else."""
+    rule = stability.Rule.from_param(settings.until_stable)  # a bad setting is named before the GPU is touched
     lanes: list[_Lane] = []
     try:
         for w in workloads:
@@ -299,7 +306,7 @@ def run(workloads: list[Workload], settings: Settings, hooks: tuple | list = ())
         for hook in hooks:
             hook.timed_start()
         try:
-            trials = [_timed_loop(lanes, settings) for _ in range(settings.trials)]
+            trials = [_timed_loop(lanes, settings, rule) for _ in range(settings.trials)]
         finally:
             for hook in reversed(hooks):
                 hook.timed_end()
@@ -331,29 +338,39 @@ def _warm_up(lanes: list[_Lane], settings: Settings) -> int:
     return count * len(lanes)
 
 
-def _timed_loop(lanes: list[_Lane], settings: Settings) -> Trial:
+def _timed_loop(lanes: list[_Lane], settings: Settings, rule: stability.Rule | None = None) -> Trial:
+    """One trial: at least min_iterations AND duration_s of GPU event time, and with `rule` until the medians of
+    the last windows of GPU compute time agree or its time limit. A window is cut where an iteration ends on its
+    lane's event timeline (since the trial's first start); the iterations drained after the stop count in the
+    statistics, not in the decision."""
     times: dict[str, list[float]] = {}
     counted, first, target_ms = 0, True, settings.duration_s * 1e3
+    windows = stability.Windows(rule, rule.window_ns(settings.duration_s)) if rule else None
+    limit_ms = rule.limit_ns(settings.duration_s) / 1e6 if rule else target_ms
     base = [lane.collected for lane in lanes]
     last_report = time.perf_counter()
     while True:
         for lane in lanes:
             lane.enqueue(first=first)
             if lane.in_flight() > 1:  # two slots: the older one must finish before the host goes on
-                _add(times, lane.collect())
+                one = lane.collect()
+                _add(times, one)
                 counted += 1
+                if windows is not None:  # one more event query, while the GPU runs the other slot
+                    windows.add(int(lane.span_ms() * 1e6), one["gpu_compute"])
         first = False
         every_lane_counted = all(lane.collected > b for lane, b in zip(lanes, base))
         if counted >= settings.min_iterations and every_lane_counted:
             span = max(lane.span_ms() for lane in lanes)
             if time.perf_counter() - last_report > 0.1:
-                api.report_progress(span / target_ms if target_ms else 1.0, span / 1e3, settings.duration_s)
+                api.report_progress(min(span / target_ms, 1.0) if target_ms else 1.0, span / 1e3,
+                                    settings.duration_s)
                 last_report = time.perf_counter()
-            if span >= target_ms:
+            if span >= target_ms and (windows is None or windows.settled or span >= limit_ms):
                 break
     for t in _drain(lanes):
         _add(times, t)
-    return Trial(times, max(lane.span_ms() for lane in lanes))
+    return Trial(times, max(lane.span_ms() for lane in lanes), stability.outcome(windows) if windows else None)
 
 
 def _add(times: dict[str, list[float]], one: dict[str, float]) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from stages import flops as flop_counter
-from stages import timing_tables
+from stages import stability, timing_tables
 from stages.api import StageResult
 from stages.gpu import costs, harness, peaks
 
@@ -14,9 +14,13 @@ def stage_result(m: harness.Measurement, monitor, batch_size: int, *, flops: int
     `flops`, achieved TFLOP/s and the % of `gpu`'s dense peak for `dtype`; the energy of the timed span where the
     monitor marked it (a harness hook), and the backend's own cost `rows` (memory, artifact sizes). `memory`: an
     allocator's figures over the timed span (allocated, reserved, graph_pools: bytes), cross-checked with what NVML
-    saw at its end (costs.peak_memory)."""
+    saw at its end (costs.peak_memory). Where the harness ran until_stable, whether each trial's window medians
+    agreed decides the unstable verdict, as on the host (stages/stability.py)."""
+    outcomes = [t.stability for t in m.trials if t.stability is not None]
+    settled = stability.info(outcomes) if outcomes else {}
     tables, out = timing_tables.tables([t.times for t in m.trials], [t.bench_time_ms / 1e3 for t in m.trials],
-                                       batch_size, streams=m.streams)
+                                       batch_size, streams=m.streams, stable=settled.get("stable"))
+    out.update(settled)
     out.update(warmup_iterations=m.warmup_iterations, cuda_graph=m.cuda_graph, graph_note=m.graph_note,
                streams=m.streams, sync=m.sync, data_transfers=m.data_transfers, timing="cuda events (harness)")
     out.update(monitor.summary())
