@@ -23,6 +23,10 @@ CACHED = False
 PARAMS = {"feeds": Param(dict), "seed": Param(int), "validation": Param(dict),
           "threshold": Param(float, min=0, doc="relative error that marks the first layer past it")}
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
+# The precision planner's key (pipeline/run/planner.py): where a point lists the nodes it keeps in high precision, the
+# names this stage reports; the first is the override, the second where conf/subgraph/export_convert.yaml hands it to
+# the convert node (a resolved config holds both).
+PLAN_KEEP = ("convert.keep_high_precision", "backend.dag.convert.params.keep_high_precision")
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:

@@ -85,37 +85,38 @@ def compare(reference, converted, batches, threshold: float, device: str, dtype)
     order: list[tuple[str, str]] = []  # (module, tensor) in the order of the reference's calls
     kinds: dict[str, str] = {}
     for feeds in batches:
-        seen: dict[str, list] = {}
-        with _hooks(reference, twins, lambda name, args, out: seen.setdefault(name, []).append(
-                (_floats(args), _floats(out)))):
+        seen: list[tuple[str, list, list]] = []  # the reference's calls, in the order they ran
+        got: dict[str, list] = {}
+        with _hooks(reference, twins, lambda name, args, out: seen.append((name, _floats(args), _floats(out)))):
             with torch.inference_mode():
                 reference(*tensors.place(feeds, device, torch.float32))
-        got: dict[str, list] = {}
         with _hooks(converted, twins, lambda name, args, out: got.setdefault(name, []).append(
                 (_floats(args), _floats(out)))):
             with torch.inference_mode():
                 converted(*tensors.place(feeds, device, dtype))
-        for name, per_call in seen.items():
-            for i, (ref_in, ref_out) in enumerate(per_call):
-                tensor = name if i == 0 else f"{name}#{i + 1}"
-                mine = got.get(name, [])
-                if i >= len(mine) or not ref_out:
-                    continue
-                if tensor not in outputs:
-                    outputs[tensor], handed[tensor] = Sums(), Sums()
-                    order.append((name, tensor))
-                    kinds[name] = type(reference.get_submodule(name)).__name__
-                run_in, run_out = mine[i]
-                for ref, out in zip(ref_out, run_out):
-                    outputs[tensor].add(ref, out)
-                for ref, out in zip(ref_in, run_in):
-                    handed[tensor].add(ref, out)
+        calls: dict[str, int] = {}
+        for name, ref_in, ref_out in seen:
+            i = calls[name] = calls.get(name, -1) + 1
+            tensor = name if i == 0 else f"{name}#{i + 1}"
+            mine = got.get(name, [])
+            if i >= len(mine) or not ref_out:
+                continue
+            if tensor not in outputs:
+                outputs[tensor], handed[tensor] = Sums(), Sums()
+                order.append((name, tensor))
+                kinds[name] = type(reference.get_submodule(name)).__name__
+            run_in, run_out = mine[i]
+            for ref, out in zip(ref_out, run_out):
+                outputs[tensor].add(ref, out)
+            for ref, out in zip(ref_in, run_in):
+                handed[tensor].add(ref, out)
     rows, first = [], None
     for depth, (name, tensor) in enumerate(order):
         s = outputs[tensor]
         row = {"layer": name, "tensor": tensor, "op_type": kinds[name], "depth": depth, "rel_err": s.rel_err,
                "cosine": s.cosine, "max_abs_err": s.max_abs, "nan": s.nan, "inf": s.inf,
-               "input_rel_err": handed[tensor].rel_err, "quantized": any(quantize._is_quantized(m) for m in twins[name].modules()),
+               "input_rel_err": handed[tensor].rel_err,
+               "quantized": any(quantize._is_quantized(m) for m in twins[name].modules()),
                "qdq_nodes": "", "first_over": False}
         if first is None and (row["rel_err"] > threshold or s.nan or s.inf):
             row["first_over"], first = True, name
