@@ -85,15 +85,10 @@ def compare(reference, converted, batches, threshold: float, device: str, dtype)
     order: list[tuple[str, str]] = []  # (module, tensor) in the order of the reference's calls
     kinds: dict[str, str] = {}
     for feeds in batches:
-        seen: list[tuple[str, list, list]] = []  # the reference's calls, in the order they ran
+        seen = _calls(reference, twins, tensors.place(feeds, device, torch.float32))
         got: dict[str, list] = {}
-        with _hooks(reference, twins, lambda name, args, out: seen.append((name, _floats(args), _floats(out)))):
-            with torch.inference_mode():
-                reference(*tensors.place(feeds, device, torch.float32))
-        with _hooks(converted, twins, lambda name, args, out: got.setdefault(name, []).append(
-                (_floats(args), _floats(out)))):
-            with torch.inference_mode():
-                converted(*tensors.place(feeds, device, dtype))
+        for name, run_in, run_out in _calls(converted, twins, tensors.place(feeds, device, dtype)):
+            got.setdefault(name, []).append((run_in, run_out))
         calls: dict[str, int] = {}
         for name, ref_in, ref_out in seen:
             i = calls[name] = calls.get(name, -1) + 1
@@ -152,20 +147,18 @@ def _floats(value) -> list:
     return []
 
 
-class _hooks:
-    """Forward hooks on `module`'s submodules named in `named` (name -> a module of `module`), each calling
-    `record(name, args, output)`; removed on exit."""
+def _calls(module, names, args: tuple) -> list[tuple[str, list, list]]:
+    """(name, inputs, outputs) of every call of `module`'s submodules named in `names` during `module(*args)`, in the
+    order they ran (forward hooks, removed after)."""
+    import torch
 
-    def __init__(self, module, named: dict, record):
-        self.targets = {n: module.get_submodule(n) for n in named}
-        self.record, self.handles = record, []
-
-    def __enter__(self):
-        for name, m in self.targets.items():
-            self.handles.append(m.register_forward_hook(
-                lambda mod, args, out, name=name: self.record(name, args, out)))
-        return self
-
-    def __exit__(self, *exc):
-        for h in self.handles:
+    calls: list[tuple[str, list, list]] = []
+    handles = [module.get_submodule(n).register_forward_hook(
+        lambda mod, inputs, output, n=n: calls.append((n, _floats(inputs), _floats(output)))) for n in names]
+    try:
+        with torch.inference_mode():
+            module(*args)
+    finally:
+        for h in handles:
             h.remove()
+    return calls
