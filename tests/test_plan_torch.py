@@ -159,4 +159,5 @@ def test_the_torch_plan_sweep_on_cpu_compares_layers_and_says_why_it_cannot_plan
     assert (fp16["rel_err"] > 0).all() and (fp16["rel_err"] < 0.05).all() and not fp16["first_over"].any()
     assert (errors[errors["run_id"] == runs.loc["fp32", "run_id"]]["rel_err"] == 0).all()
     assert "no ok run of the sweep has quantized layers compared" in proc.stderr
+    assert "int8 is unsupported: " in proc.stderr and "on CUDA only" in proc.stderr  # why, from its row
     assert not (workdir / "sweep" / planmod.PLAN_FILE).exists()

@@ -69,8 +69,11 @@ def _base_run(loaded: results.Results):
     runs = loaded.runs.sort_values(["job", "run_id"], na_position="last")
     runs = runs[(runs["status"] == "ok") & runs["run_id"].isin(quantized) & (runs["sweep"] != planmod.PLAN_SWEEP)]
     if runs.empty:
+        failed = loaded.runs[loaded.runs["status"] != "ok"]
+        why = "".join(f"; {r.precision} is {r.status}: {str(r.error).splitlines()[0][:240]}"
+                      for r in failed.itertuples() if r.error)
         raise PlanError("no ok run of the sweep has quantized layers compared with fp32 (a layer_errors table): "
-                        "run it with +plan=mixed_precision, which adds the comparison to every point")
+                        "run it with +plan=mixed_precision, which adds the comparison to every point" + why)
     return runs.iloc[0]
 
 

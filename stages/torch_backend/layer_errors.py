@@ -28,7 +28,8 @@ CACHED = False
 PARAMS = {"precision": Param(str), "feeds": Param(dict), "seed": Param(int), "validation": Param(dict),
           "threshold": Param(float, min=0, doc="relative error that marks the first layer past it"),
           "calibration": Param(dict, optional=True, doc="convert.calibration: static recipes' activation scales")}
-BACKEND_OPTIONS = ("device", "quantization", "keep_high_precision")
+BACKEND_OPTIONS = ("device", "quantization", "keep_high_precision", "isolate_measurements")
+crash_prone = compile_stage.crash_prone  # in a child process where the backend's measurements are (on CUDA)
 # The precision planner's key (pipeline/run/planner.py): where a point lists the modules it keeps in high precision,
 # the names this stage reports; the first is the override, the rest where a resolved config holds it too.
 PLAN_KEEP = ("backend.keep_high_precision",)
