@@ -3,6 +3,8 @@ injected on purpose (a perturbed weight in the converted copy; an fp16 overflow 
 under +plan=mixed_precision, and the plan's override (backend.keep_high_precision) composes the point the planner
 builds, with a stable config_hash, and reaches the torch build's params. The loop with measured int8 variants needs
 torchao on CUDA: tests/gpu/test_plan_torch_gpu.py."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -161,3 +163,63 @@ def test_the_torch_plan_sweep_on_cpu_compares_layers_and_says_why_it_cannot_plan
     assert "no ok run of the sweep has quantized layers compared" in proc.stderr
     assert "int8 is unsupported: " in proc.stderr and "on CUDA only" in proc.stderr  # why, from its row
     assert not (workdir / "sweep" / planmod.PLAN_FILE).exists()
+
+
+def _max_calibrated_int8(module, recipe, keep, calibrate=None):
+    """A stand-in for a torchao recipe on CPU, for the planner's loop only (never a measured kernel): every Linear
+    outside `keep` gets int8 weights (per row) and int8 activations with one scale per batch, the largest |x| (as a
+    max-calibrated per-tensor scale): outlier_mlp's fc2, which reads a few huge channels, is ruined."""
+    from stages.torch_backend import quantize
+
+    class Int8Weight(torch.nn.Parameter):
+        """A weight of a quantized layer (what `quantized` looks for: a type that is no plain Parameter)."""
+
+    def quantize_input(mod, args):
+        x = args[0]
+        scale = x.abs().amax().clamp_min(1e-12) / 127
+        return ((x / scale).round().clamp(-127, 127) * scale,)
+
+    sel = quantize.select(module, keep)
+    for name in sel.targets:
+        layer = module.get_submodule(name)
+        w = layer.weight.detach()
+        scale = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127
+        layer.weight = Int8Weight((w / scale).round() * scale, requires_grad=False)
+        layer.register_forward_pre_hook(quantize_input)
+    return {"quantization": "test:max_calibrated_int8", "keep_high_precision": ",".join(sel.kept) or "none"}
+
+
+def test_the_planner_loop_on_torch_with_a_stand_in_recipe(tmp_path, monkeypatch):
+    """The loop of pipeline/run/planner.py on torch points run in this process, torchao's CUDA-only recipe replaced by
+    a CPU stand-in: the quantized modules are ranked from the torch layer comparison, the variants keep them through
+    backend.keep_high_precision (the point's @first/@last kept too), and the plan is that override."""
+    import io
+
+    from pipeline import results
+    from pipeline.run import job as jobmod
+    from stages.torch_backend import quantize
+
+    monkeypatch.setattr(quantize, "check_runnable", lambda *a, **k: None)
+    monkeypatch.setattr(quantize, "apply", _max_calibrated_int8)
+    sweep = tmp_path / "sweep"
+    common = ["+plan=mixed_precision", "backend=torch", "model=outlier_mlp", "backend.device=cpu",
+              f"cache.dir={tmp_path / 'cache'}", "report.enabled=false", "profile.enabled=false", *FAST]
+    for num, prec in enumerate(("fp32", "int8")):
+        cfg = config(*common, f"precision={prec}")
+        outcome = jobmod.run_job(cfg, sweep / str(num), jobmod.JobMeta(sweep="multirun", job=num,
+                                                                       overrides=[*common, f"precision={prec}"]))
+        assert outcome.status == "ok", outcome.error
+    out = io.StringIO()
+    chosen = planner.plan_sweep(sweep, candidates=2, out=out)
+    loaded = results.load(sweep)
+    base = loaded.layer_errors[loaded.layer_errors["run_id"] == chosen.base]
+    assert set(base.loc[base["quantized"].astype(bool), "layer"]) == {"fc2", "fc3"}  # fc1, head: @first, @last
+    assert base.loc[base["first_over"].astype(bool), "layer"].tolist() == ["fc2"]
+    assert [c["layer"] for c in chosen.candidates][:2] == ["fc2", "fc3"]
+    assert chosen.plan is not None and chosen.plan.keep == ["fc2"], out.getvalue()
+    assert chosen.override() == 'backend.keep_high_precision=["@first","@last","fc2"]'
+    variants = results.load(sweep / planmod.PLAN_SWEEP).runs.set_index("run_id")
+    assert variants.loc[chosen.plan.run_id, "compile_keep_high_precision"] == "fc1,fc2,head"
+    assert json.loads((sweep / planmod.PLAN_FILE).read_text())["key"] == "backend.keep_high_precision"
+    point = config(*[o for o in common if o != "+plan=mixed_precision"], "precision=int8", chosen.override())
+    assert job.config_hash(point) == variants.loc[chosen.plan.run_id, "config_hash"]
