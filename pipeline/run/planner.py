@@ -40,6 +40,8 @@ def keep_key(config: dict) -> planmod.KeepKey:
     stage declares (PLAN_KEEP; its layer names are what that key takes), with what the point keeps there already."""
     node = (config.get("backend", {}).get("dag") or {}).get("layer_errors") or {}
     stage = node.get("stage")
+    if not stage:
+        raise PlanError("the quantized point's DAG has no layer_errors node: run the sweep with +plan=mixed_precision")
     try:
         paths = getattr(importlib.import_module(str(stage)), "PLAN_KEEP", None)
     except ImportError as err:
