@@ -23,6 +23,10 @@ CACHED = False
 PARAMS = {"feeds": Param(dict), "seed": Param(int), "validation": Param(dict),
           "threshold": Param(float, min=0, doc="relative error that marks the first layer past it")}
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
+# The precision planner's key (pipeline/run/planner.py): where a point lists the nodes it keeps in high precision, the
+# names this stage reports; the first is the override, the second where conf/subgraph/export_convert.yaml hands it to
+# the convert node (a resolved config holds both).
+PLAN_KEEP = ("convert.keep_high_precision", "backend.dag.convert.params.keep_high_precision")
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
@@ -34,7 +38,7 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
 
 
 @dataclass
-class _Sums:
+class Sums:
     """Running sums over batches of one tensor pair (finite positions only), and the non-finite counts."""
     diff2: float = 0.0
     ref2: float = 0.0
@@ -81,7 +85,7 @@ def compare(reference: Path, model: Path, batches, threshold: float) -> tuple[li
     run_outputs = {o.name for o in run_graph.output}
     layers = [(node, out) for node in ref_graph.node for out in node.output if out in run_outputs]
     wanted = sorted({out for _, out in layers})
-    sums = {name: _Sums() for name in wanted}
+    sums = {name: Sums() for name in wanted}
     floats: set[str] = set()  # shapes and indices (int64) are no layer's numbers
     ref_sess, run_sess = _session(reference), _session(model)
     for feeds in batches:

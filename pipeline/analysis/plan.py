@@ -80,6 +80,44 @@ class Option:
     why: str | None = None
 
 
+@dataclass(frozen=True)
+class KeepKey:
+    """Where a point lists the layers it keeps in high precision, as the backend's layer comparison stage declares
+    it (its PLAN_KEEP): `paths[0]` the key an override sets, the others where a resolved config holds it too; and
+    what the quantized point keeps already (`base`), which every variant keeps as well."""
+    paths: tuple[str, ...]
+    base: tuple[str, ...] = ()
+    present: bool = False  # the key is in the quantized point's config: set without Hydra's `+`
+
+    def values(self, keep: list[str]) -> list[str]:
+        return [*self.base, *(k for k in keep if k not in self.base)]
+
+    def override(self, keep: list[str]) -> str:
+        """The command-line override that makes a point keep `keep` in high precision."""
+        return (("" if self.present else "+") + f"{self.paths[0]}=["
+                + ",".join(json.dumps(k) for k in self.values(keep)) + "]")
+
+    def apply(self, config: dict, keep: list[str]) -> None:
+        """Set every path of a resolved `config` to what the point keeps with `keep`."""
+        for path in self.paths:
+            *parents, last = path.split(".")
+            node = config
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[last] = self.values(keep)
+
+    @classmethod
+    def of(cls, config: dict, paths: tuple[str, ...]) -> KeepKey:
+        """The key at `paths` with what `config` (the quantized point's) keeps there already."""
+        node, present = config, True
+        for key in paths[0].split("."):
+            if not isinstance(node, dict) or key not in node:
+                node, present = None, False
+                break
+            node = node[key]
+        return cls(tuple(paths), tuple(node or ()), present)
+
+
 @dataclass
 class Plan:
     base: str                          # the quantized run the plan starts from
@@ -89,6 +127,7 @@ class Plan:
     plan: Option | None                # the fastest mixed build within the bound; None if none is
     best_uniform: Option | None        # the fastest uniform build within the bound
     candidates: list[dict]
+    keep_key: KeepKey | None = None    # where the plan's layers go (None: it cannot be written as an override)
 
     @property
     def beats_uniform(self) -> bool:
@@ -97,7 +136,7 @@ class Plan:
                  self.plan.latency < self.best_uniform.latency))
 
     def override(self) -> str | None:
-        return None if self.plan is None else keep_override(self.plan.keep)
+        return None if self.plan is None or self.keep_key is None else self.keep_key.override(self.plan.keep)
 
     def line(self) -> str:
         bound = f"{self.rule['key']}={self.rule['limit']:g}"
@@ -116,14 +155,10 @@ class Plan:
     def to_json(self) -> dict:
         return {"base": self.base, "precision": self.precision, "rule": self.rule,
                 "plan": asdict(self.plan) if self.plan else None, "override": self.override(),
+                "key": self.keep_key.paths[0] if self.keep_key else None,
                 "best_uniform": asdict(self.best_uniform) if self.best_uniform else None,
                 "beats_uniform": self.beats_uniform, "line": self.line(),
                 "options": [asdict(o) for o in self.options], "candidates": self.candidates}
-
-
-def keep_override(keep: list[str]) -> str:
-    """The command-line override that makes a point keep `keep` in high precision."""
-    return "+convert.keep_high_precision=[" + ",".join(json.dumps(k) for k in keep) + "]"
 
 
 def options(loaded, rule: select.Rule, keeps: dict[str, list[str]]) -> list[Option]:
@@ -137,7 +172,8 @@ def options(loaded, rule: select.Rule, keeps: dict[str, list[str]]) -> list[Opti
     return out
 
 
-def choose(base: str, precision: str, rule: select.Rule, opts: list[Option], candidates: list[dict]) -> Plan:
+def choose(base: str, precision: str, rule: select.Rule, opts: list[Option], candidates: list[dict],
+           keep_key: KeepKey | None = None) -> Plan:
     """The fastest feasible mixed option (the plan) and the fastest feasible uniform one, to weigh it against."""
     def fastest(pool):
         pool = [o for o in pool if o.feasible and o.latency is not None]
@@ -146,7 +182,7 @@ def choose(base: str, precision: str, rule: select.Rule, opts: list[Option], can
     kind = next((o.kind for o in opts if o.kind), "rel_l2_err")
     key, limit = rule.bound(kind)
     return Plan(base, precision, {"metric": rule.metric, "key": key, "limit": limit}, opts,
-                fastest([o for o in opts if o.keep]), fastest([o for o in opts if not o.keep]), candidates)
+                fastest([o for o in opts if o.keep]), fastest([o for o in opts if not o.keep]), candidates, keep_key)
 
 
 def read(sweep_dir: str | Path) -> dict | None:

@@ -3,14 +3,16 @@ from a sweep whose quantized point was compared with fp32 layer by layer (the `l
 measure variants that keep the likeliest layers in high precision, and name the plan that meets select.* at the
 lowest latency (pipeline/analysis/plan.py), against the best uniform precision.
 
-Every variant is an ordinary job (its config: the quantized point's, with convert.keep_high_precision set and the
-diagnostic nodes left out), under <sweep_dir>/plan/<n>/: cached, in the sweep's tables, and reproducible with
-`python -m pipeline.reproduce`.
+Every variant is an ordinary job (its config: the quantized point's, with the layers it keeps in high precision under
+the key the backend's layer comparison stage declares, PLAN_KEEP: convert.keep_high_precision for the ONNX backends,
+backend.keep_high_precision for torch; and the diagnostic nodes left out), under <sweep_dir>/plan/<n>/: cached, in the
+sweep's tables, and reproducible with `python -m pipeline.reproduce`.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import json
 import logging
 import sys
@@ -33,15 +35,32 @@ class PlanError(ValueError):
     """The sweep cannot be planned from (no quantized point with a layer comparison); the message says why."""
 
 
-def variant_config(config: dict, keep: list[str]) -> dict:
-    """The quantized point's config keeping `keep` in high precision, without the diagnostic nodes: the config
-    `python -m pipeline ... +convert.keep_high_precision=[...]` composes."""
+def keep_key(config: dict) -> planmod.KeepKey:
+    """Where the quantized point's config lists the layers it keeps in high precision: the key its layer comparison
+    stage declares (PLAN_KEEP; its layer names are what that key takes), with what the point keeps there already."""
+    node = (config.get("backend", {}).get("dag") or {}).get("layer_errors") or {}
+    stage = node.get("stage")
+    if not stage:
+        raise PlanError("the quantized point's DAG has no layer_errors node: run the sweep with +plan=mixed_precision")
+    try:
+        paths = getattr(importlib.import_module(str(stage)), "PLAN_KEEP", None)
+    except ImportError as err:
+        raise PlanError(f"the layer comparison's stage {stage} does not import ({err})") from None
+    if not paths:
+        raise PlanError(f"the layer comparison's stage {stage} declares no PLAN_KEEP (the config key that keeps "
+                        f"its layers in high precision): backend={config['backend'].get('name')} cannot be planned")
+    return planmod.KeepKey.of(config, tuple(paths))
+
+
+def variant_config(config: dict, keep: list[str], key: planmod.KeepKey | None = None) -> dict:
+    """The quantized point's config keeping `keep` in high precision as well, without the diagnostic nodes: the
+    config `python -m pipeline ... <key.override(keep)>` composes."""
+    key = key or keep_key(config)
     out = copy.deepcopy(config)
-    out["convert"]["keep_high_precision"] = list(keep)
+    key.apply(out, keep)
     dag = out["backend"]["dag"]
     for name in DIAGNOSTIC_NODES:
         dag.pop(name, None)
-    dag["convert"]["params"]["keep_high_precision"] = list(keep)
     return out
 
 
@@ -52,8 +71,11 @@ def _base_run(loaded: results.Results):
     runs = loaded.runs.sort_values(["job", "run_id"], na_position="last")
     runs = runs[(runs["status"] == "ok") & runs["run_id"].isin(quantized) & (runs["sweep"] != planmod.PLAN_SWEEP)]
     if runs.empty:
+        failed = loaded.runs[loaded.runs["status"] != "ok"]
+        why = "".join(f"; {r.precision} is {r.status}: {str(r.error).splitlines()[0][:240]}"
+                      for r in failed.itertuples() if r.error)
         raise PlanError("no ok run of the sweep has quantized layers compared with fp32 (a layer_errors table): "
-                        "run it with +plan=mixed_precision, which adds the comparison to every point")
+                        "run it with +plan=mixed_precision, which adds the comparison to every point" + why)
     return runs.iloc[0]
 
 
@@ -76,6 +98,7 @@ def plan_sweep(sweep_dir: str | Path, candidates: int = 3, out=sys.stdout) -> pl
     ranked["est_cost_ms"] = planmod.layer_costs(loaded.layers, ranked, base.run_id,
                                                 fp32["run_id"].iloc[0] if len(fp32) else None)
     config = yaml.safe_load((_job_dir(loaded, base.run_id) / results.JOB_CONFIG).read_text())
+    key = keep_key(config)
     print(f"plan: {base.precision} ({base.run_id}): {len(ranked)} quantized layers, by the error each adds: "
           + ", ".join(f"{r.layer} (+{r.added:.3g})" for r in ranked.head(candidates).itertuples()), file=out)
     tried: dict[str, list[str]] = {}   # run_id -> the layers kept
@@ -86,9 +109,9 @@ def plan_sweep(sweep_dir: str | Path, candidates: int = 3, out=sys.stdout) -> pl
     def measure(keep: list[str]) -> planmod.Option:
         num = first + len(tried)
         job_dir = sweep_dir / planmod.PLAN_SWEEP / str(num)
-        cfg = variant_config(config, keep)
+        cfg = variant_config(config, keep, key)
         outcome = jobmod.previous_ok(job_dir, cfg) or jobmod.run_job(
-            cfg, job_dir, jobmod.JobMeta(sweep=planmod.PLAN_SWEEP, job=num, overrides=[planmod.keep_override(keep)]))
+            cfg, job_dir, jobmod.JobMeta(sweep=planmod.PLAN_SWEEP, job=num, overrides=[key.override(keep)]))
         tried[outcome.run_id] = keep
         judged = planmod.options(results.load(job_dir), rule, {outcome.run_id: keep})[0]
         print(f"plan: [{num}] keep {', '.join(keep)}: {outcome.status}"
@@ -114,7 +137,7 @@ def plan_sweep(sweep_dir: str | Path, candidates: int = 3, out=sys.stdout) -> pl
                                                                         "run_id"]))]
     table = ranked.assign(tried_alone_drop=ranked["layer"].map(drops))
     chosen = planmod.choose(base.run_id, str(base.precision), rule, opts,
-                            json.loads(table.to_json(orient="records")))
+                            json.loads(table.to_json(orient="records")), key)
     (sweep_dir / planmod.PLAN_FILE).write_text(json.dumps(chosen.to_json(), indent=2, default=str))
     print(chosen.line(), file=out)
     if chosen.plan is not None:
