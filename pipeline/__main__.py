@@ -19,8 +19,8 @@ def resolve_backend(argv: list[str]) -> list[str]:
     given = [a for a in argv if a.lstrip("+~").split("=", 1)[0] == "backend"]
     if given and given[-1].split("=", 1)[1] != "auto":
         return argv
-    if not given and any(override_in(group, argv, "/backend") for group in ("sweep", "search")):
-        return argv  # a sweep that names its backend (its defaults list overrides /backend) keeps it
+    if not given and any(override_in(group, argv, "/backend") for group in ("sweep", "search", "plan")):
+        return argv  # a sweep, search or plan that names its backend (its defaults override /backend) keeps it
     from pipeline.config import paths
     from pipeline.run import plugins
     from stages.api import Unsupported

@@ -205,3 +205,15 @@ def test_the_plan_restores_what_full_int8_breaks_and_reproduces(workdir):
     redone = results.load(workdir / "again")
     rel = redone.accuracy[redone.accuracy["metric"] == "rel_l2_err"]["value"].iloc[0]
     assert rel == pytest.approx(plan["plan"]["drop"], rel=1e-6)  # the same build: the same numbers
+
+
+def test_the_plan_keeps_its_backend_where_auto_would_pick_another(monkeypatch):
+    # +plan=mixed_precision names onnxruntime in its defaults list: the command line's `auto` must not replace it
+    # (on a GPU machine auto would pick torch or tensorrt); an explicit backend= still wins
+    from pipeline.__main__ import resolve_backend
+    from pipeline.run import plugins
+
+    monkeypatch.setattr(plugins, "best", lambda conf_dir: ("torch", []))
+    assert resolve_backend(["+plan=mixed_precision"]) == ["+plan=mixed_precision"]
+    assert resolve_backend(["+plan=mixed_precision", "backend=torch"]) == ["+plan=mixed_precision", "backend=torch"]
+    assert resolve_backend(["model=outlier_mlp"]) == ["model=outlier_mlp", "backend=torch"]
