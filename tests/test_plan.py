@@ -165,7 +165,6 @@ def test_plan_refuses_a_sweep_without_a_layer_comparison(workdir):
 @pytest.mark.slow
 def test_the_plan_restores_what_full_int8_breaks_and_reproduces(workdir):
     from pipeline import results
-    from pipeline.run import job
 
     proc = run_cli(["+plan=mixed_precision", "model=outlier_mlp", "hydra.sweep.dir=sweep", "cache.dir=cache",
                     "report.enabled=false", *FAST], workdir, timeout=600)
@@ -181,18 +180,8 @@ def test_the_plan_restores_what_full_int8_breaks_and_reproduces(workdir):
     assert not by_name["int8"]["feasible"] and by_name["int8"]["drop"] > 0.05  # full int8 breaks the bound
     assert plan["plan"]["feasible"] and plan["plan"]["drop"] <= 0.05
     assert ("plan: int8 with" in proc.stdout) and (plan["line"] in proc.stdout)
-    # the emitted override composes the very point the planner measured
-    point = results.load(workdir / "sweep" / "plan").runs.set_index("run_id").loc[plan["plan"]["run_id"]]
-    composed = config("backend=onnxruntime", "precision=int8", "model=outlier_mlp", "cache.dir=cache",
-                      "report.enabled=false", *FAST, plan["override"])
-    assert job.config_hash(composed) == point["config_hash"]
-    job_dir = next(p.parent for p in (workdir / "sweep" / "plan").glob(f"*/{results.JOB_CONFIG}")
-                   if plan["plan"]["run_id"] in set(results.load(p.parent, tables=("runs",)).runs["run_id"]))
-    again = run_cli([str(job_dir), "--out", "again", "--cache-dir", "cache"], workdir, module="pipeline.reproduce",
-                    timeout=300)
-    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    report = json.loads((workdir / "again" / "reproduction.json").read_text())[0]
-    assert report["config_hash_same"] and report["status"] == {"original": "ok", "new": "ok"}, report
+    assert_plan_reproduces(workdir, plan, ["backend=onnxruntime", "precision=int8", "model=outlier_mlp",
+                                           "cache.dir=cache", "report.enabled=false", *FAST], timeout=300)
     # the command on the finished sweep: the variants are kept (same config), the plan is the same
     rerun = run_cli(["sweep"], workdir, module="pipeline.plan", timeout=300)
     assert rerun.returncode == 0 and plan["line"] in rerun.stdout, rerun.stdout[-2000:] + rerun.stderr[-2000:]
@@ -205,6 +194,24 @@ def test_the_plan_restores_what_full_int8_breaks_and_reproduces(workdir):
     redone = results.load(workdir / "again")
     rel = redone.accuracy[redone.accuracy["metric"] == "rel_l2_err"]["value"].iloc[0]
     assert rel == pytest.approx(plan["plan"]["drop"], rel=1e-6)  # the same build: the same numbers
+
+
+def assert_plan_reproduces(workdir, plan: dict, overrides: list[str], timeout: int):
+    """The emitted override composes the very point the planner measured (same config_hash), and
+    `python -m pipeline.reproduce` on that point's job runs it again with the same hash (into workdir/again)."""
+    from pipeline import results
+    from pipeline.run import job
+
+    point = results.load(workdir / "sweep" / "plan").runs.set_index("run_id").loc[plan["plan"]["run_id"]]
+    assert job.config_hash(config(*overrides, plan["override"])) == point["config_hash"]
+    job_dir = next(p.parent for p in (workdir / "sweep" / "plan").glob(f"*/{results.JOB_CONFIG}")
+                   if plan["plan"]["run_id"] in set(results.load(p.parent, tables=("runs",)).runs["run_id"]))
+    again = run_cli([str(job_dir), "--out", "again", "--cache-dir", "cache"], workdir, module="pipeline.reproduce",
+                    timeout=timeout)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    report = json.loads((workdir / "again" / "reproduction.json").read_text())[0]
+    assert report["config_hash_same"] and report["status"] == {"original": "ok", "new": "ok"}, report
+    return point
 
 
 def test_the_plan_keeps_its_backend_where_auto_would_pick_another(monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 from pipeline import results
 from pipeline.analysis import plan as planmod
 from tests.conftest import FAST, run_cli
-from tests.test_config_hash import config
+from tests.test_plan import assert_plan_reproduces
 
 pytestmark = pytest.mark.gpu
 SHORT = ["benchmark.duration_s=0.5", *FAST[1:], "profile.enabled=false"]
@@ -17,7 +17,6 @@ SHORT = ["benchmark.duration_s=0.5", *FAST[1:], "profile.enabled=false"]
 
 def test_the_torch_plan_restores_what_int8_breaks_and_reproduces(workdir):
     pytest.importorskip("torchao", reason="the int8 recipe needs torchao (pip install -e '.[gpu]')")
-    from pipeline.run import job
 
     args = ["+plan=mixed_precision", "backend=torch", "model=outlier_mlp", "cache.dir=cache", "report.enabled=false",
             *SHORT]
@@ -33,16 +32,7 @@ def test_the_torch_plan_restores_what_int8_breaks_and_reproduces(workdir):
     by_name = {o["name"]: o for o in plan["options"]}
     assert not by_name["int8"]["feasible"] and plan["plan"]["feasible"]  # full int8 breaks the bound, the plan not
     assert plan["override"] == 'backend.keep_high_precision=["@first","@last","fc2"]'
-    point = results.load(workdir / "sweep" / "plan").runs.set_index("run_id").loc[plan["plan"]["run_id"]]
+    point = assert_plan_reproduces(workdir, plan, ["backend=torch", "precision=int8", "model=outlier_mlp",
+                                                   "cache.dir=cache", "report.enabled=false", *SHORT], timeout=600)
     assert point["compile_quantization"] == "torchao:int8_dynamic"
     assert point["compile_keep_high_precision"] == "fc1,fc2,head"  # what the override kept, resolved by the recipe
-    composed = config("backend=torch", "precision=int8", "model=outlier_mlp", "cache.dir=cache",
-                      "report.enabled=false", *SHORT, plan["override"])
-    assert job.config_hash(composed) == point["config_hash"]
-    job_dir = next(p.parent for p in (workdir / "sweep" / "plan").glob(f"*/{results.JOB_CONFIG}")
-                   if plan["plan"]["run_id"] in set(results.load(p.parent, tables=("runs",)).runs["run_id"]))
-    again = run_cli([str(job_dir), "--out", "again", "--cache-dir", "cache"], workdir, module="pipeline.reproduce",
-                    timeout=600)
-    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    report = json.loads((workdir / "again" / "reproduction.json").read_text())[0]
-    assert report["config_hash_same"] and report["status"] == {"original": "ok", "new": "ok"}, report
