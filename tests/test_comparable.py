@@ -52,14 +52,13 @@ def test_cpu_load_apart_is_not_comparable():
 
 
 def test_other_processes_share_of_the_cpu_decides_where_both_recorded_it():
-    quiet, busier = {**CPU_ROW, "benchmark_cpu_others_pct": 5.0}, {**CPU_ROW, "benchmark_cpu_others_pct": 40.0}
-    assert comparable.differences(quiet, busier) == ["other processes took 5% vs 40% of the CPU while measuring"]
+    quiet, busier = {**CPU_ROW, "benchmark_cpu_others_pct": 5.0}, {**CPU_ROW, "benchmark_cpu_others_pct": 17.0}
+    assert comparable.differences(quiet, busier) == ["other processes took 5% vs 17% of the CPU while measuring"]
     assert comparable.differences(quiet, {**quiet, "benchmark_cpu_others_pct": 14.0}) == []  # 9 points apart
-    assert comparable.differences(quiet, {**quiet, "benchmark_cpu_others_pct": 16.0}) != []  # 11 apart
     # a saturated host makes a pair incomparable even where both sides were as busy
     saturated = {**CPU_ROW, "benchmark_cpu_others_pct": 70.0}
     assert comparable.differences(saturated, {**saturated, "benchmark_cpu_others_pct": 79.0}) == [
-        "the host was busy: other processes took 70% (A) and 79% (B) of the CPU while measuring (more than 50%)"]
+        "the host was busy: other processes took 70% (A) and 79% (B) of the CPU while measuring (more than 20%)"]
     # the share, measured during the run, outranks the lagging load average
     assert comparable.differences(quiet, {**quiet, "benchmark_cpu_load": 3.1}) == []
 

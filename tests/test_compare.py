@@ -29,10 +29,10 @@ def measured(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def sweep(measured, tmp_path_factory) -> Path:
-    """The same sweep as if measured on a quiet host (other processes took 10 % of the CPU), so that a copy of it
+    """The same sweep as if measured on a quiet host (other processes took 5 % of the CPU), so that a copy of it
     whose figures were altered is comparable with it."""
     return _edit_runs(measured, tmp_path_factory.mktemp("quiet") / "sweep", "benchmark_cpu_others_pct",
-                      lambda v: 10.0)
+                      lambda v: 5.0)
 
 
 def _edit_runs(sweep: Path, dest: Path, column: str, change) -> Path:
@@ -112,12 +112,12 @@ def test_nothing_to_compare_is_one_line(sweep, tmp_path, which):
 
 
 def test_conditions_that_differ_are_said_and_fail_only_with_strict(sweep, tmp_path):
-    # other processes took 40 % of the host's CPU while B measured, 10 % while A did
-    busier = _edit_runs(sweep, tmp_path / "busy", "benchmark_cpu_others_pct", lambda v: 40.0)
+    # other processes took 18 % of the host's CPU while B measured, 5 % while A did
+    busier = _edit_runs(sweep, tmp_path / "busy", "benchmark_cpu_others_pct", lambda v: 18.0)
     slower = altered_copy(busier, tmp_path / "busy_slower", "summary", ("latency",), lambda v: pc.multiply(v, 2.0))
     proc = run_cli([str(sweep), str(slower)], tmp_path, module="pipeline.compare")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert ("precision=fp32: not comparable: other processes took 10% vs 40% of the CPU while measuring "
+    assert ("precision=fp32: not comparable: other processes took 5% vs 18% of the CPU while measuring "
             "(B 100% worse: not called a regression)") in proc.stdout
     assert "REGRESSED" not in proc.stdout and "2 not comparable" in proc.stdout.splitlines()[-1]
     strict = run_cli([str(sweep), str(slower), "--strict"], tmp_path, module="pipeline.compare")
