@@ -242,7 +242,7 @@ def _ingest_run(log_text: str, times_text: str | None, profile_text: str | None,
                      "explicit-batch network): no throughput was recorded")
     tables = {"summary": _summary_rows(log, times, batch)}
     if times:  # per-query timings in the layout of our own harness's samples
-        tables["samples"] = timing_tables.tables([times], [log.host_walltime_s or 1.0], batch)[0]["samples"]
+        tables["samples"] = timing_tables.samples([times])
     layer_tables, layer_info = _layers(log, profile_text, layers_text)
     tables.update(layer_tables)
     if log.result is None:
