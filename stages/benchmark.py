@@ -7,7 +7,7 @@ from pathlib import Path
 
 from stages import cpu_timing, runtime
 from stages import inputs as model_inputs
-from stages.api import Param, StageResult
+from stages.api import StageResult
 from stages.gpu import harness
 
 VERSION = "1"
@@ -15,8 +15,7 @@ OUTPUTS = ()
 CACHED = False  # a measurement is an observation: it runs every time
 RUNTIME = True  # the runner hands it the backend's plugin and options (pipeline/run/runner.py)
 crash_prone = runtime.crash_prone  # in a child process where the backend says so
-PARAMS = {"plugin": Param(str, keyed=False), "options": Param(dict, keyed=False), "feeds": Param(dict),
-          "seed": Param(int), **harness.PARAMS, "until_stable": cpu_timing.PARAMS["until_stable"]}
+PARAMS = {**runtime.STAGE_PARAMS, **harness.PARAMS, "until_stable": cpu_timing.PARAMS["until_stable"]}
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:

@@ -12,8 +12,7 @@ OUTPUTS = ()
 CACHED = False
 RUNTIME = True  # the runner hands it the backend's plugin and options (pipeline/run/runner.py)
 crash_prone = runtime.crash_prone  # in a child process where the backend says so
-PARAMS = {"plugin": Param(str, keyed=False), "options": Param(dict, keyed=False), "feeds": Param(dict),
-          "seed": Param(int), "iterations": Param(int, min=1), "cuda_graph": Param(bool)}
+PARAMS = {**runtime.STAGE_PARAMS, "iterations": Param(int, min=1), "cuda_graph": Param(bool)}
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:

@@ -31,7 +31,7 @@ import importlib
 from pathlib import Path
 from typing import Any, Callable
 
-from stages.api import Unsupported
+from stages.api import Param, Unsupported
 
 
 class Runtime:
@@ -79,6 +79,12 @@ class Runtime:
 
     def close(self) -> None:
         pass
+
+
+# What the runner hands every measuring stage (RUNTIME = True; pipeline/run/runner.py), beside its own params: the
+# backend's plugin and options to open the build with, and the feeds and seed that size and fill its inputs.
+STAGE_PARAMS = {"plugin": Param(str, keyed=False), "options": Param(dict, keyed=False), "feeds": Param(dict),
+                "seed": Param(int)}
 
 
 def crash_prone(params: dict) -> bool:

@@ -13,8 +13,7 @@ OUTPUTS = ()
 CACHED = False
 RUNTIME = True  # the runner hands it the backend's plugin and options (pipeline/run/runner.py)
 crash_prone = runtime.crash_prone  # in a child process where the backend says so
-PARAMS = {"plugin": Param(str, keyed=False), "options": Param(dict, keyed=False), "feeds": Param(dict),
-          "seed": Param(int), "validation": Param(dict)}
+PARAMS = {**runtime.STAGE_PARAMS, "validation": Param(dict)}
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
