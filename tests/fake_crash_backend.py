@@ -37,3 +37,16 @@ class Crashing(runtime.Runtime):
 
 def open_runtime(inputs: dict, options: dict, work_dir: Path) -> Crashing:
     return Crashing(options["fault"], work_dir)
+
+
+def segfault_build(inputs, params, out_dir, device, recipe):
+    """Stands in for the torch build's step in its child (stages/torch_backend/build.py BUILD): dies as a segfault
+    inside a compiler library would."""
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def fine_build(inputs, params, out_dir, device, recipe):
+    """The same step, returning as a build that needed no package would: what the child hands back."""
+    from stages.torch_backend import build
+
+    return build._publish(Path(out_dir), {"path": "compile", "reason": f"built in process {os.getpid()}"})

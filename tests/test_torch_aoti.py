@@ -129,3 +129,28 @@ def test_the_key_holds_what_changes_the_package():
     autotune = build_stage.key_extra({**params, "mode": "max-autotune"})
     assert autotune["inductor"] == {"max_autotune": True}
     assert json.dumps(params["model"]) and params["build"] == "aoti"
+
+
+def test_a_build_that_crashes_its_process_falls_back_with_the_signal_and_where(tmp_path, monkeypatch):
+    """On CUDA the build runs in a child (an AOTInductor build once segfaulted a whole sweep on the H200): a crash
+    there is the point's fallback to the in-process path, its reason naming the signal and the frame it died in."""
+    nodes = nodes_of("backend=torch", "model=tiny_cnn", "backend.device=cpu", "backend.compile=default")
+    monkeypatch.setattr(build_stage, "in_child", lambda device: True)  # as on CUDA
+    monkeypatch.setattr(build_stage, "BUILD", "tests.fake_crash_backend:segfault_build")
+    result = build_stage.run({"weights": tmp_path / "unused"}, nodes["build"].params, tmp_path)
+    assert result.info["path"] == "compile"
+    assert "crashed with signal SIGSEGV (11), in segfault_build (fake_crash_backend.py:" in result.info["reason"]
+    assert package.read(tmp_path / package.FILE)["path"] == "compile"
+    assert "Segmentation fault" in (tmp_path / build_stage.CRASH_LOG).read_text()
+
+
+def test_the_build_child_hands_its_result_back_and_leaves_no_crash_log(tmp_path, monkeypatch):
+    import os
+
+    nodes = nodes_of("backend=torch", "model=tiny_cnn", "backend.device=cpu", "backend.compile=default")
+    monkeypatch.setattr(build_stage, "in_child", lambda device: True)
+    monkeypatch.setattr(build_stage, "BUILD", "tests.fake_crash_backend:fine_build")
+    result = build_stage.run({"weights": tmp_path / "unused"}, nodes["build"].params, tmp_path)
+    pid = int(result.info["reason"].rpartition(" ")[2])
+    assert pid != os.getpid() and result.outputs == {"build": package.FILE}
+    assert not (tmp_path / build_stage.CRASH_LOG).exists()

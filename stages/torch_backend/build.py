@@ -22,7 +22,7 @@ import json
 import time
 from pathlib import Path
 
-from stages import datasets, host, targets
+from stages import child, datasets, host, targets
 from stages import flops as flop_counter
 from stages import inputs as model_inputs
 from stages.api import Param, StageInputError, StageResult, file_sha256, package_version
@@ -103,10 +103,11 @@ def _kept_layers(params: dict) -> list[str]:
     return quantize.select(built.module, params.get("keep_high_precision", quantize.DEFAULT_KEEP)).kept
 
 
-# A segfault inside the AOTInductor build of tiny_cnn (bf16 and fp16, torch 2.11, CUDA 13) on the lent H200 on
-# 2026-12-05 killed the whole sweep: until the GPU tests pass on this path, CUDA builds take the in-process path.
-CUDA_NOT_YET = ("AOTInductor packages are built on CPU only for now (on CUDA the build crashed the process on an "
-                "H200); the in-process torch.compile path runs instead")
+# On CUDA the build runs in a child process of its own: an AOTInductor build of tiny_cnn (bf16, fp16; torch 2.11,
+# CUDA 13) once segfaulted there and took the whole sweep with it. A crash is then this point's fallback, with the
+# signal and the Python frame it died in, and the parent's CUDA context is never touched by the build.
+BUILD = "stages.torch_backend.build:_build_scoped"  # what the child runs (a test makes it crash)
+CRASH_LOG = "build_crash.txt"  # the child's faulthandler output, beside build.json
 
 
 def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
@@ -116,11 +117,54 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
         return _publish(out_dir, {"path": "eager", "reason": "backend.compile=eager: the eager model runs in-process"})
     if params["build"] == "compile":
         return _publish(out_dir, {"path": "compile", "reason": "backend.build=compile"})
-    if device == "cuda":  # the package path has passed on CPU only: on the H200 its build crashed the process
-        return _publish(out_dir, {"path": "compile", "reason": CUDA_NOT_YET})
+    args = (inputs, params, out_dir, device, recipe)
+    if not in_child(device):
+        return _build_scoped(*args)
+    try:
+        return child.call("stages.torch_backend.build:_guarded", (BUILD, args))
+    except child.Crashed as err:
+        (out_dir / PACKAGE).unlink(missing_ok=True)
+        where = _crash_frame(out_dir / CRASH_LOG)
+        return _publish(out_dir, {"path": "compile", "reason": f"the AOTInductor build {err}{where} in its own "
+                                                               f"process: the in-process torch.compile path runs"})
+
+
+def in_child(device: str) -> bool:
+    return device == "cuda"
+
+
+def _crash_frame(log: Path) -> str:
+    """`, in <function> (<file>:<line>)`: the innermost Python frame of a faulthandler dump, where there is one."""
+    for line in (log.read_text(errors="replace").splitlines() if log.exists() else []):
+        line = line.strip()
+        if line.startswith("File "):  # 'File "path", line N in func', innermost first
+            path, _, rest = line[len("File "):].partition(", line ")
+            number, _, func = rest.partition(" in ")
+            return f", in {func} ({Path(path.strip(chr(34))).name}:{number})"
+    return ""
+
+
+def _guarded(target: str, args: tuple) -> StageResult:
+    """In the child: `target(*args)` with faulthandler writing where a crash happened to CRASH_LOG (removed when
+    the build returns)."""
+    import faulthandler
+    import importlib
+
+    log = Path(args[2]) / CRASH_LOG
+    module, _, name = target.partition(":")
+    with open(log, "w") as dump:
+        faulthandler.enable(dump)
+        try:
+            return getattr(importlib.import_module(module), name)(*args)
+        finally:  # returned or raised: no crash to tell of
+            faulthandler.disable()
+            log.unlink()
+
+
+def _build_scoped(inputs: dict, params: dict, out_dir: Path, device: str, recipe: str | None) -> StageResult:
+    """The build under the compile mode's Inductor settings and the precision's math mode, set explicitly and for
+    this build only (torchao's quantize_ runs with set_inductor_config=False, quantize.py)."""
     settings = inductor_settings(params, recipe)
-    # torchao's quantize_ runs with set_inductor_config=False (quantize.py): the settings are these, set explicitly
-    # and for this build only, as are the precision's math mode and the compile mode's Inductor settings
     with precision.scoped(params["precision"], settings):
         return _build(inputs, params, out_dir, device, recipe, settings)
 
@@ -161,7 +205,10 @@ def _build(inputs: dict, params: dict, out_dir: Path, device: str, recipe: str |
         return _publish(out_dir, meta, info, rows)
     meta["path"] = "aoti"
     meta["package_sha256"] = file_sha256(out_dir / PACKAGE)
-    rows.append(costs.artifact_row("package", costs.file_bytes(out_dir / PACKAGE)))
+    rows += [costs.artifact_row("package", costs.file_bytes(out_dir / PACKAGE)),
+             costs.memory_row("weights", meta["weights_bytes"])]
+    if device == "cuda":  # the build's own process (a child): the model, its eager check and the package's
+        rows.append(costs.memory_row("peak_build", torch.cuda.max_memory_allocated()))
     return _publish(out_dir, meta, info, rows)
 
 

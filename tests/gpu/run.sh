@@ -4,8 +4,9 @@
 #   OUT=/some/dir tests/gpu/run.sh [tests] [fidelity] [lowp] [sweep] [report]   (no argument: tests fidelity lowp;
 #                                                                                 all: every part)
 #
-#   tests     the gpu-marked tests (tests/gpu: harness, torch backend, int8/fp8 recipes, compile modes, ONNX Runtime's
-#             CUDA provider, which skips unless onnxruntime-gpu can start it): gpu_tests.log
+#   tests     the gpu-marked tests ($GPU_TESTS, default tests/gpu: harness, torch backend and its AOTInductor package,
+#             int8/fp8 recipes, compile modes, ONNX Runtime's CUDA provider, which skips unless onnxruntime-gpu can
+#             start it): gpu_tests.log
 #   fidelity  the pipeline's median against an independent CUDA-event replay of the same callable: gpu_fidelity.json
 #             (fp16/bf16 torch.compile, within 3 %) and gpu_fidelity_lowp.json (int8/fp8 recipes, max-autotune, 1 %)
 #   lowp      benchmarks/torch_lowp.py $LOWP_ARGS (default --quick: about 8 minutes): torch_lowp.json / .md and the
@@ -58,7 +59,8 @@ python3 -c "import torchao.quantization, torchao; print('torchao', torchao.__ver
 rc=0
 for part in $parts; do
   case $part in
-    tests) python3 -m pytest -q -m gpu tests/gpu -p no:cacheprovider 2>&1 | tee "$out/gpu_tests.log"; rc=$((rc | PIPESTATUS[0])) ;;
+    tests) python3 -m pytest -q -m gpu ${GPU_TESTS:-tests/gpu} -p no:cacheprovider 2>&1 | tee "$out/gpu_tests.log"
+      rc=$((rc | PIPESTATUS[0])) ;;
     fidelity)
       python3 benchmarks/gpu_fidelity.py --out "$out/gpu_fidelity.json" || rc=1
       python3 benchmarks/gpu_fidelity.py --new-modes --tolerance 1 --out "$out/gpu_fidelity_lowp.json" || rc=1 ;;
