@@ -65,6 +65,8 @@ def cached_sweep(work: Path, extra: list[str]) -> tuple[float, int, list[float]]
     (sweep_dir,) = set(root.iterdir()) - before
     runs = results.load(sweep_dir, tables=("runs",)).runs
     assert set(runs["export_cache"]) == {"hit"}, "the timed sweep must be fully cached"
+    failed = runs[runs["status"] == "failed"]  # a failing job costs less than a measured one: not overhead
+    assert failed.empty, f"{len(failed)} failed jobs in the timed sweep, the first: {failed['error'].iloc[0]}"
     # measurements (benchmark, validate, profile: the stages that always run) are not overhead
     stages = [c[:-6] for c in runs.columns if c.endswith("_cache") and (runs[c] == "off").any()]
     measured = sum(runs[f"{s}_seconds"].fillna(0) for s in stages)

@@ -27,11 +27,14 @@ def tables(trials: list[dict[str, list[float]]], bench_times_s: list[float], bat
     headline = "gpu_compute" if "gpu_compute" in stats else "latency"
     info: dict = {"iterations": n, "trials": len(trials),
             "verdict": timing_stats.verdict_label(timing_stats.verdicts(stats, streams=streams, stable=stable))}
-    noise = timing_stats.median_interval([t[headline] for t in trials])
-    summary += [{"metric": headline, "stat": "median_low", "value": noise.low, "unit": "ms"},
-                {"metric": headline, "stat": "median_high", "value": noise.high, "unit": "ms"},
-                {"metric": headline, "stat": "median_noise", "value": noise.half_width_pct, "unit": "%"}]
-    info.update(noise_pct=noise.half_width_pct, noise_method=noise.method)
+    if len(trials) > 1 or len(trials[0][headline]) > 1:
+        noise = timing_stats.median_interval([t[headline] for t in trials])
+        summary += [{"metric": headline, "stat": "median_low", "value": noise.low, "unit": "ms"},
+                    {"metric": headline, "stat": "median_high", "value": noise.high, "unit": "ms"},
+                    {"metric": headline, "stat": "median_noise", "value": noise.half_width_pct, "unit": "%"}]
+        info.update(noise_pct=noise.half_width_pct, noise_method=noise.method)
+    else:  # benchmark.min_iterations=1 with no time to spare: a median of one has no interval
+        info["noise_method"] = "none: one timing"
     if len(trials) > 1:
         medians = [statistics.median(t[headline]) for t in trials]
         spread = (max(medians) - min(medians)) / statistics.median(medians) * 100

@@ -179,6 +179,17 @@ def test_profile_can_be_switched_off(workdir):
     assert r.layers.empty and "profile_cache" not in r.runs.columns and r.runs.iloc[0].status == "ok"
 
 
+def test_a_single_timing_is_a_result_without_an_interval(workdir):
+    """benchmark.min_iterations=1 with no time: one timing is a median with no noise interval, not a failure."""
+    proc = run_cli(["benchmark.duration_s=0", "benchmark.warmup_ms=0", "benchmark.min_iterations=1",
+                    "validate.batches=1", "profile.enabled=false"], workdir)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    r = results.load(workdir / "outputs")
+    row = r.runs.iloc[0]
+    assert (row.status, row.benchmark_iterations, row.benchmark_noise_method) == ("ok", 1, "none: one timing")
+    assert "median_noise" not in set(r.summary.stat) and "median" in set(r.summary.stat)
+
+
 def test_help_is_fast_and_lists_groups(workdir):
     proc = run_cli(["--help"], workdir)
     assert proc.returncode == 0

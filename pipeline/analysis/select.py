@@ -139,6 +139,8 @@ def noise_of(stats: dict, metric: str, iterations) -> Noise | None:
     if cov_value is None:
         return None
     n = _number(iterations)
+    if n == 1:  # one timing: its CoV of 0 says nothing of the noise
+        return None
     if not n or n < 2:  # no iteration count: CoV itself, the most conservative reading
         return Noise(cov_value, cov_text, cov_value)
     half = _Z95 * _MEDIAN_SE * cov_value / math.sqrt(n)
