@@ -29,6 +29,7 @@ files and records out. A stage that keeps state across builds (TensorRT's timing
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,14 +176,19 @@ def file_sha256(path: Path) -> str:
 
 def package_version(*dists: str) -> str | None:
     """Installed version of the first distribution found, without importing it (keeps cache look-ups fast)."""
+    return next((v for v in map(_version, dists) if v is not None), None)
+
+
+@functools.lru_cache(maxsize=None)
+def _version(dist: str) -> str | None:
+    """Read once a process: each look-up parses the distribution's METADATA (milliseconds, on every job's cache
+    keys), and the code a process has imported does not change with a later install either."""
     from importlib import metadata
 
-    for dist in dists:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def onnxruntime_version() -> str | None:

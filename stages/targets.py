@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any
 
-from stages.api import StageInputError
+from stages.api import StageInputError, package_version
 
 
 def _split_target(target: Any, key: str) -> tuple[str, str]:
@@ -252,12 +252,4 @@ def _packages() -> dict[str, list[str]]:
 
 
 def _distributions(name: str) -> set[tuple[str, str | None]]:
-    from importlib import metadata
-
-    found = set()
-    for dist in _packages().get(name.partition(".")[0], ()):
-        try:
-            found.add((dist, metadata.version(dist)))
-        except metadata.PackageNotFoundError:
-            found.add((dist, None))
-    return found
+    return {(dist, package_version(dist)) for dist in _packages().get(name.partition(".")[0], ())}
