@@ -19,7 +19,8 @@ DEVICE_ID = 0  # CUDA device 0 of this process, as stages/gpu/session.py measure
 TRT_PRECISION = {"fp16": "trt_fp16_enable", "bf16": "trt_bf16_enable", "int8": "trt_int8_enable"}
 HOW_TO_GET = {
     "cuda": "The CUDA provider needs onnxruntime-gpu in place of onnxruntime "
-            "(`pip install onnxruntime-gpu[cuda,cudnn]` brings CUDA 12 and cuDNN 9 too) and an NVIDIA GPU.",
+            "(`pip install onnxruntime-gpu[cuda,cudnn]` brings the CUDA and cuDNN libraries it was built for: CUDA 13 "
+            "and cuDNN 9 for 1.31) and an NVIDIA GPU.",
     "tensorrt": "The TensorRT provider needs what the CUDA provider needs (`pip install onnxruntime-gpu[cuda,cudnn]`, "
                 "an NVIDIA GPU) and TensorRT's libraries (libnvinfer: `pip install tensorrt`, or the NGC TensorRT "
                 "container) where the loader finds them.",

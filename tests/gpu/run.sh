@@ -47,7 +47,7 @@ if [ -n "$missing" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/pipeline-site \
     $missing 2>&1 | tee "$out/install.log"
   [ "${PIPESTATUS[0]}" = 0 ] || exit 1
-  export PYTHONPATH=/tmp/pipeline-site
+  export PYTHONPATH=/tmp/pipeline-site${PYTHONPATH:+:$PYTHONPATH}  # after what the caller put first
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv | tee "$out/gpu_env.txt"

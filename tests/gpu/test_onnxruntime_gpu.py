@@ -1,5 +1,7 @@
 """ONNX Runtime's CUDA provider on a real GPU (onnxruntime-gpu): built on its provider, timed by the harness on each
-lane's stream, compared with the CPU provider. Written without a GPU to run it on: it has not run yet."""
+lane's stream, compared with the CPU provider; and through the CLI, a CUDA point measured end to end beside a
+TensorRT-provider point that this machine cannot run (no TensorRT libraries), which must be `unsupported`, saying
+how to get it. They skip where this onnxruntime has no CUDA provider (the CPU package)."""
 from __future__ import annotations
 
 import time
@@ -7,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from pipeline import results
 from stages import inputs as model_inputs
 from stages.api import Unsupported
 from stages.gpu import harness
@@ -14,6 +17,7 @@ from stages.gpu.cuda import call
 from stages.gpu.cuda import rt as cuda_rt
 from stages.onnxruntime import build, opened, providers, session
 from stages.onnxruntime.workload import OrtWorkload
+from tests.conftest import FAST, run_cli
 from tests.test_onnxruntime_provider import BUILD, tiny_model
 
 
@@ -60,3 +64,26 @@ def test_cuda_builds_on_its_provider_and_the_harness_times_its_kernels_on_the_la
             call("cudaStreamDestroy", stream)
     finally:
         rt.close()
+
+
+@pytest.mark.gpu
+def test_the_cli_measures_a_cuda_provider_point_with_the_gpu_harness(workdir):
+    try:
+        providers.check_here("cuda")
+    except Unsupported as err:
+        pytest.skip(str(err))
+    proc = run_cli(["-m", "backend=onnxruntime", "backend.provider=cuda,tensorrt", "precision=fp16", "batch_size=64",
+                    "benchmark.duration_s=0.5", *FAST[1:], "hydra.sweep.dir=sweep"], workdir, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = results.load(workdir / "sweep")
+    runs = r.runs.set_index("provider")
+    cuda, trt = runs.loc["cuda"], runs.loc["tensorrt"]
+    assert cuda.status == "ok", cuda.error
+    assert cuda.build_session_providers.startswith("CUDAExecutionProvider")
+    s = r.summary[r.summary.run_id == cuda.run_id].set_index(["metric", "stat"])["value"]
+    assert s[("gpu_compute", "median")] > 0 and s[("enqueue", "median")] > 0  # the harness's events, not the host
+    assert cuda.benchmark_sm_clock_median_mhz > 100
+    acc = r.accuracy[r.accuracy.run_id == cuda.run_id].set_index("metric")["value"]
+    assert acc["top1_agreement"] >= 0.9  # fp16 on the GPU against the fp32 reference
+    if trt.status != "ok":  # where TensorRT's libraries are found the point runs; here they are not
+        assert trt.status == "unsupported" and "TensorrtExecutionProvider" in trt.error and "tensorrt" in trt.error
