@@ -7,35 +7,39 @@ the end of the sweep.
 """
 from __future__ import annotations
 
-import importlib
 import multiprocessing as mp
 import signal
 import traceback
+from typing import Callable
 
 
 class Crashed(RuntimeError):
     """The child died (a signal or an exit) before reporting, or outlived its time and was killed."""
 
 
-def call(target: str, args: tuple = (), timeout_s: float | None = None):
-    """`module:function` called with `args` in a spawned child (never fork a process that may hold a CUDA
-    context); the arguments and the result must pickle. An exception the child raises is raised here."""
+class TimedOut(Crashed):
+    """The child outlived its time and was killed."""
+
+
+def call(fn: Callable, args: tuple = (), timeout_s: float | None = None):
+    """`fn(*args)` in a spawned child (never fork a process that may hold a CUDA context): `fn` a module-level
+    function, the arguments and the result picklable. An exception the child raises is raised here."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     # not daemonic: a daemonic child may not start children of its own (a stage isolated by the runner that isolates
     # a step); every path below joins or kills it
-    proc = ctx.Process(target=_main, args=(child, target, args))
+    proc = ctx.Process(target=_main, args=(child, fn, args))
     proc.start()
     child.close()
     try:
         if not parent.poll(timeout_s):
             proc.kill()
             proc.join()
-            raise Crashed(f"timed out after {timeout_s:g} s and was killed")
+            raise TimedOut(f"timed out after {timeout_s:g} s and was killed")
         kind, payload = parent.recv()
     except EOFError:  # the child died without a word: a signal or os._exit
         proc.join()
-        raise Crashed(describe_exit(proc.exitcode)) from None
+        raise Crashed(_describe_exit(proc.exitcode)) from None
     finally:
         parent.close()
     proc.join()
@@ -46,10 +50,9 @@ def call(target: str, args: tuple = (), timeout_s: float | None = None):
     raise Crashed(f"raised an exception that could not be sent back:\n{payload}")
 
 
-def _main(conn, target: str, args: tuple) -> None:
-    module, _, name = target.partition(":")
+def _main(conn, fn: Callable, args: tuple) -> None:
     try:
-        conn.send(("ok", getattr(importlib.import_module(module), name)(*args)))
+        conn.send(("ok", fn(*args)))
     except BaseException as err:  # noqa: BLE001 - everything goes back to the parent
         try:
             conn.send(("error", err))
@@ -59,7 +62,7 @@ def _main(conn, target: str, args: tuple) -> None:
         conn.close()
 
 
-def describe_exit(code: int | None) -> str:
+def _describe_exit(code: int | None) -> str:
     if code is not None and code < 0:
         name = signal.Signals(-code).name
         hint = " (killed: out of memory, or by hand)" if name == "SIGKILL" else ""

@@ -40,8 +40,8 @@ def open_runtime(inputs: dict, options: dict, work_dir: Path) -> Crashing:
 
 
 def segfault_build(inputs, params, out_dir, device, recipe):
-    """Stands in for the torch build's step in its child (stages/torch_backend/build.py BUILD): dies as a segfault
-    inside a compiler library would."""
+    """Stands in for the torch build's step in its child (stages/torch_backend/build.py _build_scoped): dies as a
+    segfault inside a compiler library would."""
     os.kill(os.getpid(), signal.SIGSEGV)
 
 

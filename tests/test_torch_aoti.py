@@ -13,6 +13,7 @@ import pytest
 from pipeline import results
 from stages.torch_backend import build as build_stage
 from stages.torch_backend import compiled, package
+from tests import fake_crash_backend
 from tests.conftest import FAST, run_cli
 from tests.test_torch_lowp import compose
 
@@ -136,7 +137,7 @@ def test_a_build_that_crashes_its_process_falls_back_with_the_signal_and_where(t
     there is the point's fallback to the in-process path, its reason naming the signal and the frame it died in."""
     nodes = nodes_of("backend=torch", "model=tiny_cnn", "backend.device=cpu", "backend.compile=default")
     monkeypatch.setattr(build_stage, "in_child", lambda device: True)  # as on CUDA
-    monkeypatch.setattr(build_stage, "BUILD", "tests.fake_crash_backend:segfault_build")
+    monkeypatch.setattr(build_stage, "_build_scoped", fake_crash_backend.segfault_build)
     result = build_stage.run({"weights": tmp_path / "unused"}, nodes["build"].params, tmp_path)
     assert result.info["path"] == "compile"
     assert "crashed with signal SIGSEGV (11), in segfault_build (fake_crash_backend.py:" in result.info["reason"]
@@ -149,7 +150,7 @@ def test_the_build_child_hands_its_result_back_and_leaves_no_crash_log(tmp_path,
 
     nodes = nodes_of("backend=torch", "model=tiny_cnn", "backend.device=cpu", "backend.compile=default")
     monkeypatch.setattr(build_stage, "in_child", lambda device: True)
-    monkeypatch.setattr(build_stage, "BUILD", "tests.fake_crash_backend:fine_build")
+    monkeypatch.setattr(build_stage, "_build_scoped", fake_crash_backend.fine_build)
     result = build_stage.run({"weights": tmp_path / "unused"}, nodes["build"].params, tmp_path)
     pid = int(result.info["reason"].rpartition(" ")[2])
     assert pid != os.getpid() and result.outputs == {"build": package.FILE}

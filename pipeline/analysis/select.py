@@ -141,7 +141,7 @@ def noise_of(stats: dict, metric: str, iterations) -> Noise | None:
     n = _number(iterations)
     if n == 1:  # one timing: its CoV of 0 says nothing of the noise
         return None
-    if not n or n < 2:  # no iteration count: CoV itself, the most conservative reading
+    if not n:  # no iteration count: CoV itself, the most conservative reading
         return Noise(cov_value, cov_text, cov_value)
     half = _Z95 * _MEDIAN_SE * cov_value / math.sqrt(n)
     return Noise(half, f"median ±{pct(half)} at 95%, {cov_text} over {int(n)} iterations", cov_value)

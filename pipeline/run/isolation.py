@@ -38,10 +38,11 @@ def run_isolated(module_name: str, inputs: dict, params: dict, out_dir: Path, ti
     given, no import is timed: pipeline/run/imports.py's hook would weigh on a measurement's timed loop)."""
     args = (module_name, inputs, params, str(out_dir), shared_root, imported is not None)
     try:
-        result, seconds = child.call("pipeline.run.isolation:_stage", args, timeout_s)
+        result, seconds = child.call(_stage, args, timeout_s)
+    except child.TimedOut as err:
+        raise StageCrashed(f"{err} (isolation.timeout_s)") from None
     except child.Crashed as err:
-        timed_out = str(err).startswith("timed out")
-        raise StageCrashed(f"{err} (isolation.timeout_s)" if timed_out else str(err)) from None
+        raise StageCrashed(str(err)) from None
     if imported is not None:
         imported[0] = seconds
     return result

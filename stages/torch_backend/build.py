@@ -106,7 +106,6 @@ def _kept_layers(params: dict) -> list[str]:
 # On CUDA the build runs in a child process of its own: an AOTInductor build of tiny_cnn (bf16, fp16; torch 2.11,
 # CUDA 13) once segfaulted there and took the whole sweep with it. A crash is then this point's fallback, with the
 # signal and the Python frame it died in, and the parent's CUDA context is never touched by the build.
-BUILD = "stages.torch_backend.build:_build_scoped"  # what the child runs (a test makes it crash)
 CRASH_LOG = "build_crash.txt"  # the child's faulthandler output, beside build.json
 
 
@@ -121,7 +120,7 @@ def run(inputs: dict, params: dict, out_dir: Path) -> StageResult:
     if not in_child(device):
         return _build_scoped(*args)
     try:
-        return child.call("stages.torch_backend.build:_guarded", (BUILD, args))
+        return child.call(_guarded, (_build_scoped, *args))
     except child.Crashed as err:
         (out_dir / PACKAGE).unlink(missing_ok=True)
         where = _crash_frame(out_dir / CRASH_LOG)
@@ -144,18 +143,16 @@ def _crash_frame(log: Path) -> str:
     return ""
 
 
-def _guarded(target: str, args: tuple) -> StageResult:
-    """In the child: `target(*args)` with faulthandler writing where a crash happened to CRASH_LOG (removed when
-    the build returns)."""
+def _guarded(step, inputs: dict, params: dict, out_dir: Path, device: str, recipe: str | None) -> StageResult:
+    """In the child: the build step with faulthandler writing where a crash happened to CRASH_LOG (removed when
+    the step returns or raises)."""
     import faulthandler
-    import importlib
 
-    log = Path(args[2]) / CRASH_LOG
-    module, _, name = target.partition(":")
+    log = Path(out_dir) / CRASH_LOG
     with open(log, "w") as dump:
         faulthandler.enable(dump)
         try:
-            return getattr(importlib.import_module(module), name)(*args)
+            return step(inputs, params, out_dir, device, recipe)
         finally:  # returned or raised: no crash to tell of
             faulthandler.disable()
             log.unlink()
